@@ -1,0 +1,121 @@
+"""Building blocks shared by the detector's components: attention, MLPs, sine encodings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def key_padding_mask(valid: Tensor | None) -> Tensor | None:
+    """[B, Lk] bool (True = valid) -> an SDPA boolean mask [B, 1, 1, Lk]."""
+    return None if valid is None else valid[:, None, None, :]
+
+
+class Attention(nn.Module):
+    """Multi-head attention on [B, L, C] tokens through `scaled_dot_product_attention`.
+
+    `mask` is a bool mask (True = attend) or an additive float bias, broadcastable to
+    [B, heads, Lq, Lk].
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, out_name: str = "o_proj") -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_name = out_name
+        setattr(self, out_name, nn.Linear(hidden_size, hidden_size))
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        q = self._heads(self.q_proj(query))
+        k = self._heads(self.k_proj(key))
+        v = self._heads(self.v_proj(value))
+        if mask is not None and mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return getattr(self, self.out_name)(out.transpose(1, 2).flatten(2))
+
+
+class MLP(nn.Module):
+    """fc1 -> activation -> fc2 (transformer feed-forward)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.act = {"relu": F.relu, "gelu": F.gelu}[activation]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class HeadMLP(nn.Module):
+    """A 2- or 3-layer ReLU MLP (`layer1..layer3`) used by the box, presence and RPB heads."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        if num_layers not in (2, 3):
+            raise ValueError(f"HeadMLP supports 2 or 3 layers, got {num_layers}")
+        self.layer1 = nn.Linear(input_dim, hidden_dim)
+        self.layer2 = nn.Linear(hidden_dim, output_dim if num_layers == 2 else hidden_dim)
+        self.layer3 = nn.Linear(hidden_dim, output_dim) if num_layers == 3 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer2(F.relu(self.layer1(x)))
+        return x if self.layer3 is None else self.layer3(F.relu(x))
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """logit(x) with x clamped to [eps, 1 - eps], as DETR box refinement uses it."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """[..., 4] (cx, cy, w, h) -> (x0, y0, x1, y1)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def _frequencies(num_feats: int, temperature: float, device, dtype) -> Tensor:
+    dim_t = torch.arange(num_feats, device=device).to(dtype)
+    return temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+
+
+def _interleave_sin_cos(pos: Tensor) -> Tensor:
+    """[..., F] angles -> [..., F] with sin at even and cos at odd feature slots."""
+    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def sine_encode_coords(coords: Tensor, num_feats: int, temperature: float = 10000.0) -> Tensor:
+    """Encode each scalar in `coords` [..., K] (already scaled) -> [..., K * num_feats]."""
+    dim_t = _frequencies(num_feats, temperature, coords.device, coords.dtype)
+    return _interleave_sin_cos(coords[..., None] / dim_t).flatten(-2)
+
+
+def sine_position_map(
+    batch: int, height: int, width: int, num_feats: int, device, dtype, normalize: bool = True
+) -> Tensor:
+    """DETR's 2-D sine position encoding of a feature map -> [B, 2 * num_feats, H, W] (y then x)."""
+    y = torch.arange(1, height + 1, device=device, dtype=dtype)
+    x = torch.arange(1, width + 1, device=device, dtype=dtype)
+    if normalize:
+        eps, scale = 1e-6, 2 * math.pi
+        y = y / (y[-1:] + eps) * scale
+        x = x / (x[-1:] + eps) * scale
+    dim_t = _frequencies(num_feats, 10000.0, device, dtype)
+    pos_y = _interleave_sin_cos(y[:, None] / dim_t)  # [H, F]
+    pos_x = _interleave_sin_cos(x[:, None] / dim_t)  # [W, F]
+    pos = torch.cat(
+        [pos_y[:, None, :].expand(height, width, -1), pos_x[None, :, :].expand(height, width, -1)],
+        dim=-1,
+    )
+    return pos.permute(2, 0, 1)[None].expand(batch, -1, -1, -1)

@@ -1,0 +1,105 @@
+"""Our detector against transformers' Sam3Model on the same perturbed random weights.
+
+Tolerances (fp32, CPU): scores, presence and boxes within 1e-4; mask and semantic logits
+within 1e-3 absolute; binary masks (logit > 0) IoU >= 0.999.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sam3_core.config import sam3_tiny
+from sam3_core.modeling.detector import Sam3Detector
+from tests.reference import hf_detector, mask_iou
+
+pytest.importorskip("transformers")
+
+CFG = sam3_tiny()
+L = CFG.text.context_length
+
+
+@pytest.fixture(scope="module")
+def models():
+    hf = hf_detector(CFG, seed=0)
+    ours = Sam3Detector(CFG).eval()
+    ours.load_state_dict(hf.state_dict())
+    return hf, ours
+
+
+def _ids(lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids with bos/eos and transformers' padding (49407)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.full((len(lengths), L), 49407)
+    mask = torch.zeros(len(lengths), L, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, 0] = 49406
+        ids[i, 1 : n - 1] = torch.randint(0, 49406, (n - 2,), generator=g)
+        mask[i, :n] = 1
+    return ids, mask
+
+
+def _run(models, pixels, ids, mask, boxes=None, labels=None):
+    hf, ours = models
+    kw = {} if boxes is None else {"input_boxes": boxes, "input_boxes_labels": labels}
+    with torch.no_grad():
+        ref = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask, **kw)
+        out = ours(ours.vision_encoder(pixels), ours.encode_text(ids), mask.bool(), boxes, labels)
+    return ref, out
+
+
+def _assert_close(ref, out) -> None:
+    ref_scores = ref.pred_logits.sigmoid() * ref.presence_logits.sigmoid()
+    assert (ref_scores - out.scores).abs().max() < 1e-4
+    assert (ref.presence_logits - out.presence).abs().max() < 1e-4
+    assert (ref.pred_boxes - out.boxes).abs().max() < 1e-4
+    assert (ref.pred_masks - out.masks).abs().max() < 1e-3
+    assert (ref.semantic_seg - out.semantic).abs().max() < 1e-3
+    for a, b in zip(ref.pred_masks.flatten(0, 1), out.masks.flatten(0, 1)):
+        assert mask_iou(a > 0, b > 0) >= 0.999
+
+
+def _pixels(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 3, CFG.image_size, CFG.image_size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_parity_text_only(models):
+    ids, mask = _ids([5], seed=1)
+    ref, out = _run(models, _pixels(1, 1), ids, mask)
+    _assert_close(ref, out)
+
+
+def test_parity_exemplars_only_positive_and_negative(models):
+    ids, mask = _ids([3], seed=2)  # stands in for "visual"
+    boxes = torch.tensor([[[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.1, 0.4]]])
+    labels = torch.tensor([[1, 0, 1]])
+    ref, out = _run(models, _pixels(1, 2), ids, mask, boxes, labels)
+    _assert_close(ref, out)
+
+
+def test_parity_text_plus_exemplars(models):
+    ids, mask = _ids([7], seed=3)
+    boxes = torch.tensor([[[0.45, 0.55, 0.3, 0.25]]])
+    ref, out = _run(models, _pixels(1, 3), ids, mask, boxes, torch.tensor([[1]]))
+    _assert_close(ref, out)
+
+
+def test_parity_two_images_in_a_batch(models):
+    ids, mask = _ids([4, 9], seed=4)
+    boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2]], [[0.6, 0.5, 0.3, 0.4]]])
+    ref, out = _run(models, _pixels(2, 4), ids, mask, boxes, torch.tensor([[1], [0]]))
+    _assert_close(ref, out)
+
+
+def test_parity_outputs_depend_on_inputs(models):
+    """Guards the parity tests: different images and texts must give different answers."""
+    _, ours = models
+    ids, mask = _ids([5, 8], seed=5)
+    with torch.no_grad():
+        feats = ours.vision_encoder(_pixels(2, 6))
+        a = ours(feats, ours.encode_text(ids), mask.bool())
+    assert (a.scores[0] - a.scores[1]).abs().max() > 1e-2
+    assert (a.boxes[0] - a.boxes[1]).abs().max() > 1e-2
+    assert np.mean((a.masks[0] > 0).numpy() != (a.masks[1] > 0).numpy()) > 0.01
+    assert a.scores.std() > 1e-2

@@ -1,0 +1,146 @@
+"""Builds the transformers reference from our configs, and perturbs random weights.
+
+Test-only: transformers is not a runtime dependency of sam3_core.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sam3_core.config import Sam3Config
+
+
+def hf_detector_config(cfg: Sam3Config):
+    """The transformers `Sam3Config` equal to our config's detector part."""
+    from transformers import Sam3Config as HFSam3Config
+
+    v, t = cfg.vit, cfg.text
+    sizes = [[s, s] for s in cfg.feature_sizes[:3]]
+    return HFSam3Config(
+        vision_config={
+            "model_type": "sam3_vision_model",
+            "backbone_config": {
+                "model_type": "sam3_vit_model",
+                "hidden_size": v.hidden_size,
+                "intermediate_size": v.intermediate_size,
+                "num_hidden_layers": v.num_layers,
+                "num_attention_heads": v.num_heads,
+                "image_size": v.image_size,
+                "patch_size": v.patch_size,
+                "window_size": v.window_size,
+                "global_attn_indexes": list(v.global_attn_indexes),
+                "pretrain_image_size": v.pretrain_image_size,
+                "layer_norm_eps": v.layer_norm_eps,
+                "rope_parameters": {"rope_theta": v.rope_theta, "rope_type": "axial"},
+            },
+            "fpn_hidden_size": cfg.neck.fpn_hidden_size,
+            "scale_factors": list(cfg.neck.scale_factors),
+            "backbone_feature_sizes": sizes,
+        },
+        text_config={
+            "model_type": "clip_text_model",
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_layers,
+            "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.max_position_embeddings,
+            "projection_dim": t.projection_dim,
+            "hidden_act": "gelu",
+            "layer_norm_eps": t.layer_norm_eps,
+        },
+        geometry_encoder_config={
+            "model_type": "sam3_geometry_encoder",
+            "hidden_size": cfg.geometry.hidden_size,
+            "num_layers": cfg.geometry.num_layers,
+            "num_attention_heads": cfg.geometry.num_heads,
+            "intermediate_size": cfg.geometry.intermediate_size,
+            "roi_size": cfg.geometry.roi_size,
+        },
+        detr_encoder_config={
+            "model_type": "sam3_detr_encoder",
+            "hidden_size": cfg.detr_encoder.hidden_size,
+            "num_layers": cfg.detr_encoder.num_layers,
+            "num_attention_heads": cfg.detr_encoder.num_heads,
+            "intermediate_size": cfg.detr_encoder.intermediate_size,
+        },
+        detr_decoder_config={
+            "model_type": "sam3_detr_decoder",
+            "hidden_size": cfg.detr_decoder.hidden_size,
+            "num_layers": cfg.detr_decoder.num_layers,
+            "num_queries": cfg.detr_decoder.num_queries,
+            "num_attention_heads": cfg.detr_decoder.num_heads,
+            "intermediate_size": cfg.detr_decoder.intermediate_size,
+        },
+        mask_decoder_config={
+            "model_type": "sam3_mask_decoder",
+            "hidden_size": cfg.mask_decoder.hidden_size,
+            "num_upsampling_stages": cfg.mask_decoder.num_upsampling_stages,
+            "num_attention_heads": cfg.mask_decoder.num_heads,
+        },
+    )
+
+
+def hf_detector(cfg: Sam3Config, seed: int = 0):
+    """A transformers `Sam3Model` in eval mode with perturbed random weights."""
+    from transformers import Sam3Model as HFSam3Model
+
+    torch.manual_seed(seed)
+    model = HFSam3Model(hf_detector_config(cfg)).eval()
+    perturb_(model, seed)
+    return model
+
+
+@torch.no_grad()
+def perturb_(module: torch.nn.Module, seed: int = 0) -> None:
+    """Make random weights informative: 1-D params + N(0, 0.2), matrices N(0, 1.2/sqrt(fan_in)).
+
+    Default initialisations leave SAM 3's outputs nearly constant across inputs, so a wrong
+    model could pass a parity test; after this, outputs depend on image, text and boxes.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for _, p in sorted(module.named_parameters()):
+        if p.ndim <= 1:
+            p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+        else:
+            fan_in = p[0].numel()
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.2 / math.sqrt(fan_in)))
+
+
+def write_clip_tokenizer_files(folder) -> None:
+    """Hub-style vocab.json + merges.txt from the vocabulary that sam3_core ships."""
+    import json
+    from pathlib import Path
+
+    from sam3_core.tokenizer import vocab_and_merges_from_bpe_gz
+
+    folder = Path(folder)
+    vocab, merges = vocab_and_merges_from_bpe_gz()
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    lines = ["#version: 0.2", *(" ".join(pair) for pair in merges)]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def hf_processor(cfg: Sam3Config, folder):
+    """transformers' `Sam3Processor` for our config's image size and the shipped vocabulary."""
+    from transformers import CLIPTokenizerFast, Sam3ImageProcessor, Sam3Processor
+
+    write_clip_tokenizer_files(folder)
+    tok = CLIPTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    size = cfg.image_size
+    mask_size = 4 * cfg.image_size // cfg.vit.patch_size
+    images = Sam3ImageProcessor(
+        size={"height": size, "width": size}, mask_size={"height": mask_size, "width": mask_size}
+    )
+    return Sam3Processor(image_processor=images, tokenizer=tok)
+
+
+def mask_iou(a, b) -> float:
+    """IoU of two boolean arrays of the same shape (1.0 when both are empty)."""
+    import numpy as np
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
