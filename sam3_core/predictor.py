@@ -34,7 +34,7 @@ class ImageState:
 
 def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 [H, W, 3] -> uint8 [3, size, size]: bilinear antialiased resize, aspect not kept."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    t = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None]
     if t.shape[-2:] != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return t[0]

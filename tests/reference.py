@@ -125,10 +125,10 @@ def write_clip_tokenizer_files(folder) -> None:
 
 def hf_processor(cfg: Sam3Config, folder):
     """transformers' `Sam3Processor` for our config's image size and the shipped vocabulary."""
-    from transformers import CLIPTokenizerFast, Sam3ImageProcessor, Sam3Processor
+    from transformers import CLIPTokenizer, Sam3ImageProcessor, Sam3Processor
 
     write_clip_tokenizer_files(folder)
-    tok = CLIPTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    tok = CLIPTokenizer.from_pretrained(str(folder))
     size = cfg.image_size
     mask_size = 4 * cfg.image_size // cfg.vit.patch_size
     images = Sam3ImageProcessor(

@@ -1,0 +1,285 @@
+"""Video memory of the tracker (SAM 2's design): the memory encoder fuses a frame's embedding with
+its predicted mask into a small memory map; memory attention conditions the current frame's
+embedding on the memory bank (past memory maps plus object-pointer tokens) with 2-D RoPE.
+
+Parameter names follow transformers' `Sam3TrackerVideoMemoryEncoder` / `...MemoryAttention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sam3_core.config import TrackerConfig
+from sam3_core.modeling.tracker_mask_decoder import LayerNorm2d
+
+
+def sine_position_encoding_2d(
+    batch: int, height: int, width: int, num_feats: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Normalised 2-D sine/cosine encoding (DETR style, scale 2*pi): [B, 2*num_feats, h, w]."""
+    scale, eps = 2 * math.pi, 1e-6
+    y = torch.arange(1, height + 1, device=device, dtype=dtype) / (height + eps) * scale
+    x = torch.arange(1, width + 1, device=device, dtype=dtype) / (width + eps) * scale
+    dim_t = torch.arange(num_feats, device=device).to(dtype)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+
+    def encode(values: Tensor) -> Tensor:
+        pos = values[:, None] / dim_t
+        return torch.stack((pos[:, 0::2].sin(), pos[:, 1::2].cos()), dim=2).flatten(1)
+
+    pos_y = encode(y)[:, None, :].expand(height, width, num_feats)
+    pos_x = encode(x)[None, :, :].expand(height, width, num_feats)
+    pos = torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1)
+    return pos.unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+def sine_position_encoding_1d(positions: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """1-D sine encoding of scalar positions [T] -> [T, dim] (sin half, then cos half)."""
+    half = dim // 2
+    dim_t = torch.arange(half, dtype=torch.float32, device=positions.device)
+    dim_t = temperature ** (2 * (dim_t // 2) / half)
+    pos = positions[:, None] / dim_t
+    return torch.cat([pos.sin(), pos.cos()], dim=-1)
+
+
+class MaskDownSamplerLayer(nn.Module):
+    """Strided conv, channel LayerNorm, GELU."""
+
+    def __init__(self, config: TrackerConfig, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        kernel = config.mask_downsampler_kernel_size
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=kernel,
+            stride=config.mask_downsampler_stride,
+            padding=kernel // 2,
+        )
+        self.layer_norm = LayerNorm2d(out_channels)
+        self.activation = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, Cin, H, W] -> [B, Cout, H/stride, W/stride]."""
+        return self.activation(self.layer_norm(self.conv(x)))
+
+
+class MaskDownSampler(nn.Module):
+    """Downsamples a mask by the total stride, growing channels by stride**2 per step."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        stride = config.mask_downsampler_stride
+        num_layers = round(math.log(config.mask_downsampler_total_stride, stride))
+        channels = [stride ** (2 * i) for i in range(num_layers + 1)]
+        self.layers = nn.ModuleList(
+            [MaskDownSamplerLayer(config, channels[i], channels[i + 1]) for i in range(num_layers)]
+        )
+        self.final_conv = nn.Conv2d(channels[-1], config.hidden_size, kernel_size=1)
+
+    def forward(self, masks: Tensor) -> Tensor:
+        """[B, 1, H, W] -> [B, C, H/total_stride, W/total_stride]."""
+        for layer in self.layers:
+            masks = layer(masks)
+        return self.final_conv(masks)
+
+
+class MemoryFuserBlock(nn.Module):
+    """ConvNeXt block: depthwise conv, LayerNorm, pointwise MLP, layer scale, residual."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        d, kernel = config.hidden_size, config.memory_fuser_kernel_size
+        self.scale = nn.Parameter(1e-6 * torch.ones(d))
+        self.depthwise_conv = nn.Conv2d(d, d, kernel_size=kernel, padding=kernel // 2, groups=d)
+        self.layer_norm = LayerNorm2d(d)
+        self.activation = nn.GELU()
+        self.pointwise_conv1 = nn.Linear(d, config.memory_fuser_intermediate_dim)
+        self.pointwise_conv2 = nn.Linear(config.memory_fuser_intermediate_dim, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, C, h, w] -> [B, C, h, w]."""
+        y = self.layer_norm(self.depthwise_conv(x)).permute(0, 2, 3, 1)
+        y = self.pointwise_conv2(self.activation(self.pointwise_conv1(y)))
+        return x + (self.scale * y).permute(0, 3, 1, 2)
+
+
+class MemoryFuser(nn.Module):
+    """A few ConvNeXt blocks."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [MemoryFuserBlock(config) for _ in range(config.memory_fuser_num_layers)]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, C, h, w] -> [B, C, h, w]."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MemoryEncoder(nn.Module):
+    """Fuses a frame embedding with its (scaled) mask into a memory map and its encoding."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.mask_downsampler = MaskDownSampler(config)
+        self.feature_projection = nn.Conv2d(d, d, kernel_size=1)
+        self.memory_fuser = MemoryFuser(config)
+        self.projection = nn.Conv2d(d, config.memory_channels, kernel_size=1)
+
+    def forward(self, image_embed: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """image_embed [B, C, h, w], masks [B, 1, 16h, 16w] -> memory and encoding [B, M, h, w]."""
+        x = self.feature_projection(image_embed) + self.mask_downsampler(masks)
+        x = self.projection(self.memory_fuser(x))
+        pos = sine_position_encoding_2d(
+            x.shape[0], x.shape[2], x.shape[3], x.shape[1] // 2, x.device, x.dtype
+        )
+        return x, pos
+
+
+def axial_rope(
+    height: int, width: int, head_dim: int, theta: float, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """cos and sin [h*w, head_dim] of 2-D axial RoPE: first half x frequencies, second half y."""
+    quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32, device=device)
+    inv_freq = 1.0 / (theta ** (quarter / (head_dim // 2)))
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float32),
+        torch.arange(width, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    freqs = torch.cat([xs.flatten()[:, None] * inv_freq, ys.flatten()[:, None] * inv_freq], dim=-1)
+    freqs = freqs.repeat_interleave(2, dim=-1)
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate consecutive channel pairs of x [..., L, D] by the angles in cos/sin [L, D]."""
+    xf = x.float()
+    pairs = xf.unflatten(-1, (-1, 2))
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return (xf * cos + rotated * sin).type_as(x)
+
+
+class RoPEAttention(nn.Module):
+    """Attention with 2-D RoPE on queries and on the spatial part of the keys."""
+
+    def __init__(self, config: TrackerConfig, kv_in_dim: int | None = None) -> None:
+        super().__init__()
+        d = config.hidden_size
+        internal = d // config.memory_attention_downsample_rate
+        self.num_heads = config.memory_attention_num_heads
+        kv_in_dim = d if kv_in_dim is None else kv_in_dim
+        self.q_proj = nn.Linear(d, internal)
+        self.k_proj = nn.Linear(kv_in_dim, internal)
+        self.v_proj = nn.Linear(kv_in_dim, internal)
+        self.o_proj = nn.Linear(internal, d)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        rope: tuple[Tensor, Tensor],
+        num_k_exclude_rope: int = 0,
+    ) -> Tensor:
+        """query [B, HW, C], key/value [B, L, Ckv] -> [B, HW, C].
+
+        The last `num_k_exclude_rope` keys (object pointers) get no RoPE; the other keys must be
+        whole memory maps of HW tokens each, which reuse the query angles.
+        """
+        cos, sin = rope
+        q = apply_rope(self._heads(self.q_proj(query)), cos, sin)
+        k = self._heads(self.k_proj(key))
+        v = self._heads(self.v_proj(value))
+        num_rope = k.shape[-2] - num_k_exclude_rope
+        if num_rope > 0:
+            if num_rope % cos.shape[0]:
+                raise ValueError(
+                    f"Memory has {num_rope} spatial tokens, not a multiple of the {cos.shape[0]} "
+                    "image tokens; pass whole memory maps and count object pointers in "
+                    "num_object_pointer_tokens."
+                )
+            repeat = num_rope // cos.shape[0]
+            k_rot = apply_rope(k[..., :num_rope, :], cos.repeat(repeat, 1), sin.repeat(repeat, 1))
+            k = torch.cat([k_rot, k[..., num_rope:, :]], dim=-2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm self-attention, cross-attention to the memory, ReLU MLP."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.self_attn = RoPEAttention(config)
+        self.cross_attn_image = RoPEAttention(config, kv_in_dim=config.memory_channels)
+        self.linear1 = nn.Linear(d, config.memory_attention_mlp_dim)
+        self.linear2 = nn.Linear(config.memory_attention_mlp_dim, d)
+        self.layer_norm1 = nn.LayerNorm(d)
+        self.layer_norm2 = nn.LayerNorm(d)
+        self.layer_norm3 = nn.LayerNorm(d)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        rope: tuple[Tensor, Tensor],
+        num_object_pointer_tokens: int,
+    ) -> Tensor:
+        """x [B, HW, C], memory/memory_pos [B, L, M] -> [B, HW, C]."""
+        q = self.layer_norm1(x)
+        x = x + self.self_attn(q, q, q, rope)
+        q = self.layer_norm2(x)
+        x = x + self.cross_attn_image(
+            q, memory + memory_pos, memory, rope, num_k_exclude_rope=num_object_pointer_tokens
+        )
+        return x + self.linear2(F.relu(self.linear1(self.layer_norm3(x))))
+
+
+class MemoryAttention(nn.Module):
+    """Conditions the current frame's embedding on the memory bank."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [MemoryAttentionLayer(config) for _ in range(config.num_memory_attention_layers)]
+        )
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+        self.head_dim = (
+            config.hidden_size
+            // config.memory_attention_downsample_rate
+            // config.memory_attention_num_heads
+        )
+        self.rope_theta = config.memory_attention_rope_theta
+
+    def forward(
+        self,
+        image_embed: Tensor,
+        image_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        num_object_pointer_tokens: int = 0,
+    ) -> Tensor:
+        """image_embed/image_pos [B, C, h, w], memory/memory_pos [B, L, M] -> [B, C, h, w]."""
+        batch, channels, height, width = image_embed.shape
+        x = (image_embed + 0.1 * image_pos).flatten(2).transpose(1, 2)
+        rope = axial_rope(height, width, self.head_dim, self.rope_theta, image_embed.device)
+        memory = memory.to(x.dtype)
+        memory_pos = memory_pos.to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, memory, memory_pos, rope, num_object_pointer_tokens)
+        x = self.layer_norm(x)
+        return x.transpose(1, 2).reshape(batch, channels, height, width)

@@ -1,0 +1,29 @@
+"""Tiny SAM 3 models for the core tests: random perturbed weights, saved as checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sam3_core.build import build_model
+from sam3_core.config import sam3_tiny
+from tests.reference import perturb_
+
+
+def tiny_model(seed: int = 0):
+    """Our full tiny model with perturbed weights (so outputs depend on the inputs)."""
+    torch.manual_seed(seed)
+    model = build_model(sam3_tiny())
+    perturb_(model, seed)
+    return model
+
+
+def make_image(h: int = 97, w: int = 150, seed: int = 0) -> np.ndarray:
+    """A non-square uint8 RGB image with some structure (blobs on a gradient)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 / w, yy * 255 / h, np.full((h, w), 90.0)], -1)
+    for _ in range(5):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 20)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 255, 3)
+    return img.clip(0, 255).astype(np.uint8)
