@@ -48,9 +48,15 @@ ACCESS_HELP = (
 )
 OUR_PREFIXES = ("detector_model.", "tracker_model.", "tracker_neck.")
 HF_DETECTOR_PREFIXES = (
-    "vision_encoder.", "text_encoder.", "text_projection.", "geometry_encoder.",
-    "detr_encoder.", "detr_decoder.", "dot_product_scoring.", "mask_decoder.",
-)  # fmt: skip
+    "vision_encoder.",
+    "text_encoder.",
+    "text_projection.",
+    "geometry_encoder.",
+    "detr_encoder.",
+    "detr_decoder.",
+    "dot_product_scoring.",
+    "mask_decoder.",
+)
 MAX_LISTED = 10
 
 Layout = Literal["ours", "hf_detector", "official"]
@@ -131,9 +137,7 @@ def _download(
 
     def fetch(filename: str) -> Path:
         return Path(
-            hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, token=token
-            )
+            hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token)
         )
 
     offline = False
@@ -193,6 +197,8 @@ def _download(
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a .safetensors (or its shard index) or .pt/.pth file to CPU tensors, never code."""
+    from safetensors import SafetensorError
+
     path = _resolve_local(Path(path).expanduser())
     try:
         if path.name.endswith(".safetensors.index.json"):
@@ -201,7 +207,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             from safetensors.torch import load_file
 
             return load_file(path, device="cpu")
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(
             f"could not read {str(path)!r} ({err}): the file may be incomplete; download it again"
         ) from err
@@ -262,10 +268,12 @@ _FOREIGN = (  # (description, every prefix that must occur); first match names t
     ("a SAM 2 checkpoint (official layout)", ("image_encoder.trunk.", "memory_attention.")),
     ("a SAM 2 image checkpoint (official layout)", ("image_encoder.trunk.", "sam_mask_decoder.")),
     ("a SAM 1 checkpoint (segment-anything layout)", ("image_encoder.blocks.", "mask_decoder.")),
-    ("a SAM 2 or SAM 3 tracker-only checkpoint (transformers layout, no concept detector)",
-     ("vision_encoder.", "memory_attention.")),
+    (
+        "a SAM 2 or SAM 3 tracker-only checkpoint (transformers layout, no concept detector)",
+        ("vision_encoder.", "memory_attention."),
+    ),
     ("a SAM 1 checkpoint (transformers layout)", ("vision_encoder.", "shared_image_embedding.")),
-)  # fmt: skip
+)
 
 
 def detect_layout(sd: Mapping[str, Tensor]) -> Layout:
@@ -275,13 +283,19 @@ def detect_layout(sd: Mapping[str, Tensor]) -> Layout:
         return "ours"
     if any(k.startswith(("detector.", "tracker.")) for k in keys):
         return "official"
-    if any(k.startswith(("backbone.vision_backbone.", "inst_interactive_predictor.")) for k in keys):
+    if any(
+        k.startswith(("backbone.vision_backbone.", "inst_interactive_predictor.")) for k in keys
+    ):
         return "official"
     tops = {k.split(".")[0] + "." for k in keys}
     if "detr_decoder." in tops and tops & {"vision_encoder.", "text_encoder."}:
         return "hf_detector"
     what = next(
-        (name for name, needs in _FOREIGN if all(any(k.startswith(p) for k in keys) for p in needs)),
+        (
+            name
+            for name, needs in _FOREIGN
+            if all(any(k.startswith(p) for k in keys) for p in needs)
+        ),
         f"an unrecognised checkpoint (first keys: {_listing(keys, 5)})" if keys else "empty",
     )
     raise CheckpointError(
@@ -380,9 +394,15 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
         (r"^ln_final\.", "text_model.final_layer_norm."),
         (r"^text_projection$", "text_projection.weight"),
         (r"^transformer\.resblocks\.(\d+)\.attn\.", r"text_model.encoder.layers.\1.self_attn."),
-        (r"^transformer\.resblocks\.(\d+)\.ln_([12])\.", r"text_model.encoder.layers.\1.layer_norm\2."),
+        (
+            r"^transformer\.resblocks\.(\d+)\.ln_([12])\.",
+            r"text_model.encoder.layers.\1.layer_norm\2.",
+        ),
         (r"^transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"text_model.encoder.layers.\1.mlp.fc1."),
-        (r"^transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"text_model.encoder.layers.\1.mlp.fc2."),
+        (
+            r"^transformer\.resblocks\.(\d+)\.mlp\.c_proj\.",
+            r"text_model.encoder.layers.\1.mlp.fc2.",
+        ),
     ),
     "detector_model.geometry_encoder.": (
         (r"^encode\.(\d+)\.", r"layers.\1."),
@@ -444,7 +464,10 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
         (r"^fuser\.(layers\.\d+)\.norm\.", r"memory_fuser.\1.layer_norm."),
     ),
     "tracker_model.prompt_encoder.": (
-        (r"^pe_layer\.positional_encoding_gaussian_matrix$", "shared_embedding.positional_embedding"),
+        (
+            r"^pe_layer\.positional_encoding_gaussian_matrix$",
+            "shared_embedding.positional_embedding",
+        ),
         (r"^mask_downscaling\.0\.", "mask_embed.conv1."),
         (r"^mask_downscaling\.1\.", "mask_embed.layer_norm1."),
         (r"^mask_downscaling\.3\.", "mask_embed.conv2."),
@@ -459,10 +482,12 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
         (r"^output_upscaling\.0\.", "upscale_conv1."),
         (r"^output_upscaling\.1\.", "upscale_layer_norm."),
         (r"^output_upscaling\.3\.", "upscale_conv2."),
-        (r"^(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)"
-         r"\.layers\.(\d)\.", _mlp3),
+        (
+            r"^(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.layers\.(\d)\.",
+            _mlp3,
+        ),
         _ATTN_OUT,
-    ),  # fmt: skip
+    ),
     "tracker_model.object_pointer_proj.": ((r"^layers\.(\d)\.", lambda m: f"{_MLP3[int(m[1])]}."),),
 }
 _RULES["tracker_neck.fpn_layers."] = _RULES["detector_model.vision_encoder.neck.fpn_layers."]
@@ -518,7 +543,9 @@ def _convert_official(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if _DROPPED.search(key):
             continue
         new = _rename(key, depth)
-        if m := re.fullmatch(r"(tracker_model\.prompt_encoder\.)point_embeddings\.(\d+)\.weight", new):
+        if m := re.fullmatch(
+            r"(tracker_model\.prompt_encoder\.)point_embeddings\.(\d+)\.weight", new
+        ):
             point_embeds[int(m.group(2))] = value
         elif new.endswith(("attention.qkv.weight", "attention.qkv.bias")):
             _split_qkv(out, new.replace(".qkv.", ".{}_proj."), value)
@@ -580,9 +607,12 @@ def load_into(model: torch.nn.Module, sd: Mapping[str, Tensor], *, strict: bool 
     if missing or unexpected:
         logger.warning(
             "loading non-strictly: %d model keys missing from the checkpoint (%s), %d checkpoint "
-            "keys unused (%s)", len(missing), _listing(missing, 3), len(unexpected),
+            "keys unused (%s)",
+            len(missing),
+            _listing(missing, 3),
+            len(unexpected),
             _listing(unexpected, 3),
-        )  # fmt: skip
+        )
     cast = {k: _cast(sd[k], expected[k]) for k in expected if k in sd}
     on_meta = any(t.is_meta for t in expected.values())
     model.load_state_dict(cast, strict=strict, assign=on_meta)
@@ -610,8 +640,10 @@ def _mismatch_report(missing: list[str], unexpected: list[str], mismatched: list
     elif missing and all(k.startswith(("tracker_model.", "tracker_neck.")) for k in missing):
         parts.append("hint: it holds the image detector only; pass strict=False to load it")
     elif mismatched:
-        parts.append("hint: the model config differs from the checkpoint's; build the model "
-                     "with the config that matches the checkpoint")  # fmt: skip
+        parts.append(
+            "hint: the model config differs from the checkpoint's; build the model "
+            "with the config that matches the checkpoint"
+        )
     return "\n  ".join(parts)
 
 

@@ -78,3 +78,17 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     if len(xs) == 0:
         return np.zeros(4, np.float32)
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def masks_to_instances(low_res_logits: torch.Tensor, scores: torch.Tensor, size: tuple[int, int]) -> Instances:
+    """Interactive results: [N, h, w] logits -> one bool mask per object (logit > 0 at full size)."""
+    masks = F.interpolate(low_res_logits[None], size=size, mode="bilinear", align_corners=False)[0] > 0
+    masks_np = masks.cpu().numpy()
+    return Instances(
+        masks=masks_np,
+        boxes=np.stack([mask_to_box(m) for m in masks_np]) if len(masks_np) else np.zeros((0, 4), np.float32),
+        scores=scores.cpu().numpy().astype(np.float32),
+        labels=np.zeros(len(masks_np), np.int64),
+        label_names=["object"],
+        low_res_logits=low_res_logits.cpu().numpy(),
+    )

@@ -15,8 +15,8 @@ from sam3_core.device import autocast, pick_device
 from sam3_core.io import load_image
 from sam3_core.modeling.detector import ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
-from sam3_core.postprocess import detections_to_instances
-from sam3_core.prompts import ConceptBatch, normalize_concepts
+from sam3_core.postprocess import detections_to_instances, masks_to_instances
+from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.tokenizer import ClipTokenizer
 
@@ -120,19 +120,84 @@ class ImagePredictor:
         concepts: str | Concept | Sequence[str | Concept] | None = None,
         exemplars: Sequence[Exemplar | Sequence[float]] | None = None,
         *,
+        points: Any = None,
+        point_labels: Any = None,
+        boxes: Any = None,
+        mask_input: Any = None,
+        multimask: bool = True,
         score_threshold: float = 0.5,
         mask_threshold: float = 0.5,
     ) -> Instances:
-        """Find every instance of each concept; `exemplars` apply to every concept given.
+        """Concept mode: every instance of each concept. Interactive mode: one mask per object.
 
         concepts: noun phrases or `Concept`s; exemplars: `Exemplar`s or (x0, y0, x1, y1[, positive])
-        in pixels. Returns the instances of all concepts, `labels` indexing the concepts.
+        in pixels, joined to every concept. Returns all concepts' instances, `labels` indexing them.
+
+        Interactive (SAM 1/2 task, on the same cached image features): points [P, 2] or
+        [N, P, 2] pixel (x, y) with point_labels [P] / [N, P] (1 positive, 0 negative); boxes
+        [4] / [N, 4] xyxy pixels; mask_input [h, w] / [N, h, w] low-res logits from an earlier
+        result (`Instances.low_res_logits`). With `multimask` the best of three candidate masks
+        (by predicted IoU) is returned; scores are predicted IoUs.
         """
+        interactive = any(v is not None for v in (points, point_labels, boxes, mask_input))
+        if interactive:
+            if concepts is not None or exemplars is not None:
+                raise PromptError(
+                    "Give either concepts/exemplars (find every instance) or points/boxes/"
+                    "mask_input (segment one object per prompt), not both in one call."
+                )
+            return self._segment_objects(state, points, point_labels, boxes, mask_input, multimask)
         batch = normalize_concepts(concepts, exemplars, state.size)
         out = self._detect(state, batch)
         return detections_to_instances(
             out, state.size, batch.names, score_threshold=score_threshold, mask_threshold=mask_threshold
         )
+
+    @torch.inference_mode()
+    def refine(
+        self,
+        state: ImageState,
+        instances: Instances,
+        index: int,
+        points: Any,
+        point_labels: Any,
+        multimask: bool = False,
+    ) -> Instances:
+        """Refine instance `index` of an earlier result with clicks, from its box and mask."""
+        return self.predict(
+            state,
+            points=np.asarray(points, np.float32)[None],
+            point_labels=np.asarray(point_labels)[None],
+            boxes=instances.boxes[index][None],
+            mask_input=instances.low_res_logits[index][None],
+            multimask=multimask,
+        )
+
+    def tracker_features(self, state: ImageState):
+        """The tracker head's view of the cached backbone output, computed once per image."""
+        if "tracker" not in state.cache:
+            vit = state.features.vit.permute(0, 3, 1, 2)
+            with autocast(self.device, self.precision):
+                fpn, pos = self.model.tracker_neck(vit, num_levels=3)
+                state.cache["tracker"] = self.model.tracker_model.prepare_image_features(fpn, pos)
+        return state.cache["tracker"]
+
+    def _segment_objects(self, state, points, point_labels, boxes, mask_input, multimask) -> Instances:
+        clicks = normalize_clicks(points, point_labels, boxes, mask_input, state.size, self.image_size)
+        to = lambda t: None if t is None else t.to(self.device)  # noqa: E731
+        with autocast(self.device, self.precision):
+            out = self.model.tracker_model.predict_masks(
+                self.tracker_features(state),
+                to(clicks.points),
+                to(clicks.labels),
+                to(clicks.boxes),
+                to(clicks.mask_input),
+                multimask=multimask,
+            )
+        best = out.iou_scores[0].float().argmax(-1)
+        rows = torch.arange(clicks.num_objects, device=best.device)
+        low_res = out.low_res_masks[0][rows, best].float()
+        return masks_to_instances(low_res, out.iou_scores[0][rows, best].float(), state.size)
 
     def _detect(self, state: ImageState, batch: ConceptBatch):
         n = len(batch.texts)

@@ -116,3 +116,83 @@ def normalize_concepts(
         names=[c.name for c in items],
         size=size,
     )
+
+
+@dataclass
+class ClickBatch:
+    """Interactive prompts for N objects, in model-input pixels, as the tracker head takes them."""
+
+    points: torch.Tensor | None  # [1, N, P, 2]
+    labels: torch.Tensor | None  # [1, N, P]
+    boxes: torch.Tensor | None  # [1, N, 4]
+    mask_input: torch.Tensor | None  # [1, N, 1, h, w]
+    num_objects: int
+
+
+def _as_array(value, name: str, trailing: tuple[int, ...]):
+    import numpy as np
+
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == len(trailing):
+        arr = arr[None]
+    if arr.ndim != len(trailing) + 1 or any(t and a != t for a, t in zip(arr.shape[1:], trailing)):
+        shape = "x".join(str(t) if t else "?" for t in trailing)
+        raise PromptError(f"{name} must have shape [{shape}] or [N, {shape}] for N objects; got {arr.shape}.")
+    return arr
+
+
+def normalize_clicks(
+    points, point_labels, boxes, mask_input, size: tuple[int, int], model_size: int
+) -> ClickBatch:
+    """Check clicks/boxes/masks given in original-image pixels and scale them to the model input."""
+    import numpy as np
+
+    h, w = size
+    scale = np.array([model_size / w, model_size / h], np.float32)
+    n_sizes = []
+    pts = lbl = bxs = msk = None
+    if points is not None or point_labels is not None:
+        if points is None or point_labels is None:
+            raise PromptError("Give points and point_labels together (1 = positive, 0 = negative).")
+        pts = _as_array(points, "points", (0, 2))
+        lbl = np.asarray(point_labels, dtype=np.int64)
+        lbl = lbl[None] if lbl.ndim == 1 else lbl
+        if lbl.shape != pts.shape[:2]:
+            raise PromptError(
+                f"points {pts.shape[:2]} and point_labels {lbl.shape} differ in length: give one "
+                "label (1 positive, 0 negative) per point."
+            )
+        if pts.shape[1] == 0:
+            raise PromptError("points is empty: give at least one (x, y) click, or a box.")
+        if not np.isin(lbl, (0, 1)).all():
+            raise PromptError("point_labels must be 1 (positive) or 0 (negative).")
+        outside = (pts[..., 0] < 0) | (pts[..., 0] > w) | (pts[..., 1] < 0) | (pts[..., 1] > h)
+        if outside.any():
+            bad = pts[outside][0]
+            raise PromptError(
+                f"The point ({bad[0]:g}, {bad[1]:g}) lies outside the {w}x{h} image: give (x, y) "
+                "in pixels of the original image."
+            )
+        n_sizes.append(len(pts))
+        pts = torch.from_numpy(pts * scale)[None]
+        lbl = torch.from_numpy(lbl)[None]
+    if boxes is not None:
+        arr = _as_array(boxes, "boxes", (4,))
+        for b in arr:
+            check_box(tuple(b), size, what="box")
+        n_sizes.append(len(arr))
+        bxs = torch.from_numpy(arr * np.tile(scale, 2))[None]
+    if mask_input is not None:
+        arr = _as_array(mask_input, "mask_input", (0, 0))
+        n_sizes.append(len(arr))
+        msk = torch.from_numpy(arr)[None, :, None]
+    if not n_sizes:
+        raise PromptError(
+            "No interactive prompt: give points with point_labels, boxes, or a mask_input."
+        )
+    if len(set(n_sizes)) != 1:
+        raise PromptError(
+            f"Prompts disagree on the number of objects ({n_sizes}): give points, boxes and "
+            "mask_input for the same N objects."
+        )
+    return ClickBatch(pts, lbl, bxs, msk, n_sizes[0])

@@ -16,7 +16,6 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import torch
 from torch.overrides import TorchFunctionMode
 
 

@@ -1,0 +1,55 @@
+"""Shared benchmark helpers: the same weights on both sides, warmed-up medians, peak RSS."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], runs: int, device: torch.device, warmup: int = 1) -> float:
+    """Median wall time of `fn` in seconds after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def paired_models(config_name: str, device: torch.device):
+    """(transformers Sam3Model, our Sam3Model) holding identical random weights."""
+    from sam3_core.build import build_model
+    from sam3_core.config import get_config
+    from tests.reference import hf_detector_config
+
+    from transformers import Sam3Model as HFSam3Model
+
+    cfg = get_config(config_name)
+    torch.manual_seed(0)
+    hf = HFSam3Model(hf_detector_config(cfg)).eval().to(device)
+    ours = build_model(cfg)
+    ours.detector_model.load_state_dict(hf.state_dict())
+    return hf, ours.to(device), cfg
