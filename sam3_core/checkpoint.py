@@ -43,20 +43,9 @@ DEFAULT_REPO = "facebook/sam3"
 HUB_FILES = ("model.safetensors", "model.safetensors.index.json", "sam3.pt")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 ACCESS_HELP = (
-    "request access at https://huggingface.co/facebook/sam3, then set HF_TOKEN or run "
-    "`hf auth login`"
+    "request access at https://huggingface.co/{}, then set HF_TOKEN or run `hf auth login`"
 )
 OUR_PREFIXES = ("detector_model.", "tracker_model.", "tracker_neck.")
-HF_DETECTOR_PREFIXES = (
-    "vision_encoder.",
-    "text_encoder.",
-    "text_projection.",
-    "geometry_encoder.",
-    "detr_encoder.",
-    "detr_decoder.",
-    "dot_product_scoring.",
-    "mask_decoder.",
-)
 MAX_LISTED = 10
 
 Layout = Literal["ours", "hf_detector", "official"]
@@ -144,10 +133,13 @@ def _download(
     for filename in HUB_FILES:
         try:
             path = fetch(filename)
+            if filename.endswith(".index.json"):
+                for shard in sorted(set(json.loads(path.read_text())["weight_map"].values())):
+                    fetch(shard)
         except GatedRepoError as err:
             raise CheckpointError(
                 f"hub repo {repo_id!r} is gated and this account has no access or no token "
-                f"was found: {ACCESS_HELP}"
+                f"was found: {ACCESS_HELP.format(repo_id)}"
             ) from err
         except RepositoryNotFoundError as err:
             raise CheckpointError(
@@ -168,15 +160,13 @@ def _download(
             status = getattr(getattr(err, "response", None), "status_code", None)
             if status in (401, 403):
                 raise CheckpointError(
-                    f"the hub refused access to {repo_id!r} (HTTP {status}): {ACCESS_HELP}"
+                    f"the hub refused access to {repo_id!r} (HTTP {status}): "
+                    + ACCESS_HELP.format(repo_id)
                 ) from err
             raise CheckpointError(
                 f"downloading {filename} from {repo_id!r} failed ({err}): retry, or pass a "
                 "local checkpoint file"
             ) from err
-        if filename.endswith(".index.json"):
-            for shard in sorted(set(json.loads(path.read_text())["weight_map"].values())):
-                fetch(shard)
         return path
     if offline:
         raise CheckpointError(
@@ -264,15 +254,14 @@ def _load_pickled(path: Path) -> dict[str, Tensor]:
 # Recognising and converting layouts
 # ---------------------------------------------------------------------------------------------
 
-_FOREIGN = (  # (description, every prefix that must occur); first match names the checkpoint
-    ("a SAM 2 checkpoint (official layout)", ("image_encoder.trunk.", "memory_attention.")),
-    ("a SAM 2 image checkpoint (official layout)", ("image_encoder.trunk.", "sam_mask_decoder.")),
-    ("a SAM 1 checkpoint (segment-anything layout)", ("image_encoder.blocks.", "mask_decoder.")),
+_FOREIGN = (  # (description, every prefix that must occur); the first match names it
+    ("a SAM 2 checkpoint (official layout)", ("image_encoder.trunk.", "sam_mask_decoder.")),
+    ("a SAM 1 checkpoint (official layout)", ("image_encoder.blocks.", "mask_decoder.")),
+    ("a SAM 1 checkpoint (transformers layout)", ("vision_encoder.layers.", "prompt_encoder.")),
     (
-        "a SAM 2 or SAM 3 tracker-only checkpoint (transformers layout, no concept detector)",
-        ("vision_encoder.", "memory_attention."),
+        "a SAM 2 or SAM 3 tracker checkpoint without the concept detector (transformers layout)",
+        ("prompt_encoder.", "mask_decoder."),
     ),
-    ("a SAM 1 checkpoint (transformers layout)", ("vision_encoder.", "shared_image_embedding.")),
 )
 
 
@@ -296,7 +285,7 @@ def detect_layout(sd: Mapping[str, Tensor]) -> Layout:
             for name, needs in _FOREIGN
             if all(any(k.startswith(p) for k in keys) for p in needs)
         ),
-        f"an unrecognised checkpoint (first keys: {_listing(keys, 5)})" if keys else "empty",
+        f"an unrecognised checkpoint (first keys: {_listing(keys, 5)})" if keys else "nothing",
     )
     raise CheckpointError(
         f"this checkpoint looks like {what}; a SAM 3 checkpoint is expected "
@@ -362,6 +351,7 @@ def _shifted(template: str) -> Callable[[re.Match], str]:
 
 
 _MLP3 = ("proj_in", "layers.0", "proj_out")  # SAM 2's 3-layer MLP, layers.0/1/2 renamed
+_MLP3_HEADS = r"output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head"
 
 
 def _mlp3(m: re.Match) -> str:
@@ -482,10 +472,7 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
         (r"^output_upscaling\.0\.", "upscale_conv1."),
         (r"^output_upscaling\.1\.", "upscale_layer_norm."),
         (r"^output_upscaling\.3\.", "upscale_conv2."),
-        (
-            r"^(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)\.layers\.(\d)\.",
-            _mlp3,
-        ),
+        (rf"^({_MLP3_HEADS})\.layers\.(\d)\.", _mlp3),
         _ATTN_OUT,
     ),
     "tracker_model.object_pointer_proj.": ((r"^layers\.(\d)\.", lambda m: f"{_MLP3[int(m[1])]}."),),
@@ -636,7 +623,10 @@ def _mismatch_report(missing: list[str], unexpected: list[str], mismatched: list
         if items:
             parts.append(f"{len(items)} {title}: {_listing(items)}")
     if unexpected and not any(k.startswith(OUR_PREFIXES) for k in unexpected[:MAX_LISTED]):
-        parts.append("hint: convert it first with to_our_layout(state_dict)")
+        parts.append(
+            "hint: pass the state dict through to_our_layout() first; if it was, the checkpoint "
+            "is a SAM 3 variant this version does not support"
+        )
     elif missing and all(k.startswith(("tracker_model.", "tracker_neck.")) for k in missing):
         parts.append("hint: it holds the image detector only; pass strict=False to load it")
     elif mismatched:

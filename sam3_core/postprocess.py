@@ -80,15 +80,28 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """bool [N, H, W] -> tight xyxy pixel boxes [N, 4] (zeros for empty masks), on the device."""
+    n, h, w = masks.shape
+    rows, cols = masks.any(2), masks.any(1)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ar_h, h).amin(1)
+    y1 = torch.where(rows, ar_h + 1, 0).amax(1)
+    x0 = torch.where(cols, ar_w, w).amin(1)
+    x1 = torch.where(cols, ar_w + 1, 0).amax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    return torch.where(rows.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
 def masks_to_instances(low_res_logits: torch.Tensor, scores: torch.Tensor, size: tuple[int, int]) -> Instances:
     """Interactive results: [N, h, w] logits -> one bool mask per object (logit > 0 at full size)."""
     masks = F.interpolate(low_res_logits[None], size=size, mode="bilinear", align_corners=False)[0] > 0
-    masks_np = masks.cpu().numpy()
     return Instances(
-        masks=masks_np,
-        boxes=np.stack([mask_to_box(m) for m in masks_np]) if len(masks_np) else np.zeros((0, 4), np.float32),
+        masks=masks.cpu().numpy(),
+        boxes=masks_to_boxes(masks).cpu().numpy(),
         scores=scores.cpu().numpy().astype(np.float32),
-        labels=np.zeros(len(masks_np), np.int64),
+        labels=np.zeros(len(masks), np.int64),
         label_names=["object"],
         low_res_logits=low_res_logits.cpu().numpy(),
     )

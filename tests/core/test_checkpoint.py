@@ -7,11 +7,11 @@ stands in for ours here. The official layout is pinned by `data/official_sam3_ke
 """
 
 import gzip
+import importlib
 import json
 import re
 from pathlib import Path
 
-import httpx2
 import pytest
 import torch
 from huggingface_hub import errors as hf_errors
@@ -137,9 +137,10 @@ def _meta_state(layout: dict[str, tuple[list[int], str]]) -> dict[str, torch.Ten
 
 
 def _http_error(cls, status: int, message: str):
-    """A huggingface_hub HTTP error as the hub raises it."""
+    """A huggingface_hub HTTP error as the hub raises it (its HTTP client differs by version)."""
+    http = importlib.import_module(hf_errors.HfHubHTTPError.__mro__[1].__module__.split(".")[0])
     url = "https://huggingface.co/facebook/sam3/resolve/main/model.safetensors"
-    response = httpx2.Response(status, request=httpx2.Request("GET", url))
+    response = http.Response(status, request=http.Request("GET", url))
     return cls(message, response=response)
 
 
@@ -374,18 +375,25 @@ def test_missing_alias_of_the_tracker_fourier_matrix_is_filled(tiny_model):
         ),
         (
             [
-                "vision_encoder.backbone.blocks.0.attn.qkv.weight",
-                "memory_attention.layers.0.self_attn.q_proj.weight",
+                "shared_image_embedding.positional_embedding",
+                "vision_encoder.layers.0.attn.qkv.weight",
+                "prompt_encoder.no_mask_embed.weight",
             ],
-            "tracker-only",
+            r"SAM 1 checkpoint \(transformers",
         ),
         (["encoder.layer.0.weight", "pooler.dense.bias"], "unrecognised checkpoint"),
+        ([], "looks like nothing"),
     ],
 )
 def test_other_models_are_named_and_refused(keys, named):
     with pytest.raises(CheckpointError, match=named) as info:
         detect_layout(dict.fromkeys(keys, torch.zeros(1)))
     assert "SAM 3 checkpoint is expected" in str(info.value)
+
+
+def test_tracker_without_detector_is_refused(tiny_model):
+    with pytest.raises(CheckpointError, match="tracker checkpoint without the concept detector"):
+        to_our_layout(tiny_model.tracker_model.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,3 +120,15 @@ def test_bad_interactive_prompts(setup, kwargs, match):
     state = pred.set_image(make_image())
     with pytest.raises(PromptError, match=match):
         pred.predict(state, **kwargs)
+
+
+def test_masks_to_boxes_matches_numpy():
+    from sam3_core.postprocess import mask_to_box, masks_to_boxes
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 40, 50), bool)
+    masks[0, 5:9, 10:30] = True
+    masks[1][rng.random((40, 50)) > 0.97] = True
+    got = masks_to_boxes(torch.from_numpy(masks)).numpy()
+    for m, b in zip(masks, got):
+        np.testing.assert_array_equal(b, mask_to_box(m))

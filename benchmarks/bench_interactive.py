@@ -1,0 +1,95 @@
+"""One click after `set_image`: ours vs transformers' Sam3TrackerModel given precomputed embeddings.
+
+Same weights on both sides; both start from cached image embeddings and end with the mask at
+the image size. Prints medians and, last, `click_ms=T click_ratio=R` (R = reference / ours).
+`python benchmarks/bench_interactive.py` (full size; `--config sam3_tiny` for a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import median_time  # noqa: E402
+from sam3_core.device import autocast, pick_device  # noqa: E402
+
+
+def reference_tracker(model, cfg, device):
+    """transformers Sam3TrackerModel holding our model's backbone, tracker neck and tracker."""
+    import transformers
+
+    from tests.core.test_tracker_parity import hf_config
+
+    hf_cfg = hf_config(cfg)
+    hf = transformers.Sam3TrackerModel(
+        transformers.Sam3TrackerConfig(
+            vision_config=hf_cfg.vision_config.to_dict(),
+            prompt_encoder_config=hf_cfg.prompt_encoder_config.to_dict(),
+            mask_decoder_config=hf_cfg.mask_decoder_config.to_dict(),
+        )
+    )
+    sd = {f"vision_encoder.backbone.{k}": v for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()}
+    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
+    sd |= dict(model.tracker_model.state_dict())
+    missing, _ = hf.load_state_dict(sd, strict=False)
+    if missing:
+        raise RuntimeError(f"reference weights missing: {missing[:5]}")
+    return hf.eval().to(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="sam3")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args()
+
+    from sam3_core.build import build_model
+    from sam3_core.config import get_config
+    from sam3_core.predictor import ImagePredictor, preprocess
+
+    torch.set_grad_enabled(False)
+    device = pick_device(args.device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    cfg = get_config(args.config)
+    model = build_model(cfg)
+    hf = reference_tracker(model, cfg, device)
+    pred = ImagePredictor(model, device=device, precision=precision)
+    image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    h, w = image.shape[:2]
+    s = cfg.image_size
+    state = pred.set_image(image)
+    pred.tracker_features(state)
+    with autocast(device, precision):
+        pixels = ((preprocess(image, s).float() / 255 - 0.5) / 0.5)[None].to(device)
+        maps = list(hf.get_image_features(pixels).fpn_hidden_states)
+        maps[-1] = maps[-1] + hf.no_memory_embedding
+        embeds = [m.permute(1, 2, 0).view(1, -1, *sz) for m, sz in zip(maps, hf.backbone_feature_sizes)]
+    click = [[600.0, 400.0]]
+    points = torch.tensor([[[[600.0 * s / w, 400.0 * s / h]]]], device=device)
+    labels = torch.tensor([[[1]]], device=device)
+
+    def ours():
+        return pred.predict(state, points=click, point_labels=[1])
+
+    def reference():
+        with autocast(device, precision):
+            out = hf(image_embeddings=embeds, input_points=points, input_labels=labels)
+            masks = torch.nn.functional.interpolate(out.pred_masks[0].float(), (h, w), mode="bilinear") > 0
+            return masks.cpu()
+
+    t_ref = median_time(reference, args.runs, device, warmup=3)
+    t_ours = median_time(ours, args.runs, device, warmup=3)
+    print(f"device={device} precision={precision} config={args.config} runs={args.runs}")
+    print(f"reference click {t_ref * 1000:.1f} ms | ours {t_ours * 1000:.1f} ms")
+    print(f"click_ms={t_ours * 1000:.1f} click_ratio={t_ref / t_ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()
