@@ -9,14 +9,17 @@ Full size on a 2-core CPU takes about 15 minutes: `python benchmarks/bench_image
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import median_time, paired_models, peak_rss_mb
-from sam3_core.device import autocast, pick_device
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import median_time, paired_models, peak_rss_mb  # noqa: E402
+from sam3_core.device import autocast, pick_device  # noqa: E402
 
 CONCEPTS = ["cat", "dog", "yellow school bus", "person", "red car", "tree", "nucleus", "bicycle"]
 

@@ -259,3 +259,135 @@ def read_stack(path: str | os.PathLike) -> np.ndarray | zarr.Array:
         return tifffile.imread(file)
     except (OSError, ValueError) as err:
         raise ImageReadError(f"cannot read TIFF stack {file}: {err}; check the file") from err
+
+
+def _open_zarr(path: Path, level: int):
+    """A zarr array at `path`; for a group (OME-Zarr), its multiscale `level` (0 = full size)."""
+    try:
+        import zarr
+    except ImportError as err:
+        raise ImageReadError(
+            f"{path} is a zarr store; install the optional dependency: pip install zarr"
+        ) from err
+    node = zarr.open(str(path), mode="r")
+    if hasattr(node, "shape"):
+        return node
+    names = sorted(name for name, _ in node.arrays())
+    if not names:
+        raise ImageReadError(f"the zarr group {path} holds no array; pass the array's own path")
+    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        paths = [d["path"] for d in multiscales[0]["datasets"]]
+        if not 0 <= level < len(paths):
+            raise ImageReadError(f"level={level}: {path} has levels 0..{len(paths) - 1}")
+        return node[paths[level]]
+    return node[names[0]]
+
+
+def open_array(source: str | os.PathLike | np.ndarray, level: int = 0):
+    """A lazily read array: zarr (incl. OME-Zarr groups) / TIFF (memmap or zarr) / .npy (memmap).
+
+    Arrays pass through unchanged. Other image formats load fully (`load_image`'s decoders).
+    Lazy arrays are read on slicing: `arr[y0:y1, x0:x1]` reads one block only.
+    """
+    if hasattr(source, "shape") and hasattr(source, "__getitem__"):
+        return source
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ImageReadError(f"{path} not found; check the path")
+    if path.is_dir() or path.suffix.lower() == ".zarr":
+        return _open_zarr(path, level)
+    if path.suffix.lower() == ".npy":
+        return np.load(path, mmap_mode="r")
+    if _is_tiff(path):
+        return read_stack(path)
+    return _read_file(path)
+
+
+class AxesView:
+    """A lazy reordering of an array's axes: slicing reads only the selected block."""
+
+    def __init__(self, source, order: list[int], squeeze: list[int], expand: list[int]) -> None:
+        self.source, self._order, self._squeeze, self._expand = source, order, squeeze, expand
+        kept = [source.shape[i] for i in order]
+        for pos in expand:
+            kept.insert(pos, 1)
+        self.shape, self.dtype, self.ndim = tuple(kept), np.dtype(source.dtype), len(kept)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[...]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim or not all(isinstance(k, (int, np.integer, slice)) for k in key):
+            raise IndexError(f"index an AxesView with ints and slices for its {self.ndim} axes")
+        own = [k for pos, k in enumerate(key) if pos not in self._expand]
+        src_key: list = [slice(None)] * self.source.ndim
+        for i in self._squeeze:
+            src_key[i] = 0
+        for i, k in zip(self._order, own):
+            src_key[i] = k
+        block = np.asarray(self.source[tuple(src_key)])
+        wanted = [i for i, k in zip(self._order, own) if isinstance(k, slice)]
+        block = np.transpose(block, [sorted(wanted).index(i) for i in wanted])
+        for pos, k in enumerate(key):
+            if pos in self._expand and isinstance(k, slice):
+                at = sum(isinstance(q, slice) for q in key[:pos])
+                block = np.expand_dims(block, at)
+        return block
+
+
+def _parse_want(want: str) -> tuple[str, set[str]]:
+    """'ZYX(C)' -> ('ZYXC', {'C'}): letters in parentheses are optional."""
+    letters, optional, inside = [], set(), False
+    for ch in want.upper():
+        if ch in "()":
+            inside = ch == "("
+        elif ch.strip():
+            letters.append(ch)
+            if inside:
+                optional.add(ch)
+    return "".join(letters), optional
+
+
+def to_axes(arr, axes: str, want: str = "ZYX(C)"):
+    """Reorder an array from its `axes` (e.g. 'TZCYX') to `want` (e.g. 'ZYX(C)', 'TYXC').
+
+    Letters in parentheses are optional (kept when present); a missing required axis is added
+    with size 1; an axis not wanted must have size 1 (it is dropped). numpy arrays come back as
+    views, lazy arrays (zarr, memmap-like) as an `AxesView` that reads on slicing.
+    """
+    axes = axes.upper().replace("S", "C")
+    order_s, optional = _parse_want(want)
+    if len(axes) != arr.ndim or len(set(axes)) != len(axes):
+        raise ValueError(
+            f"axes={axes!r} does not fit an array of shape {tuple(arr.shape)}: give one distinct "
+            f"letter per axis ({arr.ndim}), e.g. 'TZCYX'"
+        )
+    if len(set(order_s)) != len(order_s):
+        raise ValueError(f"want={want!r} repeats an axis; give each letter once, e.g. 'ZYX(C)'")
+    for pos, letter in enumerate(axes):
+        if letter not in order_s and arr.shape[pos] != 1:
+            raise ValueError(
+                f"axis {letter} has {arr.shape[pos]} entries but want={want!r} has no {letter}: "
+                f"select one first (e.g. arr[{':, ' * pos}i]) or add {letter} to want"
+            )
+    present = [a for a in order_s if a in axes or a not in optional]
+    order = [axes.index(a) for a in present if a in axes]
+    squeeze = [i for i, a in enumerate(axes) if a not in present]
+    expand = [pos for pos, a in enumerate(present) if a not in axes]
+    if isinstance(arr, np.ndarray):
+        out = np.transpose(arr, order + squeeze)
+        out = out.reshape(out.shape[: len(order)])
+        for pos in expand:
+            out = np.expand_dims(out, pos)
+        return out
+    return AxesView(arr, order, squeeze, expand)
