@@ -1,0 +1,77 @@
+"""Track concepts (and boxes drawn on one frame) through videos into a frame-level field."""
+
+from __future__ import annotations
+
+from .jobs import JobReport, Progress, check_output_field
+from .model import _CACHE, _LOCK
+
+
+def get_video_predictor(checkpoint: str | None, config_name: str, device: str | None = None):
+    """The sam3_core `VideoPredictor` for these settings, loaded on first use and cached."""
+    key = ("video", checkpoint or None, config_name, device or None)
+    with _LOCK:
+        if key not in _CACHE:
+            from sam3_core.video import VideoPredictor
+
+            _CACHE[key] = VideoPredictor.from_pretrained(
+                checkpoint, config=config_name, device=device
+            )
+        return _CACHE[key]
+
+
+def track_samples(
+    samples,
+    predictor,
+    field: str,
+    concepts: list[str],
+    prompt_field: str | None = None,
+    prompt_frame: int = 1,
+    output: str = "masks",
+    overwrite: bool = False,
+    skip_labeled: bool = False,
+    progress: Progress | None = None,
+) -> JobReport:
+    """Track in each video; frames get `fo.Detections` with the track id in `index`.
+
+    concepts: tracked from `prompt_frame` (1-based, FiftyOne's frame numbers); prompt_field: a
+    frame-level Detections field whose boxes on `prompt_frame` each start one object, labelled
+    like the box. A video that cannot be read is counted and logged; the job goes on.
+    """
+    from . import convert
+
+    check_output_field(samples, field, overwrite, skip_labeled, (prompt_field,), frames=True)
+    report = JobReport()
+    ids = samples.values("id")
+    for i, sample in enumerate(samples.select(ids, ordered=True)):
+        if skip_labeled and any(f.get_field(field) is not None for f in sample.frames.values()):
+            report.skipped += 1
+            continue
+        try:
+            session = predictor.start(sample.filepath)
+            h, w = session.size
+            names: dict[int, str] = {}
+            if prompt_field and prompt_frame in sample.frames:
+                boxes = convert.detections_to_boxes(sample.frames[prompt_frame][prompt_field], w, h)
+                for label, box in boxes:
+                    obj = session.add_prompt(prompt_frame - 1, boxes=list(box))
+                    names[int(obj.track_ids[0])] = label or "object"
+            if concepts:
+                session.add_concept(prompt_frame - 1, concepts=concepts)
+            frames = {}
+            for t, inst in session.propagate(start=prompt_frame - 1):
+                label_names = [n for n in inst.label_names]
+                dets = convert.instances_to_detections(inst, output, label_names)
+                for d in dets.detections:  # clicked objects keep their box's label
+                    d.label = names.get(d.index, d.label)
+                frames[t + 1] = dets
+        except Exception as e:  # noqa: BLE001 (reported; the job goes on)
+            report.fail(sample.id, sample.filepath, e)
+            continue
+        for number, dets in frames.items():
+            sample.frames[number][field] = dets
+            report.detections += len(dets.detections)
+        sample.save()
+        report.labeled += 1
+        if progress is not None:
+            progress((i + 1) / len(ids), f"SAM 3: {i + 1}/{len(ids)} videos")
+    return report

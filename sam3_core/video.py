@@ -1,0 +1,464 @@
+"""Video API: a session per video, clicks or concepts on any frame, a `propagate()` generator.
+
+    vp = VideoPredictor(model)
+    session = vp.start("clip.mp4")
+    session.add_prompt(0, obj_id=1, points=[[120, 80]], point_labels=[1])
+    session.add_concept(0, concepts="person")
+    for t, instances in session.propagate():
+        ...
+
+Click tracking follows SAM 2 / transformers' `Sam3TrackerVideoModel` (conditioning frames,
+recent memories, object pointers, its multimask rules). Frames are decoded on demand, only the
+current frame's backbone features are cached, and the memory bank keeps only what can still
+be read (`sam3_core.memory_bank`), so memory stays flat however long the video is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam3_core.association import (
+    AssociationConfig,
+    TrackState,
+    associate,
+    nms_masks,
+    update_tracks,
+)
+from sam3_core.device import autocast
+from sam3_core.frames import FrameSource, open_frames
+from sam3_core.memory_bank import FrameMemory, MemoryBank, ObjectMemory
+from sam3_core.modeling.sam3 import Sam3Model
+from sam3_core.modeling.tracker import TrackerImageFeatures
+from sam3_core.postprocess import masks_to_instances
+from sam3_core.predictor import ImagePredictor, ImageState
+from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
+from sam3_core.results import Concept, Exemplar, Instances
+
+DIRECTIONS = ("forward", "backward", "both")
+
+
+@dataclass
+class TrackedObject:
+    """One object: its id, label (index into the session's label names) and memory."""
+
+    obj_id: int
+    label: int
+    memory: ObjectMemory = field(default_factory=ObjectMemory)
+    clicks: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+@dataclass
+class FrameResult:
+    """One object's output on one frame: low_res [1, 4h, 4w] logits, high_res [1, 1, S, S]
+    logits, pointer [1, C], object score logit [1, 1]."""
+
+    low_res: torch.Tensor
+    high_res: torch.Tensor | None
+    pointer: torch.Tensor
+    score: torch.Tensor
+
+
+@dataclass
+class CurrentFrame:
+    """Backbone and tracker features of the one frame kept in memory."""
+
+    index: int
+    image: ImageState
+    tracker: TrackerImageFeatures
+
+
+class VideoPredictor:
+    """Tracks clicked objects and concepts through videos with a SAM 3 model."""
+
+    def __init__(
+        self, model: Sam3Model, device: str | torch.device | None = None, precision: str = "fp32"
+    ) -> None:
+        self.image = ImagePredictor(model, device, precision)
+        self.model, self.device, self.precision = self.image.model, self.image.device, precision
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | None = None,
+        *,
+        config: str = "sam3",
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        token: str | None = None,
+    ) -> VideoPredictor:
+        """Load the released weights (hub id, default `facebook/sam3`, or a local file)."""
+        from sam3_core.build import load_model
+
+        return cls(load_model(checkpoint, config=config, token=token), device, precision)
+
+    def start(
+        self,
+        source: Any,
+        offload_to_cpu: bool = False,
+        max_memory_frames: int | None = None,
+        association: AssociationConfig | None = None,
+    ) -> VideoSession:
+        """Open a video (file, folder, TIFF stack, [T, H, W(, C)] array) for tracking.
+
+        offload_to_cpu keeps memory tensors on the CPU; max_memory_frames caps the prompted
+        frames kept per object (the farthest from the latest one are dropped; default: all).
+        """
+        return VideoSession(
+            self, open_frames(source), offload_to_cpu, max_memory_frames, association
+        )
+
+
+class VideoSession:
+    """Tracking state of one video; objects are added by clicks or concepts, then propagated."""
+
+    def __init__(
+        self,
+        predictor: VideoPredictor,
+        frames: FrameSource,
+        offload_to_cpu: bool = False,
+        max_memory_frames: int | None = None,
+        association: AssociationConfig | None = None,
+    ) -> None:
+        self.predictor, self.frames = predictor, frames
+        self.tracker = predictor.model.tracker_model
+        cfg = self.tracker.config
+        device = predictor.device
+        self.bank = MemoryBank(
+            num_memory_frames=cfg.num_memory_frames,
+            max_cond_frames=cfg.max_cond_frame_num,
+            max_object_pointers=cfg.max_object_pointers_in_encoder,
+            num_frames=len(frames),
+            device=device,
+            storage=torch.device("cpu") if offload_to_cpu else device,
+            max_kept_cond_frames=max_memory_frames,
+        )
+        self.objects: dict[int, TrackedObject] = {}
+        self.label_names: list[str] = ["object"]
+        self.concepts: ConceptBatch | None = None
+        self.association = association or AssociationConfig()
+        self.track_states: dict[int, TrackState] = {}
+        self._current: CurrentFrame | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the video frames (and of the output masks)."""
+        return self.frames.size
+
+    def memory_bytes(self) -> int:
+        """Bytes of tensors the session holds (memory bank + cached frame features)."""
+        total = sum(o.memory.nbytes() for o in self.objects.values())
+        if self._current is not None:
+            feats = self._current.image.features
+            tensors = [feats.vit, *feats.fpn, *feats.fpn_pos, self._current.tracker.image_embed]
+            tensors += [*self._current.tracker.high_res_feats, self._current.tracker.image_pos]
+            total += sum(t.numel() * t.element_size() for t in tensors)
+        return total
+
+    # ------------------------------------------------------------------ prompts
+    @torch.inference_mode()
+    def add_prompt(
+        self,
+        frame: int,
+        obj_id: int | None = None,
+        points: Any = None,
+        point_labels: Any = None,
+        boxes: Any = None,
+        mask: Any = None,
+        clear_old: bool = True,
+    ) -> Instances:
+        """Click, box or mask prompt for one object on one frame; returns its mask there.
+
+        points [P, 2] pixel (x, y) with point_labels [P] (1 positive, 0 negative); boxes [4]
+        xyxy pixels; mask bool [H, W] at the video size. On a frame the object was tracked on,
+        the clicks refine that frame (its memory is replaced). `clear_old=False` adds the
+        points to the ones already given on this frame.
+        """
+        self._check_frame(frame)
+        if obj_id is None:
+            obj_id = max(self.objects, default=0) + 1
+        if mask is not None and (points is not None or boxes is not None):
+            raise PromptError("Give a mask, or points/boxes, for one object on a frame, not both.")
+        obj = self.objects.get(obj_id) or TrackedObject(obj_id, label=0)
+        feats = self._features(frame)
+        is_init = frame not in obj.memory.tracked
+        recent = obj.memory.recent.get(frame)
+        reverse = bool(recent.reverse) if recent is not None and not is_init else False
+        if mask is not None:
+            result = self._mask_result(feats, self._model_mask(mask))
+        else:
+            coords, labels = self._clicks(obj, frame, points, point_labels, boxes, clear_old)
+            embed = None if is_init else self._attend(obj, frame, reverse, feats)
+            multimask = self.tracker.use_multimask(is_init, labels.shape[-1])
+            result = self._decode(feats, embed, coords, labels, multimask)
+        self.objects[obj_id] = obj
+        self._remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
+        return self._instances([(obj, result)])
+
+    @torch.inference_mode()
+    def add_concept(
+        self,
+        frame: int,
+        concepts: str | Concept | Sequence[str | Concept] | None = None,
+        exemplars: Sequence[Exemplar | Sequence[float]] | None = None,
+    ) -> Instances:
+        """Track every instance of the concepts: detect on `frame` (and on every propagated
+        frame), start tracks for confident new detections. Returns the tracks on `frame`."""
+        self._check_frame(frame)
+        batch = normalize_concepts(concepts, exemplars, self.size)
+        self.concepts = batch
+        self.label_names = ["object", *batch.names]
+        feats = self._features(frame)
+        self._detect_and_associate(frame, feats, {}, reverse=False, fresh=True)
+        results = [(o, self._cond_result(o, frame)) for o in self.objects.values()]
+        return self._instances([(o, r) for o, r in results if r is not None])
+
+    def remove_object(self, obj_id: int) -> None:
+        """Stop tracking one object (its memory is freed)."""
+        if obj_id not in self.objects:
+            raise KeyError(f"No object with id {obj_id}; known ids: {sorted(self.objects)}.")
+        del self.objects[obj_id]
+        self.track_states.pop(obj_id, None)
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(
+        self, start: int | None = None, direction: str = "forward", max_frames: int | None = None
+    ) -> Iterator[tuple[int, Instances]]:
+        """Yield (frame index, Instances with track_ids and masks at the video size) per frame.
+
+        start: first frame (default: the first prompted frame forward, the last backward);
+        direction: "forward", "backward" or "both" (forward, then backward from `start`).
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction {direction!r} is not one of {DIRECTIONS}.")
+        if not self.objects and self.concepts is None:
+            raise PromptError("Nothing to track: call add_prompt or add_concept on a frame first.")
+        prompted = [f for o in self.objects.values() for f in o.memory.cond]
+        passes = []
+        if direction in ("forward", "both"):
+            passes.append((min(prompted, default=0) if start is None else start, False))
+        if direction in ("backward", "both"):
+            passes.append((max(prompted, default=0) if start is None else start, True))
+        for first, reverse in passes:
+            self._check_frame(first)
+            last = -1 if reverse else self.num_frames
+            order = range(first, last, -1 if reverse else 1)
+            if max_frames is not None:
+                order = order[:max_frames]
+            anchors = (first,) if direction == "both" else ()
+            for t in order:
+                yield t, self._step(t, reverse, anchors)
+
+    @torch.inference_mode()
+    def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Instances:
+        feats = self._features(t)
+        reused, fresh = [], []
+        for obj in self.objects.values():
+            stored = self._cond_result(obj, t)
+            if stored is not None:
+                reused.append((obj, stored))
+                continue
+            embed = self._attend(obj, t, reverse, feats)
+            multimask = self.tracker.use_multimask(False, 0)
+            fresh.append((obj, self._decode(feats, embed, None, None, multimask)))
+        self._remember(fresh, t, feats, binarize=False, cond=False, reverse=reverse)
+        results = {o.obj_id: r for o, r in reused + fresh}
+        if self.concepts is not None:
+            self._detect_and_associate(t, feats, results, reverse)
+        for obj in self.objects.values():
+            self.bank.prune(obj.memory, t, anchors)
+        return self._instances(
+            [(o, results[o.obj_id]) for o in self.objects.values() if o.obj_id in results]
+        )
+
+    # ------------------------------------------------------------------ model calls
+    def _features(self, t: int) -> CurrentFrame:
+        if self._current is None or self._current.index != t:
+            self._current = None
+            image = self.predictor.image.set_image(self.frames[t])
+            self._current = CurrentFrame(t, image, self.predictor.image.tracker_features(image))
+        return self._current
+
+    def _attend(self, obj: TrackedObject, t: int, reverse: bool, feats: CurrentFrame):
+        q = self.bank.query(obj.memory, t, reverse)
+        dtype = feats.tracker.image_embed.dtype
+        with autocast(self.predictor.device, self.predictor.precision):
+            bank = self.tracker.build_memory(
+                [(o, m.to(dtype), p.to(dtype)) for o, m, p in q.spatial],
+                q.pointers,
+                q.pointer_offsets,
+                q.max_pointers,
+            )
+            return self.tracker.attend_memory(feats.tracker, bank)
+
+    def _decode(self, feats: CurrentFrame, embed, coords, labels, multimask: bool) -> FrameResult:
+        with autocast(self.predictor.device, self.predictor.precision):
+            out = self.tracker.predict_masks(
+                feats.tracker, coords, labels, multimask=multimask, image_embed=embed
+            )
+            low, high, pointer = self.tracker.track_step_output(out)
+        return FrameResult(
+            low[:, 0].float(), high.float(), pointer[:, 0], out.object_score_logits[:, 0]
+        )
+
+    def _mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
+        with autocast(self.predictor.device, self.predictor.precision):
+            low, high, score, pointer = self.tracker.mask_as_output(feats.tracker, mask)
+        return FrameResult(low[:, 0].float(), high.float(), pointer, score)
+
+    def _remember(
+        self, items, t: int, feats: CurrentFrame, binarize: bool, cond: bool, reverse: bool
+    ):
+        """Encode the memories of freshly computed results (one batch) and store them."""
+        if not items:
+            return
+        embed = feats.tracker.image_embed
+        high = torch.cat([r.high_res for _, r in items])
+        scores = torch.cat([r.score for _, r in items])
+        with autocast(self.predictor.device, self.predictor.precision):
+            memory, pos = self.tracker.encode_memory(
+                embed.expand(len(items), -1, -1, -1), high, scores, binarize
+            )
+        for i, (obj, r) in enumerate(items):
+            keep_mask = cond or binarize
+            record = FrameMemory(
+                memory[i : i + 1],
+                pos[i : i + 1],
+                r.pointer,
+                r.score,
+                low_res=r.low_res if keep_mask else None,
+                reverse=reverse,
+            )
+            self.bank.store(obj.memory, t, record, cond=cond)
+
+    def _cond_result(self, obj: TrackedObject, t: int) -> FrameResult | None:
+        m = obj.memory.cond.get(t)
+        if m is None:
+            m = obj.memory.recent.get(t)
+            if m is None or m.low_res is None:
+                return None
+        return FrameResult(m.low_res.to(self.predictor.device), None, m.pointer, m.object_score)
+
+    # ------------------------------------------------------------------ concepts
+    def _detect_and_associate(self, t, feats: CurrentFrame, results, reverse, fresh=False):
+        cfg = self.association
+        out = self.predictor.image._detect(feats.image, self.concepts)
+        scores = out.scores.float().flatten()
+        masks = out.masks.float().flatten(0, 1)
+        labels = (
+            torch.arange(out.scores.shape[0], device=scores.device).repeat_interleave(
+                out.scores.shape[1]
+            )
+            + 1
+        )
+        keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh)
+        scores, masks, labels = scores[keep], masks[keep], labels[keep]
+        tracks = [o for o in self.objects.values() if o.obj_id in self.track_states]
+        trk = [results[o.obj_id].low_res[0] for o in tracks if o.obj_id in results]
+        ids = [o.obj_id for o in tracks if o.obj_id in results]
+        trk_masks = torch.stack(trk) if trk else masks.new_zeros(0, *masks.shape[-2:])
+        trk_labels = torch.tensor([self.objects[i].label for i in ids], device=masks.device)
+        assoc = associate(masks, scores, trk_masks, ids, cfg, labels, trk_labels)
+        for i in update_tracks(self.track_states, assoc, t, cfg):
+            self.remove_object(i)
+        new_items = []
+        for d in assoc.new:
+            obj = TrackedObject(max(self.objects, default=0) + 1, label=int(labels[d]))
+            self.objects[obj.obj_id] = obj
+            self.track_states[obj.obj_id] = TrackState(t, cfg.init_trk_keep_alive)
+            model_mask = self._upsample(masks[d][None, None])
+            result = self._mask_result(feats, model_mask)
+            result.score = result.score * 0 + torch.logit(scores[d].clamp(1e-4, 1 - 1e-4))
+            new_items.append((obj, result))
+            results[obj.obj_id] = result
+        self._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
+
+    def _upsample(self, low_res: torch.Tensor) -> torch.Tensor:
+        s = self.tracker.image_size
+        return (
+            F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False) > 0
+        ).float()
+
+    # ------------------------------------------------------------------ helpers
+    def _check_frame(self, t: int) -> None:
+        if not 0 <= t < self.num_frames:
+            raise IndexError(
+                f"frame {t} is out of range: the video has {self.num_frames} frames "
+                f"(0..{self.num_frames - 1})"
+            )
+
+    def _model_mask(self, mask: Any) -> torch.Tensor:
+        """bool [H, W] at the video size -> [1, 1, S, S] {0, 1} at the model size (as SAM 2)."""
+        arr = np.asarray(mask)
+        if arr.shape != self.size:
+            raise PromptError(
+                f"mask shape {arr.shape} differs from the video size {self.size}; give a bool "
+                "mask [H, W] at the video's resolution."
+            )
+        t = torch.from_numpy(arr.astype(np.float32))[None, None].to(self.predictor.device)
+        s = self.tracker.image_size
+        t = F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return (t >= 0.5).float()
+
+    def _clicks(self, obj, frame, points, point_labels, boxes, clear_old):
+        """Points (+ box corners first, labels 2/3, as transformers' video processor) [1, 1, P, 2]."""
+        if boxes is not None and not clear_old:
+            raise PromptError(
+                "A box starts a new prompt on its frame: use clear_old=True with boxes."
+            )
+        clicks = normalize_clicks(
+            None if points is None else np.asarray(points, np.float32).reshape(1, -1, 2),
+            None if point_labels is None else np.asarray(point_labels).reshape(1, -1),
+            None if boxes is None else np.asarray(boxes, np.float32).reshape(1, 4),
+            None,
+            self.size,
+            self.tracker.image_size,
+        )
+        coords = torch.zeros(1, 1, 0, 2)
+        labels = torch.zeros(1, 1, 0, dtype=torch.long)
+        if clicks.boxes is not None:
+            coords = clicks.boxes.reshape(1, 1, 2, 2).float()
+            labels = torch.tensor([[[2, 3]]])
+        if clicks.points is not None:
+            coords = torch.cat([coords, clicks.points.float()], 2)
+            labels = torch.cat([labels, clicks.labels.long()], 2)
+        if not clear_old and frame in obj.clicks:
+            old_coords, old_labels = obj.clicks[frame]
+            coords, labels = torch.cat([old_coords, coords], 2), torch.cat([old_labels, labels], 2)
+        obj.clicks[frame] = (coords, labels)
+        return coords.to(self.predictor.device), labels.to(self.predictor.device)
+
+    def _instances(self, items: list[tuple[TrackedObject, FrameResult]]) -> Instances:
+        if not items:
+            h, w = self.size
+            empty = np.zeros((0, h, w), bool)
+            side = self.tracker.prompt_encoder.mask_input_size
+            return Instances(
+                empty,
+                np.zeros((0, 4), np.float32),
+                np.zeros(0, np.float32),
+                np.zeros(0, np.int64),
+                list(self.label_names),
+                np.zeros((0, *side), np.float32),
+                track_ids=np.zeros(0, np.int64),
+            )
+        low = torch.cat([r.low_res for _, r in items]).float()
+        scores = torch.cat([r.score.reshape(1) for _, r in items]).float().sigmoid()
+        inst = masks_to_instances(low, scores, self.size)
+        inst.labels = np.array([o.label for o, _ in items], np.int64)
+        inst.label_names = list(self.label_names)
+        inst.track_ids = np.array([o.obj_id for o, _ in items], np.int64)
+        return inst
+
+
+__all__ = ["VideoPredictor", "VideoSession"]

@@ -1,0 +1,177 @@
+"""Frame sources, video session errors, bounded memory and concept tracking (forced detections)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from sam3_core.association import (
+    AssociationConfig,
+    TrackState,
+    associate,
+    mask_iou,
+    nms_masks,
+    update_tracks,
+)
+from sam3_core.frames import VideoReadError, open_frames
+from sam3_core.modeling.detector import DetectorOutput
+from sam3_core.prompts import PromptError
+from sam3_core.video import VideoPredictor
+from tests.core.helpers import make_image, tiny_model
+
+
+def write_mp4(path, frames, fps=10):
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = 4
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def ramp(n=12, h=48, w=64):
+    return np.stack([np.full((h, w, 3), 10 * t, np.uint8) for t in range(n)])
+
+
+def test_mp4_random_access(tmp_path):
+    write_mp4(tmp_path / "a.mp4", ramp())
+    with open_frames(tmp_path / "a.mp4") as src:
+        assert len(src) == 12 and src.size == (48, 64)
+        for t in (0, 1, 2, 9, 3, 11, 5, 4):
+            frame = src[t]
+            assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+            assert abs(float(frame.mean()) - 10 * t) < 3
+        with pytest.raises(IndexError, match="out of range"):
+            src[12]
+
+
+def test_folder_array_and_tiff(tmp_path):
+    for t, f in enumerate(ramp(3)):
+        Image.fromarray(f).save(tmp_path / f"f{t:02d}.png")
+    src = open_frames(tmp_path)
+    assert len(src) == 3 and src[2].mean() == 20
+    gray = np.arange(4 * 20 * 30, dtype=np.uint16).reshape(4, 20, 30)
+    arr = open_frames(gray)
+    assert arr.size == (20, 30) and arr[1].shape == (20, 30, 3)
+    tifffile.imwrite(tmp_path / "s.tif", gray)
+    stack = open_frames(tmp_path / "s.tif")
+    assert len(stack) == 4 and stack[3].shape == (20, 30, 3)
+
+
+def test_unreadable_video_errors(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(VideoReadError, match="broken.mp4.*MP4"):
+        open_frames(bad)
+    with pytest.raises(VideoReadError, match="not found"):
+        open_frames(tmp_path / "missing.mp4")
+    with pytest.raises(VideoReadError, match=r"\[T, H, W\]"):
+        open_frames(np.zeros((5, 5)))
+
+
+@pytest.fixture(scope="module")
+def vp():
+    return VideoPredictor(tiny_model(seed=2), device="cpu")
+
+
+def moving_video(n, h=64, w=80):
+    base = make_image(h, w, seed=5)
+    return np.stack([np.roll(base, t, 1) for t in range(n)])
+
+
+def test_session_errors(vp):
+    s = vp.start(moving_video(3))
+    with pytest.raises(PromptError, match="Nothing to track"):
+        next(s.propagate())
+    with pytest.raises(IndexError, match="3 frames"):
+        s.add_prompt(5, obj_id=1, points=[[5, 5]], point_labels=[1])
+    with pytest.raises(PromptError, match="outside"):
+        s.add_prompt(0, obj_id=1, points=[[500, 5]], point_labels=[1])
+    with pytest.raises(ValueError, match="direction"):
+        next(s.propagate(direction="sideways"))
+
+
+def test_memory_stays_flat(vp):
+    s = vp.start(moving_video(32, 28, 28), offload_to_cpu=True)
+    s.add_prompt(0, obj_id=1, points=[[10, 10]], point_labels=[1])
+    s.add_prompt(0, obj_id=2, boxes=[2, 2, 20, 20])
+    sizes = []
+    for t, inst in s.propagate():
+        assert list(inst.track_ids) == [1, 2] and inst.masks.shape == (2, 28, 28)
+        sizes.append(s.memory_bytes())
+    window = vp.model.tracker_model.config.max_object_pointers_in_encoder
+    assert sizes[-1] == sizes[window + 1] and max(sizes) == sizes[-1]
+    assert all(len(o.memory.recent) <= window + 1 for o in s.objects.values())
+
+
+def test_backward_and_mask_prompt(vp):
+    s = vp.start(moving_video(6))
+    mask = np.zeros((64, 80), bool)
+    mask[10:40, 20:50] = True
+    s.add_prompt(3, obj_id=7, mask=mask)
+    seen = [t for t, inst in s.propagate(direction="both")]
+    assert seen == [3, 4, 5, 3, 2, 1, 0]
+
+
+# ------------------------------------------------------------------ association + concepts
+
+
+def blob(h, w, cy, cx, r):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return torch.from_numpy(((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.float32) * 20 - 10)
+
+
+def test_association_on_synthetic_masks():
+    cfg = AssociationConfig()
+    det = torch.stack([blob(32, 32, 10, 10, 5), blob(32, 32, 25, 25, 4), blob(32, 32, 10, 11, 5)])
+    keep = nms_masks(torch.tensor([0.9, 0.8, 0.6]), det, 0.5, 0.1)
+    assert keep.tolist() == [True, True, False]
+    trk = torch.stack([blob(32, 32, 10, 12, 5)])
+    a = associate(det[:2], torch.tensor([0.9, 0.8]), trk, [4], cfg)
+    assert a.new == [1] and a.matched == {4: [0]} and a.unmatched == []
+    assert mask_iou(det[:1] > 0, det[:1] > 0).item() == 1.0
+    states = {4: TrackState(0, 2)}
+    for t in range(1, 9):
+        gone = update_tracks(
+            states, associate(det[1:2], torch.tensor([0.9]), trk, [4], cfg), t, cfg
+        )
+    assert gone == [4]  # unmatched for 8 frames within the hot-start window: a false start
+
+
+def test_concept_tracking_with_forced_detections(vp, monkeypatch):
+    """The random model detects nothing useful, so the detector output is forced: one object
+    moves right on every frame, a second appears on frame 4. Ids must stay stable."""
+    h, w, n = 64, 80, 8
+    side = vp.model.tracker_model.prompt_encoder.mask_input_size[0]
+    calls = {"t": 0}
+
+    def fake_detect(state, batch):
+        t = calls["t"]
+        masks = torch.full((1, 8, side, side), -10.0)
+        scores = torch.full((1, 8), -10.0)
+        masks[0, 0] = blob(side, side, 12, 6 + t, 5)
+        scores[0, 0] = 10.0
+        if t >= 4:
+            masks[0, 1] = blob(side, side, 24, 24, 5)
+            scores[0, 1] = 10.0
+        calls["t"] += 1
+        z = torch.zeros(1, 8, 4)
+        return DetectorOutput(scores, torch.full((1, 1), 10.0), z, masks, masks[:, :1])
+
+    monkeypatch.setattr(vp.image, "_detect", fake_detect)
+    s = vp.start(moving_video(n, h, w))
+    first = s.add_concept(0, concepts="blob")
+    assert list(first.track_ids) == [1] and first.names() == ["blob"]
+    ids = {}
+    for t, inst in s.propagate(start=1):
+        ids[t] = sorted(inst.track_ids.tolist())
+    assert all(1 in v for v in ids.values())
+    assert 2 in ids[4] and 2 in ids[7] and len(ids[7]) >= 2
+    assert all(len(set(v)) == len(v) for v in ids.values())

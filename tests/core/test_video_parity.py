@@ -1,0 +1,130 @@
+"""Click tracking in video against transformers' Sam3TrackerVideoModel on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam3_core.config import sam3_tiny
+from sam3_core.video import VideoPredictor
+from tests.core.helpers import make_image, tiny_model
+from tests.core.test_tracker_parity import hf_config
+from tests.reference import mask_iou
+
+transformers = pytest.importorskip("transformers")
+CFG = sam3_tiny()
+H, W, T = 90, 130, 10
+
+
+def hf_video_model(model):
+    """transformers' video tracker (with its vision encoder) holding our tiny model's weights."""
+    cfg = hf_config(CFG)
+    vision = cfg.vision_config.to_dict()
+    vision["scale_factors"] = [4.0, 2.0, 1.0, 0.5]  # it drops the coarsest level itself
+    cfg = transformers.Sam3TrackerVideoConfig(**{**cfg.to_dict(), "vision_config": vision})
+    hf = transformers.Sam3TrackerVideoModel(cfg).eval()
+    backbone = model.detector_model.vision_encoder.backbone.state_dict()
+    sd = {f"vision_encoder.backbone.{k}": v for k, v in backbone.items()}
+    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
+    sd |= dict(model.tracker_model.state_dict())
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not missing and not unexpected
+    return hf
+
+
+def hf_processor():
+    from transformers import Sam2ImageProcessor, Sam2VideoVideoProcessor, Sam3TrackerVideoProcessor
+
+    s, half = CFG.image_size, [0.5, 0.5, 0.5]
+    kw = {"size": {"height": s, "width": s}, "image_mean": half, "image_std": half}
+    return Sam3TrackerVideoProcessor(
+        image_processor=Sam2ImageProcessor(**kw), video_processor=Sam2VideoVideoProcessor(**kw)
+    )
+
+
+def make_video(n: int = T) -> np.ndarray:
+    """Blobs on a gradient drifting across the frame."""
+    base = make_image(H, W, seed=3)
+    return np.stack([np.roll(base, (2 * t, 3 * t), (0, 1)) for t in range(n)])
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_model(seed=2)
+    return VideoPredictor(model, device="cpu"), hf_video_model(model), hf_processor()
+
+
+def _ref_frame(proc, out):
+    masks = proc.post_process_masks([out.pred_masks], original_sizes=[[H, W]], binarize=True)[0]
+    return out.object_ids, masks[:, 0].numpy(), out.pred_masks[:, 0]
+
+
+def _compare(t, ours, ref, errors):
+    ids, masks, logits = ref
+    assert list(ours.track_ids) == list(ids)
+    for i, obj_id in enumerate(ids):
+        iou = mask_iou(ours.masks[i], masks[i])
+        diff = float(np.abs(ours.low_res_logits[i] - logits[i].numpy()).max())
+        errors.append((t, obj_id, iou, diff))
+        assert iou >= 0.99, errors[-1]
+
+
+def test_parity_click_tracking_two_objects_and_refinement(setup):
+    """Two clicked objects tracked over 10 frames, one refined by a click on frame 5.
+
+    transformers re-runs every object on a refined frame and then encodes all their memories
+    from binarised masks; like SAM 2's own predictor we touch only the refined object, so the
+    other object's later logits may differ slightly (its masks still agree at IoU >= 0.99).
+    """
+    vp, hf, proc = setup
+    frames = make_video()
+    clicks = {1: ([[40, 30]], [1]), 2: ([[95, 60], [20, 80]], [1, 0])}
+    sess = proc.init_video_session(video=list(frames), inference_device="cpu")
+    for obj_id, (pts, lbl) in clicks.items():
+        proc.add_inputs_to_inference_session(
+            sess, frame_idx=0, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
+        )
+        hf(inference_session=sess, frame_idx=0)
+    ours = vp.start(frames)
+    for obj_id, (pts, lbl) in clicks.items():
+        ours.add_prompt(0, obj_id=obj_id, points=pts, point_labels=lbl)
+    errors: list[tuple[int, int, float, float]] = []
+    gaps = []
+    ref_iter = hf.propagate_in_video_iterator(sess, start_frame_idx=0, max_frame_num_to_track=5)
+    for (t, inst), out in zip(ours.propagate(start=0, max_frames=6), ref_iter):
+        assert t == out.frame_idx
+        _compare(t, inst, _ref_frame(proc, out), errors)
+        # random weights give large masks: the logits show that the objects differ
+        gaps.append(np.abs(inst.low_res_logits[0] - inst.low_res_logits[1]).mean())
+    assert min(gaps[1:]) > 0.05
+    refine = ([[60, 50]], [0])
+    proc.add_inputs_to_inference_session(
+        sess, frame_idx=5, obj_ids=1, input_points=[[refine[0]]], input_labels=[[refine[1]]]
+    )
+    ref = _ref_frame(proc, hf(inference_session=sess, frame_idx=5))
+    got = ours.add_prompt(5, obj_id=1, points=refine[0], point_labels=refine[1])
+    _compare(5, got, (ref[0][:1], ref[1][:1], ref[2][:1]), errors)
+    assert np.abs(got.low_res_logits[0] - inst.low_res_logits[0]).mean() > 0.1  # it changed
+    ref_iter = hf.propagate_in_video_iterator(sess, start_frame_idx=6)
+    for (t, inst), out in zip(ours.propagate(start=6), ref_iter):
+        assert t == out.frame_idx
+        _compare(t, inst, _ref_frame(proc, out), errors)
+    assert len(errors) == 2 * T + 1
+    exact = [e for e in errors if e[0] <= 5 or e[1] == 1]
+    print(
+        f"video click parity: min IoU {min(e[2] for e in errors):.4f}, max |logit diff| "
+        f"{max(e[3] for e in exact):.2e} (object 2 after the refinement: "
+        f"{max(e[3] for e in errors if e not in exact):.2e})"
+    )
+    assert max(e[3] for e in exact) < 1e-3
+
+
+def test_parity_outputs_depend_on_clicks(setup):
+    vp, _, _ = setup
+    frames = make_video(3)
+    s1, s2 = vp.start(frames), vp.start(frames)
+    a = s1.add_prompt(0, obj_id=1, points=[[40, 30]], point_labels=[1])
+    b = s2.add_prompt(0, obj_id=1, points=[[110, 80]], point_labels=[1])
+    assert mask_iou(a.masks[0], b.masks[0]) < 0.95
+    ma = [i.masks[0] for _, i in s1.propagate()]
+    assert mask_iou(ma[0], ma[2]) < 0.999
