@@ -88,7 +88,7 @@ class ImagePredictor:
         with autocast(self.device, self.precision):
             feats = self.model.detector_model.vision_encoder(pixels)
         return [
-            ImageState(a.shape[:2], feats.select(torch.tensor([i], device=self.device)))
+            ImageState(a.shape[:2], feats.item(i))
             for i, a in enumerate(arrays)
         ]
 
@@ -202,7 +202,7 @@ class ImagePredictor:
     def _detect(self, state: ImageState, batch: ConceptBatch):
         n = len(batch.texts)
         text, valid = self._encode_texts(batch.texts)
-        image = state.features.select(torch.zeros(n, dtype=torch.long, device=self.device))
+        image = state.features.repeat(n)
         boxes, labels, box_valid = batch.box_tensors(self.device)
         with autocast(self.device, self.precision):
             out = self.model.detector_model(image, text, valid, boxes, labels, box_valid)

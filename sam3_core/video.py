@@ -33,10 +33,11 @@ from sam3_core.association import (
 from sam3_core.device import autocast
 from sam3_core.frames import FrameSource, open_frames
 from sam3_core.memory_bank import FrameMemory, MemoryBank, ObjectMemory
+from sam3_core.modeling.detector import ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
-from sam3_core.modeling.tracker import TrackerImageFeatures
+from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
 from sam3_core.postprocess import masks_to_instances
-from sam3_core.predictor import ImagePredictor, ImageState
+from sam3_core.predictor import ImagePredictor, ImageState, preprocess
 from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 
@@ -56,12 +57,19 @@ class TrackedObject:
 @dataclass
 class FrameResult:
     """One object's output on one frame: low_res [1, 4h, 4w] logits, high_res [1, 1, S, S]
-    logits, pointer [1, C], object score logit [1, 1]."""
+    logits, pointer [1, C], object score logit [1, 1] (B rows for B objects when batched)."""
 
     low_res: torch.Tensor
     high_res: torch.Tensor | None
     pointer: torch.Tensor
     score: torch.Tensor
+
+    def row(self, i: int) -> FrameResult:
+        """Object `i` of a batched result (each field keeps its leading dim of 1)."""
+        high = None if self.high_res is None else self.high_res[i : i + 1]
+        return FrameResult(
+            self.low_res[i : i + 1], high, self.pointer[i : i + 1], self.score[i : i + 1]
+        )
 
 
 @dataclass
@@ -127,6 +135,7 @@ class VideoSession:
     ) -> None:
         self.predictor, self.frames = predictor, frames
         self.tracker = predictor.model.tracker_model
+        self._vision = predictor.model.detector_model.vision_encoder
         cfg = self.tracker.config
         device = predictor.device
         self.bank = MemoryBank(
@@ -200,7 +209,7 @@ class VideoSession:
             coords, labels = self._clicks(obj, frame, points, point_labels, boxes, clear_old)
             embed = None if is_init else self._attend(obj, frame, reverse, feats)
             multimask = self.tracker.use_multimask(is_init, labels.shape[-1])
-            result = self._decode(feats, embed, coords, labels, multimask)
+            result = self._decode(feats.tracker, embed, coords, labels, multimask)
         self.objects[obj_id] = obj
         self._remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
         return self._instances([(obj, result)])
@@ -262,15 +271,14 @@ class VideoSession:
     @torch.inference_mode()
     def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Instances:
         feats = self._features(t)
-        reused, fresh = [], []
+        reused, pending = [], []
         for obj in self.objects.values():
             stored = self._cond_result(obj, t)
-            if stored is not None:
+            if stored is None:
+                pending.append(obj)
+            else:
                 reused.append((obj, stored))
-                continue
-            embed = self._attend(obj, t, reverse, feats)
-            multimask = self.tracker.use_multimask(False, 0)
-            fresh.append((obj, self._decode(feats, embed, None, None, multimask)))
+        fresh = self._track(pending, t, reverse, feats)
         self._remember(fresh, t, feats, binarize=False, cond=False, reverse=reverse)
         results = {o.obj_id: r for o, r in reused + fresh}
         if self.concepts is not None:
@@ -283,28 +291,86 @@ class VideoSession:
 
     # ------------------------------------------------------------------ model calls
     def _features(self, t: int) -> CurrentFrame:
-        if self._current is None or self._current.index != t:
-            self._current = None
-            image = self.predictor.image.set_image(self.frames[t])
-            self._current = CurrentFrame(t, image, self.predictor.image.tracker_features(image))
+        """Frame `t`'s features; the detector's FPN only while concepts are tracked."""
+        detector = self.concepts is not None
+        cur = self._current
+        if cur is not None and cur.index == t:
+            if detector and not cur.image.features.fpn:
+                vit = cur.image.features.vit.permute(0, 3, 1, 2)
+                with autocast(self.predictor.device, self.predictor.precision):
+                    fpn, pos = self._vision.neck(vit, num_levels=3)
+                cur.image.features.fpn[:], cur.image.features.fpn_pos[:] = fpn, pos
+            return cur
+        self._current = None
+        image = self._encode(self.frames[t], detector)
+        self._current = CurrentFrame(t, image, self.predictor.image.tracker_features(image))
         return self._current
 
-    def _attend(self, obj: TrackedObject, t: int, reverse: bool, feats: CurrentFrame):
+    def _encode(self, frame: np.ndarray, detector: bool) -> ImageState:
+        """Backbone pass on one frame; with `detector` also the detector's FPN levels."""
+        if detector:
+            return self.predictor.image.set_image(frame)
+        device = self.predictor.device
+        pixels = preprocess(frame, self.predictor.image.image_size)[None].to(device)
+        pixels = (pixels.float() / 255.0 - 0.5) / 0.5
+        with autocast(device, self.predictor.precision):
+            vit = self._vision.backbone(pixels)
+        return ImageState(frame.shape[:2], ImageFeatures(vit, [], []))
+
+    def _memory(self, obj: TrackedObject, t: int, reverse: bool, dtype: torch.dtype):
+        """The attention tokens of one object's memory bank for frame `t`."""
         q = self.bank.query(obj.memory, t, reverse)
-        dtype = feats.tracker.image_embed.dtype
         with autocast(self.predictor.device, self.predictor.precision):
-            bank = self.tracker.build_memory(
+            return self.tracker.build_memory(
                 [(o, m.to(dtype), p.to(dtype)) for o, m, p in q.spatial],
                 q.pointers,
                 q.pointer_offsets,
                 q.max_pointers,
             )
+
+    def _attend(self, obj: TrackedObject, t: int, reverse: bool, feats: CurrentFrame):
+        bank = self._memory(obj, t, reverse, feats.tracker.image_embed.dtype)
+        with autocast(self.predictor.device, self.predictor.precision):
             return self.tracker.attend_memory(feats.tracker, bank)
 
-    def _decode(self, feats: CurrentFrame, embed, coords, labels, multimask: bool) -> FrameResult:
+    def _track(
+        self, objs: list[TrackedObject], t: int, reverse: bool, feats: CurrentFrame
+    ) -> list[tuple[TrackedObject, FrameResult]]:
+        """Memory attention + decoder for objects without a prompt on `t`, one batch per
+        memory layout (objects whose banks hold the same number of tokens)."""
+        dtype = feats.tracker.image_embed.dtype
+        groups: dict[tuple, list[tuple[TrackedObject, TrackerMemory]]] = {}
+        for obj in objs:
+            bank = self._memory(obj, t, reverse, dtype)
+            key = (tuple(bank.memory.shape), bank.num_object_pointer_tokens)
+            groups.setdefault(key, []).append((obj, bank))
+        multimask = self.tracker.use_multimask(False, 0)
+        out = []
+        for items in groups.values():
+            n, f = len(items), feats.tracker
+            batch = TrackerImageFeatures(
+                f.image_embed.expand(n, -1, -1, -1),
+                tuple(h.expand(n, -1, -1, -1) for h in f.high_res_feats),
+                f.image_pos.expand(n, -1, -1, -1),
+            )
+            bank = TrackerMemory(
+                torch.cat([b.memory for _, b in items]),
+                torch.cat([b.memory_pos for _, b in items]),
+                items[0][1].num_object_pointer_tokens,
+            )
+            with autocast(self.predictor.device, self.predictor.precision):
+                embed = self.tracker.attend_memory(batch, bank)
+            r = self._decode(batch, embed, None, None, multimask)
+            out += [(obj, r.row(i)) for i, (obj, _) in enumerate(items)]
+        return out
+
+    def _decode(
+        self, tracker: TrackerImageFeatures, embed, coords, labels, multimask: bool
+    ) -> FrameResult:
+        """Decoder pass on B images (one object each); the result holds B rows."""
         with autocast(self.predictor.device, self.predictor.precision):
             out = self.tracker.predict_masks(
-                feats.tracker, coords, labels, multimask=multimask, image_embed=embed
+                tracker, coords, labels, multimask=multimask, image_embed=embed
             )
             low, high, pointer = self.tracker.track_step_output(out)
         return FrameResult(

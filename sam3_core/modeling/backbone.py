@@ -10,25 +10,24 @@ from sam3_core.config import ViTConfig
 from sam3_core.modeling.layers import MLP
 
 
-def axial_rope(grid: int, head_dim: int, theta: float, scale: float) -> tuple[Tensor, Tensor]:
-    """cos, sin tables [grid * grid, head_dim] for 2-D RoPE on a grid x grid patch grid.
+def axial_rope(grid: int, head_dim: int, theta: float, scale: float) -> Tensor:
+    """Complex rotations [grid * grid, head_dim / 2] for 2-D RoPE on a grid x grid patch grid.
 
-    The first half of the head rotates with the x position, the second half with y; each
-    frequency covers a pair of adjacent channels.
+    Channel pairs (2k, 2k + 1) of a head form one complex number; the first half of the pairs
+    rotates with the x position, the second half with y.
     """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim // 2, 2, dtype=torch.float) / (head_dim // 2)))
     ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     x = xs.flatten().float() * scale
     y = ys.flatten().float() * scale
     angles = torch.cat([x[:, None] * inv_freq, y[:, None] * inv_freq], dim=-1)
-    angles = angles.repeat_interleave(2, dim=-1)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def rotate_pairs(x: Tensor) -> Tensor:
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)."""
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
-    return torch.stack((-x2, x1), dim=-1).flatten(-2)
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate channel pairs of x [..., L, D] by rotation [L, D / 2] (complex), in float32."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 class RopeAttention(nn.Module):
@@ -43,17 +42,13 @@ class RopeAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
         b, h, w, c = x.shape
-        qkv = [
+        q, k, v = (
             p(x).view(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
             for p in (self.q_proj, self.k_proj, self.v_proj)
-        ]
-        q, k, v = qkv
-        qf, kf = q.float(), k.float()
-        q = (qf * cos + rotate_pairs(qf) * sin).to(v.dtype)
-        k = (kf * cos + rotate_pairs(kf) * sin).to(v.dtype)
-        out = F.scaled_dot_product_attention(q, k, v)
+        )
+        out = F.scaled_dot_product_attention(apply_rope(q, rotation), apply_rope(k, rotation), v)
         return self.o_proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
@@ -61,7 +56,8 @@ def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:
     """[B, H, W, C] -> [B * nW, window, window, C], zero-padding H and W up to the window."""
     b, h, w, c = x.shape
     ph, pw = (window - h % window) % window, (window - w % window) % window
-    x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
     hp, wp = h + ph, w + pw
     x = x.view(b, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, window, window, c), (hp, wp)
@@ -87,17 +83,14 @@ class ViTLayer(nn.Module):
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, activation="gelu")
         grid = window_size if window_size > 0 else cfg.image_size // cfg.patch_size
         self._rope_args = (grid, cfg.hidden_size // cfg.num_heads, cfg.rope_theta, cfg.window_size / grid)
-        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
-        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.register_buffer("rope", torch.empty(0, dtype=torch.complex64), persistent=False)
         self.reset_buffers()
 
     def reset_buffers(self) -> None:
         """(Re)compute the RoPE tables; also after building on the meta device."""
         device = self.layer_norm1.weight.device
-        cos, sin = axial_rope(*self._rope_args)
-        if device.type != "meta":
-            cos, sin = cos.to(device), sin.to(device)
-        self.rope_cos, self.rope_sin = cos, sin
+        rope = axial_rope(*self._rope_args)
+        self.rope = rope if device.type == "meta" else rope.to(device)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
@@ -105,10 +98,10 @@ class ViTLayer(nn.Module):
         if self.window_size > 0:
             size = x.shape[1:3]
             x, padded = window_partition(x, self.window_size)
-            x = self.attention(x, self.rope_cos, self.rope_sin)
+            x = self.attention(x, self.rope)
             x = window_unpartition(x, self.window_size, padded, size)
         else:
-            x = self.attention(x, self.rope_cos, self.rope_sin)
+            x = self.attention(x, self.rope)
         x = shortcut + x
         return x + self.mlp(self.layer_norm2(x))
 

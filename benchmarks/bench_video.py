@@ -1,0 +1,203 @@
+"""Click tracking through a clip: ours vs transformers' Sam3TrackerVideoModel, and our memory.
+
+Same weights and clip on both sides; two clicked objects on frame 0, then propagation with
+masks at the video size, timed after a warm-up run (CPU fp32, GPU bf16); median of `--runs`
+interleaved runs. The reference preprocesses the whole clip when its session starts
+(untimed); ours decodes and resizes each frame inside the timed loop. Then our resident
+memory (RSS) after 50 and after 400 frames of a lazily generated video with the tiny config.
+Last line:
+`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps).
+`python benchmarks/bench_video.py [--config sam3]` (default: sam3 on a GPU, sam3_tiny on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import sync
+from sam3_core.device import autocast, pick_device
+from sam3_core.frames import FrameSource
+
+CLICKS = {1: ([[0.3, 0.3]], [1]), 2: ([[0.7, 0.6], [0.2, 0.8]], [1, 0])}
+"""Object id -> (points as fractions of W, H; labels)."""
+
+
+class SyntheticFrames(FrameSource):
+    """A drifting random texture, generated on demand (nothing held but one base image)."""
+
+    name = "synthetic video"
+
+    def __init__(self, n: int, h: int, w: int) -> None:
+        rng = np.random.default_rng(0)
+        small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        self.base = np.kron(small, np.ones((8, 8, 1), np.uint8))[:h, :w]
+        self.n, self._size = n, (h, w)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    def _get(self, index: int) -> np.ndarray:
+        return np.roll(self.base, (index, 2 * index), (0, 1))
+
+
+def reference_video_model(model, cfg, device):
+    """transformers Sam3TrackerVideoModel holding our model's backbone, neck and tracker."""
+    import transformers
+
+    from tests.core.test_tracker_parity import hf_config
+
+    hf_cfg = hf_config(cfg)
+    vision = hf_cfg.vision_config.to_dict()
+    vision["scale_factors"] = [4.0, 2.0, 1.0, 0.5]  # it drops the coarsest level itself
+    hf_cfg = transformers.Sam3TrackerVideoConfig(**{**hf_cfg.to_dict(), "vision_config": vision})
+    hf = transformers.Sam3TrackerVideoModel(hf_cfg).eval()
+    backbone = model.detector_model.vision_encoder.backbone.state_dict()
+    sd = {f"vision_encoder.backbone.{k}": v for k, v in backbone.items()}
+    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
+    sd |= dict(model.tracker_model.state_dict())
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"reference weights differ: {missing[:5]} {unexpected[:5]}")
+    return hf.to(device)
+
+
+def reference_processor(cfg):
+    from transformers import Sam2ImageProcessor, Sam2VideoVideoProcessor, Sam3TrackerVideoProcessor
+
+    s, half = cfg.image_size, [0.5, 0.5, 0.5]
+    kw = {"size": {"height": s, "width": s}, "image_mean": half, "image_std": half}
+    return Sam3TrackerVideoProcessor(
+        image_processor=Sam2ImageProcessor(**kw), video_processor=Sam2VideoVideoProcessor(**kw)
+    )
+
+
+def pixel_clicks(h: int, w: int) -> dict[int, tuple[list, list]]:
+    return {i: ([[x * w, y * h] for x, y in pts], lbl) for i, (pts, lbl) in CLICKS.items()}
+
+
+def run_ours(vp, frames, n: int) -> float:
+    """Seconds to propagate `n` frames after clicking both objects on frame 0."""
+    session = vp.start(frames)
+    for obj_id, (pts, lbl) in pixel_clicks(*frames.size).items():
+        session.add_prompt(0, obj_id=obj_id, points=pts, point_labels=lbl)
+    sync(vp.device)
+    t0 = time.perf_counter()
+    for _ in session.propagate(start=0, max_frames=n):
+        pass
+    sync(vp.device)
+    return time.perf_counter() - t0
+
+
+def run_reference(hf, proc, frames, n: int, device, precision: str) -> float:
+    """Seconds the reference takes for the same clicks and frames (masks at the video size)."""
+    h, w = frames.size
+    session = proc.init_video_session(video=[frames[t] for t in range(n)], inference_device=device)
+    with torch.inference_mode(), autocast(device, precision):
+        for obj_id, (pts, lbl) in pixel_clicks(h, w).items():
+            proc.add_inputs_to_inference_session(
+                session, frame_idx=0, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
+            )
+            hf(inference_session=session, frame_idx=0)
+        sync(device)
+        t0 = time.perf_counter()
+        for out in hf.propagate_in_video_iterator(session, start_frame_idx=0):
+            proc.post_process_masks([out.pred_masks], original_sizes=[[h, w]], binarize=True)
+        sync(device)
+    return time.perf_counter() - t0
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process, MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def memory_run(device, frames: int, size: tuple[int, int]) -> tuple[float, float, int]:
+    """(RSS after 50 frames, RSS after `frames`, session bytes) with the tiny config."""
+    from sam3_core.build import build_model
+    from sam3_core.video import VideoPredictor
+
+    vp = VideoPredictor(build_model("sam3_tiny"), device=device)
+    video = SyntheticFrames(frames, *size)
+    session = vp.start(video)
+    for obj_id, (pts, lbl) in pixel_clicks(*size).items():
+        session.add_prompt(0, obj_id=obj_id, points=pts, point_labels=lbl)
+    rss50 = 0.0
+    for t, _ in session.propagate(start=0):
+        if t + 1 == 50:
+            gc.collect()
+            rss50 = rss_mb()
+    gc.collect()
+    return rss50, rss_mb(), session.memory_bytes()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default=None, help="default: sam3 on a GPU, sam3_tiny on CPU")
+    ap.add_argument("--frames", type=int, default=16, help="frames timed per run")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per side (median)")
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--memory-frames", type=int, default=400)
+    args = ap.parse_args()
+
+    from sam3_core.build import build_model
+    from sam3_core.config import get_config
+    from sam3_core.video import VideoPredictor
+
+    torch.set_grad_enabled(False)
+    device = pick_device(args.device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    config = args.config or ("sam3" if device.type == "cuda" else "sam3_tiny")
+    cfg = get_config(config)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    hf = reference_video_model(model, cfg, device)
+    proc = reference_processor(cfg)
+    vp = VideoPredictor(model, device=device, precision=precision)
+    frames = SyntheticFrames(args.frames, args.height, args.width)
+
+    run_reference(hf, proc, SyntheticFrames(4, args.height, args.width), 4, device, precision)
+    run_ours(vp, SyntheticFrames(4, args.height, args.width), 4)
+    ref, ours = [], []
+    for _ in range(args.runs):  # interleaved, so load from other processes hits both alike
+        ref.append(args.frames / run_reference(hf, proc, frames, args.frames, device, precision))
+        ours.append(args.frames / run_ours(vp, frames, args.frames))
+    fps_ref, fps_ours = statistics.median(ref), statistics.median(ours)
+    del hf, vp, model
+    gc.collect()
+
+    rss50, rss_end, held = memory_run(device, args.memory_frames, (64, 80))
+    growth = (rss_end - rss50) / ((args.memory_frames - 50) / 100)
+    print(
+        f"device={device} precision={precision} config={config} clip={args.frames} frames "
+        f"{args.width}x{args.height} objects={len(CLICKS)} runs={args.runs} (median fps)"
+    )
+    print(f"reference {fps_ref:.2f} fps | ours {fps_ours:.2f} fps")
+    print(
+        f"memory (sam3_tiny, 80x64): rss@50 {rss50:.1f} MiB, rss@{args.memory_frames} "
+        f"{rss_end:.1f} MiB, session tensors {held / 2**20:.2f} MiB"
+    )
+    print(
+        f"video_fps_ratio={fps_ours / fps_ref:.2f} video_rss_growth_mb_per_100_frames={growth:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
