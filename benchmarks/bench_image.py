@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import median_time, paired_models, peak_rss_mb  # noqa: E402
-from sam3_core.device import autocast, pick_device  # noqa: E402
+from benchmarks.common import median_time, paired_models, peak_rss_mb
+from sam3_core.device import autocast, pick_device
 
 CONCEPTS = ["cat", "dog", "yellow school bus", "person", "red car", "tree", "nucleus", "bicycle"]
 
@@ -69,7 +69,9 @@ def main() -> None:
     ref8r = median_time(lambda: ref_reused(CONCEPTS), max(1, r - 2), device)
     print(f"device={device} precision={precision} config={args.config} runs={r}")
     print(f"reference 1 concept {ref1:.3f}s | ours {our1:.3f}s")
-    print(f"reference 8 concepts (8 calls) {8 * ref1:.3f}s | reused embeds {ref8r:.3f}s | ours {our8:.3f}s")
+    print(
+        f"reference 8 concepts (8 calls) {8 * ref1:.3f}s | reused embeds {ref8r:.3f}s | ours {our8:.3f}s"
+    )
     print(f"peak_rss_mb={peak_rss_mb():.0f}")
     print(
         f"image_1concept_ratio={ref1 / our1:.2f} image_8concepts_ratio={8 * ref1 / our8:.2f} "

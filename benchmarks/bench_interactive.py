@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import median_time  # noqa: E402
-from sam3_core.device import autocast, pick_device  # noqa: E402
+from benchmarks.common import median_time
+from sam3_core.device import autocast, pick_device
 
 
 def reference_tracker(model, cfg, device):
@@ -34,7 +34,10 @@ def reference_tracker(model, cfg, device):
             mask_decoder_config=hf_cfg.mask_decoder_config.to_dict(),
         )
     )
-    sd = {f"vision_encoder.backbone.{k}": v for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()}
+    sd = {
+        f"vision_encoder.backbone.{k}": v
+        for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()
+    }
     sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
     sd |= dict(model.tracker_model.state_dict())
     missing, _ = hf.load_state_dict(sd, strict=False)
@@ -70,7 +73,9 @@ def main() -> None:
         pixels = ((preprocess(image, s).float() / 255 - 0.5) / 0.5)[None].to(device)
         maps = list(hf.get_image_features(pixels).fpn_hidden_states)
         maps[-1] = maps[-1] + hf.no_memory_embedding
-        embeds = [m.permute(1, 2, 0).view(1, -1, *sz) for m, sz in zip(maps, hf.backbone_feature_sizes)]
+        embeds = [
+            m.permute(1, 2, 0).view(1, -1, *sz) for m, sz in zip(maps, hf.backbone_feature_sizes)
+        ]
     click = [[600.0, 400.0]]
     points = torch.tensor([[[[600.0 * s / w, 400.0 * s / h]]]], device=device)
     labels = torch.tensor([[[1]]], device=device)
@@ -81,7 +86,10 @@ def main() -> None:
     def reference():
         with autocast(device, precision):
             out = hf(image_embeddings=embeds, input_points=points, input_labels=labels)
-            masks = torch.nn.functional.interpolate(out.pred_masks[0].float(), (h, w), mode="bilinear") > 0
+            masks = (
+                torch.nn.functional.interpolate(out.pred_masks[0].float(), (h, w), mode="bilinear")
+                > 0
+            )
             return masks.cpu()
 
     t_ref = median_time(reference, args.runs, device, warmup=3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -18,7 +18,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], runs: int, device: torch.device, warmup: int = 1) -> float:
+def median_time(
+    fn: Callable[[], object], runs: int, device: torch.device, warmup: int = 1
+) -> float:
     """Median wall time of `fn` in seconds after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
@@ -41,11 +43,11 @@ def peak_rss_mb() -> float:
 
 def paired_models(config_name: str, device: torch.device):
     """(transformers Sam3Model, our Sam3Model) holding identical random weights."""
+    from transformers import Sam3Model as HFSam3Model
+
     from sam3_core.build import build_model
     from sam3_core.config import get_config
     from tests.reference import hf_detector_config
-
-    from transformers import Sam3Model as HFSam3Model
 
     cfg = get_config(config_name)
     torch.manual_seed(0)

@@ -10,7 +10,9 @@ from sam3_core.config import Sam3Config, get_config
 from sam3_core.modeling.sam3 import Sam3Model
 
 
-def build_model(config: str | Sam3Config = "sam3", device: str | torch.device | None = None) -> Sam3Model:
+def build_model(
+    config: str | Sam3Config = "sam3", device: str | torch.device | None = None
+) -> Sam3Model:
     """A randomly initialised model (for tests and benchmarks), in eval mode."""
     cfg = get_config(config) if isinstance(config, str) else config
     if device is not None:

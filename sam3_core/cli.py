@@ -16,14 +16,18 @@ def parse_exemplar(text: str):
 
     parts = [p.strip() for p in text.split(",")]
     negative = len(parts) == 5 and parts[4].lower() in ("neg", "negative", "0", "-")
-    if len(parts) not in (4, 5) or (len(parts) == 5 and not negative and parts[4].lower() not in ("pos", "positive", "1", "+")):
+    if len(parts) not in (4, 5) or (
+        len(parts) == 5 and not negative and parts[4].lower() not in ("pos", "positive", "1", "+")
+    ):
         raise argparse.ArgumentTypeError(
             f"--exemplar {text!r}: expected x0,y0,x1,y1 or x0,y0,x1,y1,neg (pixels)"
         )
     try:
         box = tuple(float(p) for p in parts[:4])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--exemplar {text!r}: coordinates must be numbers") from None
+        raise argparse.ArgumentTypeError(
+            f"--exemplar {text!r}: coordinates must be numbers"
+        ) from None
     return Exemplar(box, positive=not negative)
 
 
@@ -53,21 +57,36 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=None, help="local .safetensors/.pt file or hub repo id (default facebook/sam3)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="local .safetensors/.pt file or hub repo id (default facebook/sam3)",
+    )
     p.add_argument("--config", default="sam3", help="model config preset (default sam3)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN or your login)")
+    p.add_argument(
+        "--token", default=None, help="Hugging Face token (default: HF_TOKEN or your login)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam3", description="SAM 3: segment anything by concept.")
     sub = parser.add_subparsers(dest="command", required=True)
-    seg = sub.add_parser("segment", help="segment images or folders by concept -> COCO JSON + overlays")
+    seg = sub.add_parser(
+        "segment", help="segment images or folders by concept -> COCO JSON + overlays"
+    )
     seg.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    seg.add_argument("--concept", action="append", default=[], help="a noun phrase; repeat for more")
-    seg.add_argument("--exemplar", action="append", default=[], type=parse_exemplar,
-                     help="x0,y0,x1,y1[,neg] box around an example, in pixels; repeat for more")
+    seg.add_argument(
+        "--concept", action="append", default=[], help="a noun phrase; repeat for more"
+    )
+    seg.add_argument(
+        "--exemplar",
+        action="append",
+        default=[],
+        type=parse_exemplar,
+        help="x0,y0,x1,y1[,neg] box around an example, in pixels; repeat for more",
+    )
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     seg.add_argument("--score-threshold", type=float, default=0.5)
     seg.add_argument("--mask-threshold", type=float, default=0.5)
@@ -79,18 +98,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trk.add_argument("video", help="video file, folder of frames or TIFF stack")
     trk.add_argument("--concept", action="append", default=[], help="a noun phrase; repeat")
-    trk.add_argument("--exemplar", action="append", default=[], type=parse_exemplar,
-                     help="x0,y0,x1,y1[,neg] example box on --frame, in pixels; repeat")
-    trk.add_argument("--point", action="append", default=[], type=parse_point,
-                     help="x,y[,neg] click on one object on --frame, in pixels; repeat")
-    trk.add_argument("--box", type=parse_box, default=None,
-                     help="x0,y0,x1,y1 box around the clicked object on --frame")
+    trk.add_argument(
+        "--exemplar",
+        action="append",
+        default=[],
+        type=parse_exemplar,
+        help="x0,y0,x1,y1[,neg] example box on --frame, in pixels; repeat",
+    )
+    trk.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        type=parse_point,
+        help="x,y[,neg] click on one object on --frame, in pixels; repeat",
+    )
+    trk.add_argument(
+        "--box",
+        type=parse_box,
+        default=None,
+        help="x0,y0,x1,y1 box around the clicked object on --frame",
+    )
     trk.add_argument("--frame", type=int, default=0, help="frame the prompts are on (default 0)")
     trk.add_argument("--direction", default="forward", choices=["forward", "backward", "both"])
-    trk.add_argument("--score-threshold", type=float, default=0.5,
-                     help="concept detections below this score are ignored (default 0.5)")
-    trk.add_argument("--new-track-threshold", type=float, default=0.7,
-                     help="score a concept detection needs to start a new track (default 0.7)")
+    trk.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="concept detections below this score are ignored (default 0.5)",
+    )
+    trk.add_argument(
+        "--new-track-threshold",
+        type=float,
+        default=0.7,
+        help="score a concept detection needs to start a new track (default 0.7)",
+    )
     trk.add_argument("--out", required=True, type=Path, help="output folder")
     trk.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
     _add_model_args(trk)
@@ -118,7 +159,11 @@ def segment(args: argparse.Namespace) -> int:
         return 2
     names = normalize_concepts(args.concept or None, args.exemplar or None, (10**9, 10**9)).names
     predictor = ImagePredictor.from_pretrained(
-        args.checkpoint, config=args.config, device=args.device, precision=args.precision, token=args.token
+        args.checkpoint,
+        config=args.config,
+        device=args.device,
+        precision=args.precision,
+        token=args.token,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_overlays:
@@ -141,8 +186,11 @@ def segment(args: argparse.Namespace) -> int:
             for f, arr, state in zip(chunk, arrays, predictor.set_images(arrays)):
                 try:
                     inst = predictor.predict(
-                        state, args.concept or None, args.exemplar or None,
-                        score_threshold=args.score_threshold, mask_threshold=args.mask_threshold,
+                        state,
+                        args.concept or None,
+                        args.exemplar or None,
+                        score_threshold=args.score_threshold,
+                        mask_threshold=args.mask_threshold,
                     )
                 except PromptError as err:
                     failed.append((f, str(err)))
@@ -154,9 +202,14 @@ def segment(args: argparse.Namespace) -> int:
                     draw_overlay(arr, inst).save(args.out / "overlays" / f"{f.stem}.png")
                 bar.update(1)
     coco.write(args.out / "annotations.json")
-    print(f"sam3: {len(coco.images)} images, {len(coco.annotations)} instances -> {args.out / 'annotations.json'}")
+    print(
+        f"sam3: {len(coco.images)} images, {len(coco.annotations)} instances -> {args.out / 'annotations.json'}"
+    )
     if failed:
-        print(f"sam3: {len(failed)} image(s) failed: " + ", ".join(str(f) for f, _ in failed), file=sys.stderr)
+        print(
+            f"sam3: {len(failed)} image(s) failed: " + ", ".join(str(f) for f, _ in failed),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -188,11 +241,16 @@ def track(args: argparse.Namespace) -> int:
         return 2
     n = len(frames)
     if not 0 <= args.frame < n:
-        print(f"sam3: error: --frame {args.frame} is outside the video's {n} frames "
-              f"(0..{n - 1})", file=sys.stderr)
+        print(
+            f"sam3: error: --frame {args.frame} is outside the video's {n} frames (0..{n - 1})",
+            file=sys.stderr,
+        )
         return 2
     vp = VideoPredictor.from_pretrained(
-        args.checkpoint, config=args.config, device=args.device, precision=args.precision,
+        args.checkpoint,
+        config=args.config,
+        device=args.device,
+        precision=args.precision,
         token=args.token,
     )
     assoc = AssociationConfig(
@@ -202,24 +260,33 @@ def track(args: argparse.Namespace) -> int:
     if clicked:
         points = [p[:2] for p in args.point] or None
         labels = [p[2] for p in args.point] or None
-        session.add_prompt(args.frame, obj_id=1, points=points, point_labels=labels,
-                           boxes=args.box)
+        session.add_prompt(args.frame, obj_id=1, points=points, point_labels=labels, boxes=args.box)
     if args.concept or args.exemplar:
-        session.add_concept(args.frame, concepts=args.concept or None,
-                            exemplars=args.exemplar or None)
+        session.add_concept(
+            args.frame, concepts=args.concept or None, exemplars=args.exemplar or None
+        )
     (args.out / "frames").mkdir(parents=True, exist_ok=True)
     total = {"forward": n - args.frame, "backward": args.frame + 1}
     total["both"] = total["forward"] + total["backward"]
     written: set[int] = set()
     steps = session.propagate(start=args.frame, direction=args.direction)
     for t, inst in tqdm(steps, total=total[args.direction], unit="frame", desc="track"):
-        record = {"frame": t, "height": session.size[0], "width": session.size[1],
-                  "instances": _instance_records(inst)}
+        record = {
+            "frame": t,
+            "height": session.size[0],
+            "width": session.size[1],
+            "instances": _instance_records(inst),
+        }
         (args.out / "frames" / f"{t:06d}.json").write_text(json.dumps(record))
         written.add(t)
-    meta = {"video": str(args.video), "num_frames": n, "height": session.size[0],
-            "width": session.size[1], "label_names": session.label_names,
-            "frames": sorted(written)}
+    meta = {
+        "video": str(args.video),
+        "num_frames": n,
+        "height": session.size[0],
+        "width": session.size[1],
+        "label_names": session.label_names,
+        "frames": sorted(written),
+    }
     (args.out / "video.json").write_text(json.dumps(meta, indent=1))
     if not args.no_overlay:
         _write_overlay(frames, sorted(written), args.out, getattr(frames, "fps", None) or 10.0)
@@ -234,8 +301,13 @@ def _instance_records(inst) -> list[dict]:
 
     names = inst.names()
     return [
-        {"track_id": int(inst.track_ids[i]), "label": names[i], "score": float(inst.scores[i]),
-         "box": [float(v) for v in inst.boxes[i]], "segmentation": mask_to_rle(inst.masks[i])}
+        {
+            "track_id": int(inst.track_ids[i]),
+            "label": names[i],
+            "score": float(inst.scores[i]),
+            "box": [float(v) for v in inst.boxes[i]],
+            "segmentation": mask_to_rle(inst.masks[i]),
+        }
         for i in range(len(inst))
     ]
 
@@ -270,7 +342,8 @@ def _write_overlay(frames, indices: list[int], out: Path, fps: float) -> None:
                 np.stack(masks) if masks else np.zeros((0, h, w), bool),
                 np.array([r["box"] for r in rec], np.float32).reshape(-1, 4),
                 np.array([r["score"] for r in rec], np.float32),
-                np.array([names.index(r["label"]) for r in rec], np.int64), names,
+                np.array([names.index(r["label"]) for r in rec], np.int64),
+                names,
                 np.zeros((len(rec), 1, 1), np.float32),
                 track_ids=np.array([r["track_id"] for r in rec], np.int64),
             )

@@ -20,7 +20,9 @@ class CocoWriter:
     def add(self, file_name: str, size: tuple[int, int], instances: Instances) -> int:
         """Add one image and its instances; returns the image id."""
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": file_name, "height": size[0], "width": size[1]})
+        self.images.append(
+            {"id": image_id, "file_name": file_name, "height": size[0], "width": size[1]}
+        )
         for mask, box, score, name in zip(
             instances.masks, instances.boxes, instances.scores, instances.names()
         ):
@@ -42,7 +44,11 @@ class CocoWriter:
     def to_dict(self) -> dict:
         names = {c["name"] for c in self.categories}
         extra = [{"id": i, "name": n} for n, i in self._cat_ids.items() if n not in names]
-        return {"images": self.images, "annotations": self.annotations, "categories": self.categories + extra}
+        return {
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": self.categories + extra,
+        }
 
     def write(self, path: str | Path) -> None:
         import json

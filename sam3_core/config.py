@@ -6,8 +6,8 @@ that the tests build with random weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ def sam3_tiny() -> Sam3Config:
         neck=NeckConfig(fpn_hidden_size=d),
         text=TextConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2),
         geometry=GeometryConfig(hidden_size=d, num_layers=1, num_heads=4, intermediate_size=64),
-        detr_encoder=DetrEncoderConfig(hidden_size=d, num_layers=1, num_heads=4, intermediate_size=64),
+        detr_encoder=DetrEncoderConfig(
+            hidden_size=d, num_layers=1, num_heads=4, intermediate_size=64
+        ),
         detr_decoder=DetrDecoderConfig(
             hidden_size=d, num_layers=2, num_queries=8, num_heads=4, intermediate_size=64
         ),

@@ -12,7 +12,10 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 import numpy as np
 
@@ -61,7 +64,7 @@ class FrameSource:
     def close(self) -> None:
         """Release open files (a no-op for in-memory sources)."""
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from sam3_core.results import Instances
 
 
-def upsample_masks(low_res_logits: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+def upsample_masks(
+    low_res_logits: torch.Tensor, size: tuple[int, int], threshold: float
+) -> torch.Tensor:
     """[N, h, w] logits -> bool [N, H, W]: bilinear on probabilities, then threshold."""
     if low_res_logits.shape[0] == 0:
         return torch.zeros((0, *size), dtype=torch.bool, device=low_res_logits.device)
@@ -26,7 +28,6 @@ def detections_to_instances(
 
     out: a `DetectorOutput` with one row per concept.
     """
-    h, w = size
     scores = out.scores.float()  # [C, Q]
     keep = scores > score_threshold
     concept_idx, query_idx = keep.nonzero(as_tuple=True)
@@ -68,7 +69,10 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     counts = rle["counts"]
-    rle = {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    rle = {
+        "size": rle["size"],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
     return mask_utils.decode(rle).astype(bool)
 
 
@@ -82,7 +86,7 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """bool [N, H, W] -> tight xyxy pixel boxes [N, 4] (zeros for empty masks), on the device."""
-    n, h, w = masks.shape
+    _, h, w = masks.shape
     rows, cols = masks.any(2), masks.any(1)
     ar_h = torch.arange(h, device=masks.device)
     ar_w = torch.arange(w, device=masks.device)
@@ -94,9 +98,13 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
-def masks_to_instances(low_res_logits: torch.Tensor, scores: torch.Tensor, size: tuple[int, int]) -> Instances:
+def masks_to_instances(
+    low_res_logits: torch.Tensor, scores: torch.Tensor, size: tuple[int, int]
+) -> Instances:
     """Interactive results: [N, h, w] logits -> one bool mask per object (logit > 0 at full size)."""
-    masks = F.interpolate(low_res_logits[None], size=size, mode="bilinear", align_corners=False)[0] > 0
+    masks = (
+        F.interpolate(low_res_logits[None], size=size, mode="bilinear", align_corners=False)[0] > 0
+    )
     return Instances(
         masks=masks.cpu().numpy(),
         boxes=masks_to_boxes(masks).cpu().numpy(),

@@ -36,7 +36,9 @@ def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 [H, W, 3] -> uint8 [3, size, size]: bilinear antialiased resize, aspect not kept."""
     t = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None]
     if t.shape[-2:] != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        t = F.interpolate(
+            t, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
     return t[0]
 
 
@@ -72,7 +74,7 @@ class ImagePredictor:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         token: str | None = None,
-    ) -> "ImagePredictor":
+    ) -> ImagePredictor:
         """Load the released weights (hub id, default `facebook/sam3`, or a local file)."""
         from sam3_core.build import load_model
 
@@ -87,10 +89,7 @@ class ImagePredictor:
         pixels = (pixels.float() / 255.0 - 0.5) / 0.5
         with autocast(self.device, self.precision):
             feats = self.model.detector_model.vision_encoder(pixels)
-        return [
-            ImageState(a.shape[:2], feats.item(i))
-            for i, a in enumerate(arrays)
-        ]
+        return [ImageState(a.shape[:2], feats.item(i)) for i, a in enumerate(arrays)]
 
     def set_image(self, image: ImageLike) -> ImageState:
         """Encode one image (path, HxWxC array or PIL image) and cache its features."""
@@ -150,7 +149,11 @@ class ImagePredictor:
         batch = normalize_concepts(concepts, exemplars, state.size)
         out = self._detect(state, batch)
         return detections_to_instances(
-            out, state.size, batch.names, score_threshold=score_threshold, mask_threshold=mask_threshold
+            out,
+            state.size,
+            batch.names,
+            score_threshold=score_threshold,
+            mask_threshold=mask_threshold,
         )
 
     @torch.inference_mode()
@@ -182,9 +185,13 @@ class ImagePredictor:
                 state.cache["tracker"] = self.model.tracker_model.prepare_image_features(fpn, pos)
         return state.cache["tracker"]
 
-    def _segment_objects(self, state, points, point_labels, boxes, mask_input, multimask) -> Instances:
-        clicks = normalize_clicks(points, point_labels, boxes, mask_input, state.size, self.image_size)
-        to = lambda t: None if t is None else t.to(self.device)  # noqa: E731
+    def _segment_objects(
+        self, state, points, point_labels, boxes, mask_input, multimask
+    ) -> Instances:
+        clicks = normalize_clicks(
+            points, point_labels, boxes, mask_input, state.size, self.image_size
+        )
+        to = lambda t: None if t is None else t.to(self.device)
         with autocast(self.device, self.precision):
             out = self.model.tracker_model.predict_masks(
                 self.tracker_features(state),

@@ -137,7 +137,9 @@ def _as_array(value, name: str, trailing: tuple[int, ...]):
         arr = arr[None]
     if arr.ndim != len(trailing) + 1 or any(t and a != t for a, t in zip(arr.shape[1:], trailing)):
         shape = "x".join(str(t) if t else "?" for t in trailing)
-        raise PromptError(f"{name} must have shape [{shape}] or [N, {shape}] for N objects; got {arr.shape}.")
+        raise PromptError(
+            f"{name} must have shape [{shape}] or [N, {shape}] for N objects; got {arr.shape}."
+        )
     return arr
 
 

@@ -74,7 +74,7 @@ class Instances:
         up = F.interpolate(logits, size=self.image_size, mode="bilinear", align_corners=False)
         return up.sigmoid()[0, 0].numpy()
 
-    def __getitem__(self, index) -> "Instances":
+    def __getitem__(self, index) -> Instances:
         """Select instances by an index array, a slice or a bool mask."""
         idx = np.arange(len(self))[index]
         idx = np.atleast_1d(idx)

@@ -16,7 +16,9 @@ def axial_rope(grid: int, head_dim: int, theta: float, scale: float) -> Tensor:
     Channel pairs (2k, 2k + 1) of a head form one complex number; the first half of the pairs
     rotates with the x position, the second half with y.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim // 2, 2, dtype=torch.float) / (head_dim // 2)))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim // 2, 2, dtype=torch.float) / (head_dim // 2))
+    )
     ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     x = xs.flatten().float() * scale
     y = ys.flatten().float() * scale
@@ -63,7 +65,9 @@ def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:
     return x.reshape(-1, window, window, c), (hp, wp)
 
 
-def window_unpartition(x: Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
+def window_unpartition(
+    x: Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
+) -> Tensor:
     """Inverse of `window_partition` -> [B, H, W, C]."""
     hp, wp = padded
     b = x.shape[0] // (hp * wp // window // window)
@@ -82,7 +86,12 @@ class ViTLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, activation="gelu")
         grid = window_size if window_size > 0 else cfg.image_size // cfg.patch_size
-        self._rope_args = (grid, cfg.hidden_size // cfg.num_heads, cfg.rope_theta, cfg.window_size / grid)
+        self._rope_args = (
+            grid,
+            cfg.hidden_size // cfg.num_heads,
+            cfg.rope_theta,
+            cfg.window_size / grid,
+        )
         self.register_buffer("rope", torch.empty(0, dtype=torch.complex64), persistent=False)
         self.reset_buffers()
 

@@ -29,25 +29,29 @@ class ImageFeatures:
     fpn: list[Tensor]
     fpn_pos: list[Tensor]
 
-    def select(self, index: Tensor) -> "ImageFeatures":
+    def select(self, index: Tensor) -> ImageFeatures:
         """Gather batch entries (e.g. one per tile of a batch); copies the features."""
         return ImageFeatures(
             self.vit[index], [f[index] for f in self.fpn], [p[index] for p in self.fpn_pos]
         )
 
-    def item(self, i: int) -> "ImageFeatures":
+    def item(self, i: int) -> ImageFeatures:
         """Batch entry `i` as a batch of one, a view (no copy)."""
         return ImageFeatures(
-            self.vit[i : i + 1], [f[i : i + 1] for f in self.fpn], [p[i : i + 1] for p in self.fpn_pos]
+            self.vit[i : i + 1],
+            [f[i : i + 1] for f in self.fpn],
+            [p[i : i + 1] for p in self.fpn_pos],
         )
 
-    def repeat(self, n: int) -> "ImageFeatures":
+    def repeat(self, n: int) -> ImageFeatures:
         """A batch of one seen n times (one row per prompt), as a broadcast view (no copy)."""
 
         def grow(t: Tensor) -> Tensor:
             return t.expand(n, *t.shape[1:])
 
-        return ImageFeatures(grow(self.vit), [grow(f) for f in self.fpn], [grow(p) for p in self.fpn_pos])
+        return ImageFeatures(
+            grow(self.vit), [grow(f) for f in self.fpn], [grow(p) for p in self.fpn_pos]
+        )
 
 
 @dataclass

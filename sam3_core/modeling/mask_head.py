@@ -10,6 +10,39 @@ from sam3_core.config import MaskDecoderConfig
 from sam3_core.modeling.layers import Attention, key_padding_mask
 
 
+def is_shared(t: Tensor) -> bool:
+    """True for a batch that is one entry broadcast (expanded) to several rows."""
+    return t.shape[0] > 1 and t.stride(0) == 0
+
+
+def upsample2x_conv3x3(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """conv(nearest_upsample_2x(x)) without the bias, computed on the coarse grid.
+
+    Each of the four output phases (row/column parity) sees a 2x2 input neighbourhood, so the
+    3x3 kernel folds into four 2x2 kernels: 16 taps at H x W instead of 9 taps at 2H x 2W.
+    x: [B, C, H, W] -> [B, C_out, 2H, 2W].
+    """
+    w = conv.weight
+    fold = (  # (rows used for phase 0, phase 1) as sums of kernel taps
+        (w[:, :, :1], w[:, :, 1:].sum(2, keepdim=True)),
+        (w[:, :, :2].sum(2, keepdim=True), w[:, :, 2:]),
+    )
+    b, _, h, wd = x.shape
+    xp = F.pad(x, (1, 1, 1, 1))
+    phases = []
+    for a in range(2):
+        rows = torch.cat(fold[a], dim=2)  # [O, C, 2, 3]
+        cols = (
+            (rows[..., :1], rows[..., 1:].sum(3, keepdim=True)),
+            (rows[..., :2].sum(3, keepdim=True), rows[..., 2:]),
+        )
+        for c in range(2):
+            kernel = torch.cat(cols[c], dim=3)  # [O, C, 2, 2]
+            phases.append(F.conv2d(xp[:, :, a : a + h + 1, c : c + wd + 1], kernel)[:, :, :h, :wd])
+    out = torch.stack(phases, 2).view(b, -1, 2, 2, h, wd)  # [B, O, a, c, H, W]
+    return out.permute(0, 1, 4, 2, 5, 3).reshape(b, -1, 2 * h, 2 * wd)
+
+
 class PixelDecoder(nn.Module):
     """FPN top-down path: coarse-to-fine nearest upsampling, skip sum, conv, GroupNorm, ReLU."""
 
@@ -20,11 +53,22 @@ class PixelDecoder(nn.Module):
         self.norms = nn.ModuleList(nn.GroupNorm(8, d) for _ in range(n))
 
     def forward(self, feats: list[Tensor]) -> Tensor:
-        """feats: fine-to-coarse [B, C, H_i, W_i] -> [B, C, H_0, W_0]."""
+        """feats: fine-to-coarse [B, C, H_i, W_i] -> [B, C, H_0, W_0].
+
+        When a skip level is one image shared by every row (several prompts on one image), the
+        conv splits by linearity: conv(up(x) + skip) = conv(up(x)) + conv(skip), with conv(skip)
+        computed once and conv(up(x)) on the coarse grid.
+        """
         x = feats[-1]
         for i, skip in enumerate(reversed(feats[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest") + skip
-            x = F.relu(self.norms[i](self.conv_layers[i](x)))
+            conv = self.conv_layers[i]
+            exact_2x = skip.shape[-2] == 2 * x.shape[-2] and skip.shape[-1] == 2 * x.shape[-1]
+            if is_shared(skip) and exact_2x:
+                shared = conv(skip[:1])
+                x = upsample2x_conv3x3(x, conv) + shared
+            else:
+                x = conv(F.interpolate(x, size=skip.shape[-2:], mode="nearest") + skip)
+            x = F.relu(self.norms[i](x))
         return x
 
 
@@ -74,5 +118,12 @@ class MaskHead(nn.Module):
         b, _, height, width = fpn_feats[-1].shape
         coarse = tokens.transpose(1, 2).reshape(b, -1, height, width)
         pixels = self.pixel_decoder([*fpn_feats[:-1], coarse])
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embedder(queries), self.instance_projection(pixels))
+        # instance_projection (1x1 conv) folded into the query side: e.(Wp + b) = (W^T e).p + e.b
+        embed = self.mask_embedder(queries)
+        proj = self.instance_projection
+        weight = proj.weight[:, :, 0, 0]
+        masks = (
+            torch.einsum("bqc,bchw->bqhw", embed @ weight, pixels)
+            + (embed @ proj.bias)[..., None, None]
+        )
         return masks, self.semantic_projection(pixels)

@@ -17,7 +17,11 @@ class FPNLevel(nn.Module):
         self.scale_layers = nn.ModuleList()
         if scale == 4.0:
             self.scale_layers.extend(
-                [nn.ConvTranspose2d(c, c // 2, 2, 2), nn.GELU(), nn.ConvTranspose2d(c // 2, c // 4, 2, 2)]
+                [
+                    nn.ConvTranspose2d(c, c // 2, 2, 2),
+                    nn.GELU(),
+                    nn.ConvTranspose2d(c // 2, c // 4, 2, 2),
+                ]
             )
             mid = c // 4
         elif scale == 2.0:
@@ -53,7 +57,9 @@ class FPNNeck(nn.Module):
             FPNLevel(in_channels, cfg.fpn_hidden_size, s) for s in cfg.scale_factors
         )
 
-    def forward(self, x: Tensor, num_levels: int | None = None) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(
+        self, x: Tensor, num_levels: int | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
         feats, pos = [], []
         for level in self.fpn_layers[:num_levels]:
             f = level(x)

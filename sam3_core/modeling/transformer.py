@@ -33,10 +33,23 @@ class EncoderLayer(nn.Module):
         self.mlp = MLP(d, cfg.intermediate_size)
         self.layer_norm3 = nn.LayerNorm(d)
 
-    def forward(self, x: Tensor, pos: Tensor, prompt: Tensor, prompt_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        prompt: Tensor,
+        prompt_mask: Tensor | None,
+        shared: bool = False,
+    ) -> Tensor:
+        """`shared`: every row of x holds the same image tokens, so self-attention runs once."""
+        rows = x.shape[0]
+        if shared:
+            x, pos = x[:1], pos[:1]
         h = self.layer_norm1(x)
         hp = h + pos
         x = x + self.self_attn(hp, hp, h)
+        if shared:
+            x = x.expand(rows, -1, -1)
         h = self.layer_norm2(x)
         x = x + self.cross_attn(h, prompt, prompt, prompt_mask)
         return x + self.mlp(self.layer_norm3(x))
@@ -50,9 +63,11 @@ class DetrEncoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
 
     def forward(self, x: Tensor, pos: Tensor, prompt: Tensor, prompt_valid: Tensor) -> Tensor:
+        """Rows that share one image (an expanded x) share the first layer's self-attention."""
         mask = key_padding_mask(prompt_valid)
-        for layer in self.layers:
-            x = layer(x, pos, prompt, mask)
+        shared = x.shape[0] > 1 and x.stride(0) == 0
+        for i, layer in enumerate(self.layers):
+            x = layer(x, pos, prompt, mask, shared=shared and i == 0)
         return x
 
 

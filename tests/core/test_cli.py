@@ -22,12 +22,30 @@ def test_segment_folder_writes_coco_and_overlays(tmp_path, capsys):
     Image.fromarray(make_image(70, 60, seed=2)).save(images / "b.jpg")
     (images / "c.png").write_bytes(b"corrupt")
     out = tmp_path / "out"
-    code = main([
-        "segment", str(images), "--concept", "cell", "--concept", "nucleus",
-        "--exemplar", "5,5,40,40", "--exemplar", "50,30,80,60,neg",
-        "--checkpoint", str(ckpt), "--config", "sam3_tiny", "--device", "cpu",
-        "--out", str(out), "--score-threshold", "0.0",
-    ])
+    code = main(
+        [
+            "segment",
+            str(images),
+            "--concept",
+            "cell",
+            "--concept",
+            "nucleus",
+            "--exemplar",
+            "5,5,40,40",
+            "--exemplar",
+            "50,30,80,60,neg",
+            "--checkpoint",
+            str(ckpt),
+            "--config",
+            "sam3_tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0.0",
+        ]
+    )
     assert code == 1  # c.png failed, the others went on
     err = capsys.readouterr().err
     assert "c.png" in err

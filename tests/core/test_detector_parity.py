@@ -61,7 +61,9 @@ def _assert_close(ref, out) -> None:
 
 
 def _pixels(n: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, 3, CFG.image_size, CFG.image_size, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        n, 3, CFG.image_size, CFG.image_size, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_parity_text_only(models):
@@ -103,3 +105,32 @@ def test_parity_outputs_depend_on_inputs(models):
     assert (a.boxes[0] - a.boxes[1]).abs().max() > 1e-2
     assert np.mean((a.masks[0] > 0).numpy() != (a.masks[1] > 0).numpy()) > 0.01
     assert a.scores.std() > 1e-2
+
+
+def test_parity_many_prompts_on_one_image_take_the_shared_path(models):
+    """Several prompts on one (expanded) image: shared self-attention and pixel-decoder split."""
+    hf, ours = models
+    ids, mask = _ids([5, 7, 4], seed=8)
+    pixels = _pixels(1, 8)
+    with torch.no_grad():
+        ref = hf(
+            pixel_values=pixels.expand(3, -1, -1, -1).contiguous(),
+            input_ids=ids,
+            attention_mask=mask,
+        )
+        feats = ours.vision_encoder(pixels).repeat(3)
+        assert feats.fpn[0].stride(0) == 0
+        out = ours(feats, ours.encode_text(ids), mask.bool())
+    _assert_close(ref, out)
+
+
+def test_upsample_conv_folding_equals_conv_of_upsampled():
+    from sam3_core.modeling.mask_head import upsample2x_conv3x3
+
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
+    x = torch.randn(2, 6, 7, 9)
+    want = (
+        conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+        - conv.bias[:, None, None]
+    )
+    assert (upsample2x_conv3x3(x, conv) - want).abs().max() < 1e-5

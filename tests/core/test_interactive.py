@@ -29,7 +29,10 @@ def setup():
             mask_decoder_config=hf_cfg.mask_decoder_config.to_dict(),
         )
     ).eval()
-    sd = {f"vision_encoder.backbone.{k}": v for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()}
+    sd = {
+        f"vision_encoder.backbone.{k}": v
+        for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()
+    }
     sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
     sd |= {k: v for k, v in model.tracker_model.state_dict().items()}
     missing, _ = hf.load_state_dict(sd, strict=False)
@@ -43,10 +46,14 @@ def _hf_logits(hf, image, points=None, labels=None, boxes=None, multimask=True):
     pixels = ((preprocess(image, s).float() / 255 - 0.5) / 0.5)[None]
     kw = {}
     if points is not None:
-        kw["input_points"] = torch.tensor(points, dtype=torch.float32)[None] * torch.tensor([s / w, s / h])
+        kw["input_points"] = torch.tensor(points, dtype=torch.float32)[None] * torch.tensor(
+            [s / w, s / h]
+        )
         kw["input_labels"] = torch.tensor(labels)[None]
     if boxes is not None:
-        kw["input_boxes"] = torch.tensor(boxes, dtype=torch.float32)[None] * torch.tensor([s / w, s / h] * 2)
+        kw["input_boxes"] = torch.tensor(boxes, dtype=torch.float32)[None] * torch.tensor(
+            [s / w, s / h] * 2
+        )
     with torch.no_grad():
         out = hf(pixel_values=pixels, multimask_output=multimask, **kw)
     best = out.iou_scores[0].argmax(-1)
@@ -72,7 +79,9 @@ def test_parity_click_and_box_against_transformers_tracker(setup):
 def test_click_reuses_the_image_embedding(setup):
     pred, _ = setup
     calls = []
-    hook = pred.model.detector_model.vision_encoder.register_forward_hook(lambda *a: calls.append(1))
+    hook = pred.model.detector_model.vision_encoder.register_forward_hook(
+        lambda *a: calls.append(1)
+    )
     try:
         state = pred.set_image(make_image(seed=4))
         for x in (10, 40, 80):

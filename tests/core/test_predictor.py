@@ -48,7 +48,7 @@ def _compare(ref, ours):
 
 
 def test_preprocessing_parity_non_square(pair):
-    hf, proc, pred = pair
+    _, proc, _ = pair
     from sam3_core.predictor import preprocess
 
     image = make_image(97, 150)

@@ -1,0 +1,181 @@
+"""The backend: one SAM 3 predictor on one worker thread, an LRU of encoded images, LS JSON in and out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sam3_labelstudio import convert
+from sam3_labelstudio.images import ImageFetcher
+from sam3_labelstudio.labeling import ConfigError, Schema, parse_config
+
+log = logging.getLogger("sam3_labelstudio")
+
+
+class BackendError(Exception):
+    """A request the backend cannot answer: `status` is the HTTP code to reply with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Settings:
+    """How the backend thresholds and caches."""
+
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    cache_size: int = 4  # encoded images kept (about 130 MB each at full size on CPU)
+
+
+class ImageCache:
+    """LRU of `ImageState`s keyed by (task id, image URL): clicks reuse the embedding."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._items: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def has(self, key) -> bool:
+        """True when `key` is cached."""
+        return key in self._items
+
+    def get(self, key, encode):
+        """The cached state for `key`, or `encode()` stored under it."""
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        state = self._items[key] = encode()
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return state
+
+
+class Backend:
+    """Answers /predict: batch pre-annotation and interactive clicks, boxes and typed concepts."""
+
+    def __init__(self, predictor, model_version: str, fetcher: ImageFetcher, settings: Settings):
+        self.predictor = predictor
+        self.model_version = model_version
+        self.fetcher = fetcher
+        self.settings = settings
+        self.cache = ImageCache(settings.cache_size)
+        # One model, one thread: requests arrive on many threads, and every model call (and the
+        # image cache) runs on this single worker, serialised, with torch's memory in one arena.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3-model")
+        self._worker_ident: int | None = None
+        self.video = None  # set by `sam3_labelstudio.video` when a VideoPredictor is available
+
+    # ------------------------------------------------------------------ helpers
+    def run(self, fn, *args):
+        """Call `fn(*args)` on the model thread and wait for its result (re-entrant)."""
+        if threading.get_ident() == self._worker_ident:
+            return fn(*args)
+
+        def call():
+            self._worker_ident = threading.get_ident()
+            return fn(*args)
+
+        return self._worker.submit(call).result()
+
+    def schema(self, label_config: str) -> Schema:
+        """The parsed labeling config, as a 422 when it has nothing to fill."""
+        try:
+            return parse_config(label_config)
+        except ConfigError as exc:
+            raise BackendError(str(exc), 422) from exc
+
+    def _state(self, task: dict, schema: Schema):
+        """The encoded image of a task (LRU-cached); the download happens off the model thread."""
+        url = (task.get("data") or {}).get(schema.data_key)
+        if not isinstance(url, str) or not url:
+            raise BackendError(
+                f"Task {task.get('id')} has no data.{schema.data_key}: import tasks with an image "
+                f"URL under '{schema.data_key}' (the Image tag's value=\"${schema.data_key}\").",
+                422,
+            )
+        key = (task.get("id"), url)
+        state = self.run(lambda: self.cache.get(key, None) if self.cache.has(key) else None)
+        if state is not None:
+            return state
+        try:
+            image = self.fetcher.fetch_image(url)
+        except Exception as exc:
+            raise BackendError(f"Task {task.get('id')}: {exc}", 502) from exc
+        return self.run(lambda: self.cache.get(key, lambda: self.predictor.set_image(image)))
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, payload: dict) -> dict:
+        """The /predict body -> `{"results": [...]}`, one prediction per task, in order."""
+        tasks = payload.get("tasks")
+        if not isinstance(tasks, list):
+            raise BackendError("The request has no 'tasks' list: send {\"tasks\": [...]}.", 400)
+        schema = self.schema(payload.get("label_config") or "")
+        context = ((payload.get("params") or {}).get("context")) or {}
+        if schema.media_tag == "Video":
+            if self.video is None:
+                raise BackendError("Video tasks need sam3_core.video.VideoPredictor: upgrade.", 501)
+            return {"results": [self.video.predict(t, schema, context) for t in tasks]}
+        if context.get("result"):
+            if not tasks:
+                raise BackendError("An interactive request needs its task.", 400)
+            return {"results": [self.interactive(tasks[0], schema, context["result"])]}
+        return {"results": [self.pre_annotate(t, schema) for t in tasks]}
+
+    def pre_annotate(self, task: dict, schema: Schema) -> dict:
+        """Every label's concept on the task's image, in one batched `predict` call."""
+        concepts = schema.concepts()
+        state = self._state(task, schema)
+        inst = self.run(
+            lambda: self.predictor.predict(
+                state,
+                concepts=concepts,
+                score_threshold=self.settings.score_threshold,
+                mask_threshold=self.settings.mask_threshold,
+            )
+        )
+        results = []
+        for out in schema.outputs:
+            for label, concept in out.concepts.items():
+                keep = inst.labels == concepts.index(concept)
+                results += convert.instance_results(
+                    inst.masks[keep], inst.boxes[keep], inst.scores[keep], out, label
+                )
+        return convert.prediction(results, self.model_version)
+
+    def interactive(self, task: dict, schema: Schema, items: list[dict]) -> dict:
+        """Clicks / a box -> one brush mask; a typed concept -> every instance of it."""
+        state = self._state(task, schema)
+        h, w = state.size
+        try:
+            prompt = convert.parse_context(items, w, h)
+            if prompt.is_geometric:
+                out, label = schema.output_for(prompt.label)
+                kwargs = {
+                    "points": prompt.points or None,
+                    "point_labels": prompt.point_labels or None,
+                    "boxes": prompt.box,
+                }
+            elif prompt.text:
+                out, label = schema.label_for_text(prompt.text)
+                kwargs = {
+                    "concepts": [prompt.text],
+                    "score_threshold": self.settings.score_threshold,
+                    "mask_threshold": self.settings.mask_threshold,
+                }
+            else:
+                return convert.prediction([], self.model_version)
+            inst = self.run(lambda: self.predictor.predict(state, **kwargs))
+        except (ConfigError, convert.PromptError) as exc:
+            raise BackendError(str(exc), 422) from exc
+        except ValueError as exc:  # sam3_core.PromptError: points outside the image etc.
+            raise BackendError(f"Bad prompt: {exc}", 422) from exc
+        results = convert.instance_results(inst.masks, inst.boxes, inst.scores, out, label)
+        return convert.prediction(results, self.model_version)

@@ -1,0 +1,171 @@
+"""The ML backend protocol in-process (Starlette test client) on the tiny SAM 3 model."""
+
+from __future__ import annotations
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sam3_labelstudio.cli import build_parser, make_backend
+from sam3_labelstudio.server import create_app
+from starlette.testclient import TestClient
+
+CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="brush" toName="image">
+    <Label value="RBC" concept="red blood cell"/><Label value="WBC"/>
+  </BrushLabels>
+  <PolygonLabels name="poly" toName="image"><Label value="Nucleus"/></PolygonLabels>
+  <RectangleLabels name="rect" toName="image" smart="true"><Label value="Cell"/></RectangleLabels>
+  <KeyPointLabels name="kp" toName="image" smart="true"><Label value="RBC" smart="true"/></KeyPointLabels>
+  <TextArea name="prompt" toName="image"/>
+</View>"""
+TASK_A = {"id": 1, "data": {"image": "/data/local-files/?d=a.png"}}
+TASK_B = {"id": 2, "data": {"image": "/data/local-files/?d=b.png"}}
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"ls:secret").decode()}
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_checkpoint, images_dir):
+    args = build_parser().parse_args(
+        ["serve", "--checkpoint", str(tiny_checkpoint), "--config", "sam3_tiny", "--device", "cpu",
+         "--local-files-root", str(images_dir), "--score-threshold", "0.0",
+         "--label-studio-url", "http://127.0.0.1:1"]
+    )  # fmt: skip
+    return make_backend(args)
+
+
+@pytest.fixture(scope="module")
+def client(backend):
+    with TestClient(create_app(backend, basic_auth="ls:secret"), headers=AUTH) as c:
+        yield c
+
+
+def click(x, y, positive=True, label="RBC"):
+    value = {"x": x, "y": y, "keypointlabels": [label]}
+    return {"type": "keypointlabels", "value": value, "is_positive": positive,
+            "original_width": 120, "original_height": 90}  # fmt: skip
+
+
+def test_health_setup_versions_webhook_and_auth(client, backend):
+    assert client.get("/health").json()["status"] == "UP"
+    version = backend.model_version
+    assert version.startswith("sam3-sam3_tiny")
+    setup = client.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    assert setup.status_code == 200 and setup.json() == {"model_version": version}
+    assert client.get("/versions").json()["versions"] == [version]
+    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 201
+    assert client.get("/health", headers={"Authorization": ""}).status_code == 401
+    wrong = "Basic " + base64.b64encode(b"ls:wrong").decode()
+    assert client.post("/predict", json={}, headers={"Authorization": wrong}).status_code == 401
+
+
+def test_batch_preannotation_one_batched_call_per_task(client, backend, monkeypatch):
+    calls = []
+    real = backend.predictor.predict
+    monkeypatch.setattr(
+        backend.predictor, "predict", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    body = {"tasks": [TASK_A, TASK_B], "label_config": CONFIG, "project": "1.1", "params": {}}
+    resp = client.post("/predict", json=body)
+    assert resp.status_code == 200, resp.text
+    preds = resp.json()["results"]
+    assert len(preds) == 2 and len(calls) == 2
+    assert calls[0]["concepts"] == ["red blood cell", "WBC", "Nucleus", "Cell"]
+    first = preds[0]["result"]
+    assert {r["type"] for r in first} == {"brushlabels", "polygonlabels", "rectanglelabels"}
+    labels = {r["value"][r["type"]][0] for r in first}
+    assert labels == {"RBC", "WBC", "Nucleus", "Cell"}
+    for r in first:
+        assert (r["original_width"], r["original_height"]) == (120, 90)
+        assert r["to_name"] == "image" and 0 <= r["score"] <= 1
+    assert preds[1]["result"][0]["original_width"] == 80
+    assert preds[0]["model_version"] == backend.model_version
+
+
+def test_interactive_clicks_reuse_the_embedding(client, backend, monkeypatch):
+    encoder = backend.predictor.model.detector_model.vision_encoder
+    runs = []
+    hook = encoder.register_forward_hook(lambda *a: runs.append(1))
+    calls = []
+    real = backend.predictor.predict
+    monkeypatch.setattr(
+        backend.predictor, "predict", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    task = {"id": 99, "data": {"image": "/data/local-files/?d=a.png"}}
+    try:
+        for ctx in ([click(40, 50)], [click(40, 50), click(80, 20, positive=False)]):
+            body = {"tasks": [task], "label_config": CONFIG, "params": {"context": {"result": ctx}}}
+            resp = client.post("/predict", json=body)
+            assert resp.status_code == 200, resp.text
+            [region] = resp.json()["results"][0]["result"]
+            assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["RBC"]
+            assert region["value"]["format"] == "rle"
+    finally:
+        hook.remove()
+    assert len(runs) == 1  # the second click found the image encoded
+    assert calls[1]["point_labels"] == [1, 0]
+    assert calls[1]["points"] == [(48.0, 45.0), (96.0, 18.0)]
+
+
+def test_smart_box_and_text_prompt(client):
+    box = {"type": "rectanglelabels",
+           "value": {"x": 10, "y": 10, "width": 50, "height": 60, "rectanglelabels": ["Cell"]}}  # fmt: skip
+    body = {"tasks": [TASK_A], "label_config": CONFIG, "params": {"context": {"result": [box]}}}
+    [region] = client.post("/predict", json=body).json()["results"][0]["result"]
+    assert region["type"] == "rectanglelabels" and region["value"]["rectanglelabels"] == ["Cell"]
+    text = {"type": "textarea", "from_name": "prompt", "value": {"text": ["white blood cell"]}}
+    body["params"]["context"]["result"] = [text]
+    regions = client.post("/predict", json=body).json()["results"][0]["result"]
+    assert len(regions) == 8  # tiny model: 8 queries, threshold 0
+    assert {r["value"]["brushlabels"][0] for r in regions} == {"RBC"}  # no match: first label
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"tasks": [TASK_A], "label_config": "<View><Image name='i' value='$i'/></View>"},
+         422, "no BrushLabels"),
+        ({"tasks": [{"id": 5, "data": {"image": "/data/upload/1/x.png"}}], "label_config": CONFIG},
+         502, "Cannot reach"),
+        ({"tasks": [{"id": 6, "data": {"image": "http://evil.example/x.png"}}],
+          "label_config": CONFIG}, 502, "--allow-host"),
+        ({"tasks": [TASK_A], "label_config": CONFIG,
+          "params": {"context": {"result": [click(10, 10, label="Platelet")]}}},
+         422, "Unknown label 'Platelet'"),
+        ({"tasks": [TASK_A], "label_config": CONFIG,
+          "params": {"context": {"result": [click(10, 10), {"type": "keypointlabels",
+                                                            "value": {"x": 500, "y": 1}}]}}},
+         422, "outside"),
+        ({"label_config": CONFIG}, 400, "tasks"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_json_error_and_the_server_lives(client, body, status, needle, caplog):
+    resp = client.post("/predict", json=body)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]
+    assert needle in caplog.text
+    assert client.get("/health").status_code == 200
+    bad = client.post(
+        "/predict", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert bad.status_code == 400
+
+
+def test_concurrent_requests_share_one_model_thread(client, backend):
+    import threading
+
+    encoder = backend.predictor.model.detector_model.vision_encoder
+    threads = set()
+    hook = encoder.register_forward_hook(lambda *a: threads.add(threading.get_ident()))
+    body = {"tasks": [{"id": 1000, "data": {"image": "/data/local-files/?d=b.png"}}],
+            "label_config": CONFIG}  # fmt: skip
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(
+                pool.map(lambda i: client.post("/predict", json=body).status_code, range(6))
+            )
+    finally:
+        hook.remove()
+    assert codes == [200] * 6
+    assert len(threads) == 1  # every model call ran on the one model thread
