@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--config", default="sam3", help="sam3 (full size) or sam3_tiny (smoke test)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--bf16-cpu", action="store_true", help="also time ours with bf16 on CPU")
     args = ap.parse_args()
 
     from sam3_core.predictor import ImagePredictor
@@ -67,7 +68,20 @@ def main() -> None:
     our1 = median_time(lambda: ours_call(["cat"]), r, device)
     our8 = median_time(lambda: ours_call(CONCEPTS), r, device)
     ref8r = median_time(lambda: ref_reused(CONCEPTS), max(1, r - 2), device)
+    extra = ""
+    if device.type == "cpu" and args.bf16_cpu:
+        fast = ImagePredictor(ours, device=device, precision="bf16")
+        ours_bf16 = median_time(lambda: fast.predict(fast.set_image(image), ["cat"]), r, device)
+        a = pred.predict(pred.set_image(image), ["cat"], score_threshold=0.0)
+        b = fast.predict(fast.set_image(image), ["cat"], score_threshold=0.0)
+        dev = float(np.abs(np.sort(a.scores) - np.sort(b.scores)).max())
+        extra = (
+            f"ours bf16 autocast on CPU, 1 concept {ours_bf16:.3f}s "
+            f"(x{ref1 / ours_bf16:.2f} vs reference fp32; max score change vs fp32 {dev:.1e})"
+        )
     print(f"device={device} precision={precision} config={args.config} runs={r}")
+    if extra:
+        print(extra)
     print(f"reference 1 concept {ref1:.3f}s | ours {our1:.3f}s")
     print(
         f"reference 8 concepts (8 calls) {8 * ref1:.3f}s | reused embeds {ref8r:.3f}s | ours {our8:.3f}s"
