@@ -220,6 +220,7 @@ class TrackVideos(_Sam3Operator):
             output=cfg["output"],
             overwrite=bool(p.get("overwrite")),
             skip_labeled=bool(p.get("skip_labeled")),
+            score_threshold=cfg["confidence_thresh"],
             progress=(lambda f, s: ctx.set_progress(progress=f, label=s))
             if ctx.delegated
             else None,

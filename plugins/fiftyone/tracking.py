@@ -29,49 +29,84 @@ def track_samples(
     output: str = "masks",
     overwrite: bool = False,
     skip_labeled: bool = False,
+    score_threshold: float | None = None,
     progress: Progress | None = None,
 ) -> JobReport:
     """Track in each video; frames get `fo.Detections` with the track id in `index`.
 
     concepts: tracked from `prompt_frame` (1-based, FiftyOne's frame numbers); prompt_field: a
     frame-level Detections field whose boxes on `prompt_frame` each start one object, labelled
-    like the box. A video that cannot be read is counted and logged; the job goes on.
+    like the box. score_threshold: the concept detector's threshold (new tracks also need the
+    predictor's default new-track score, if higher). With `overwrite`, the field is cleared on
+    frames before `prompt_frame`. A video that cannot be read is counted and logged; the job
+    goes on.
     """
-    from . import convert
-
     check_output_field(samples, field, overwrite, skip_labeled, (prompt_field,), frames=True)
+    if prompt_field and not samples._dataset.has_frame_field(prompt_field):
+        raise ValueError(
+            f"The dataset has no frame-level field '{prompt_field}': give a frame field holding "
+            "Detections (boxes drawn on the prompt frame), or leave prompt_field empty."
+        )
+    association = None
+    if score_threshold is not None:
+        from sam3_core.association import AssociationConfig
+
+        new_track = max(float(score_threshold), AssociationConfig.new_det_thresh)
+        association = AssociationConfig(float(score_threshold), new_det_thresh=new_track)
     report = JobReport()
     ids = samples.values("id")
     for i, sample in enumerate(samples.select(ids, ordered=True)):
+        if progress is not None:
+            progress(i / len(ids), f"SAM 3: {i}/{len(ids)} videos")
         if skip_labeled and any(f.get_field(field) is not None for f in sample.frames.values()):
             report.skipped += 1
             continue
         try:
-            session = predictor.start(sample.filepath)
-            h, w = session.size
-            names: dict[int, str] = {}
-            if prompt_field and prompt_frame in sample.frames:
-                boxes = convert.detections_to_boxes(sample.frames[prompt_frame][prompt_field], w, h)
-                for label, box in boxes:
-                    obj = session.add_prompt(prompt_frame - 1, boxes=list(box))
-                    names[int(obj.track_ids[0])] = label or "object"
-            if concepts:
-                session.add_concept(prompt_frame - 1, concepts=concepts)
-            frames = {}
-            for t, inst in session.propagate(start=prompt_frame - 1):
-                label_names = [n for n in inst.label_names]
-                dets = convert.instances_to_detections(inst, output, label_names)
-                for d in dets.detections:  # clicked objects keep their box's label
-                    d.label = names.get(d.index, d.label)
-                frames[t + 1] = dets
+            frames = _track_one(
+                predictor, sample, concepts, prompt_field, prompt_frame, output, association
+            )
         except Exception as e:  # noqa: BLE001 (reported; the job goes on)
             report.fail(sample.id, sample.filepath, e)
             continue
+        for number, frame in sample.frames.items():  # stale labels of an earlier run go
+            if number not in frames and frame.get_field(field) is not None:
+                frame[field] = None
         for number, dets in frames.items():
             sample.frames[number][field] = dets
             report.detections += len(dets.detections)
         sample.save()
         report.labeled += 1
-        if progress is not None:
-            progress((i + 1) / len(ids), f"SAM 3: {i + 1}/{len(ids)} videos")
+    if progress is not None and ids:
+        progress(1.0, f"SAM 3: {len(ids)}/{len(ids)} videos")
     return report
+
+
+def _track_one(predictor, sample, concepts, prompt_field, prompt_frame, output, association):
+    """{frame number: fo.Detections} of one video, from `prompt_frame` to its end."""
+    from . import convert
+
+    session = predictor.start(sample.filepath, association=association)
+    try:
+        h, w = session.size
+        names: dict[int, str] = {}
+        if prompt_field and prompt_frame in sample.frames:
+            boxes = convert.detections_to_boxes(sample.frames[prompt_frame][prompt_field], w, h)
+            for label, box in boxes:
+                obj = session.add_prompt(prompt_frame - 1, boxes=list(box))
+                names[int(obj.track_ids[0])] = label or "object"
+        if not names and not concepts:
+            raise ValueError(
+                f"no boxes in '{prompt_field}' on frame {prompt_frame} and no concepts: draw a "
+                "box on that frame or give concepts to track."
+            )
+        if concepts:
+            session.add_concept(prompt_frame - 1, concepts=concepts)
+        frames = {}
+        for t, inst in session.propagate(start=prompt_frame - 1):
+            dets = convert.instances_to_detections(inst, output)
+            for d in dets.detections:  # clicked objects keep their box's label
+                d.label = names.get(d.index, d.label)
+            frames[t + 1] = dets
+        return frames
+    finally:
+        session.frames.close()  # the video file stays open otherwise

@@ -1,7 +1,8 @@
-"""The track-in-videos operator on a tiny generated video."""
+"""The track-in-videos operator on small generated videos: a boxed object and concepts."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 fo = pytest.importorskip("fiftyone")
@@ -10,17 +11,76 @@ av = pytest.importorskip("av")
 import fiftyone.operators as foo
 
 from tests.core.helpers import make_image
+from tests.core.test_video import write_mp4
+
+H, W, T = 64, 80, 5
+BOX = [5 / W, 5 / H, 40 / W, 40 / H]  # relative xywh of the pixel box (5, 5, 45, 45)
 
 
 def _write_video(path, frames=3, h=64, w=80) -> str:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=5)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for t in range(frames):
-            frame = av.VideoFrame.from_ndarray(make_image(h, w, seed=t), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+    write_mp4(path, np.stack([make_image(h, w, seed=t) for t in range(frames)]), fps=5)
     return str(path)
+
+
+def _moving_clip(path) -> str:
+    """A drifting image on which the tiny model keeps the boxed object on every frame."""
+    base = make_image(H, W, seed=5)
+    write_mp4(path, np.stack([np.roll(base, (2 * t, 3 * t), (0, 1)) for t in range(T)]))
+    return str(path)
+
+
+def _track(ds, params: dict) -> dict:
+    res = foo.execute_operator(
+        "@sam3/fiftyone/track_videos", ctx={"dataset": ds.name, "params": params}
+    )
+    res.raise_exceptions()
+    return res.result
+
+
+def test_track_boxed_object(checkpoint, tmp_path):
+    """A box on frame 2 starts one track, found with a mask on every frame from 2 on."""
+    ds = fo.Dataset()
+    try:
+        sample = fo.Sample(filepath=_moving_clip(tmp_path / "clip.mp4"))
+        sample.frames[2]["gt"] = fo.Detections(
+            detections=[fo.Detection(label="cell", bounding_box=BOX)]
+        )
+        ds.add_sample(sample)
+        params = {
+            "checkpoint": checkpoint,
+            "config_name": "sam3_tiny",
+            "prompt_field": "gt",
+            "prompt_frame": 2,
+            "output_field": "tracks",
+        }
+        result = _track(ds, params)
+        assert (result["labeled"], result["failed"], result["detections"]) == (1, 0, T - 1)
+        sample = ds.first()
+        assert sample.frames[1]["tracks"] is None  # before the prompt frame: not tracked
+        ids = set()
+        for number in range(2, T + 1):
+            dets = sample.frames[number]["tracks"].detections
+            assert len(dets) == 1, number
+            det = dets[0]
+            ids.add(det.index)
+            assert det.label == "cell" and det.mask is not None and det.mask.any()
+            x, y, w, h = det.bounding_box
+            assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= 1 and y + h <= 1
+        assert len(ids) == 1 and None not in ids
+        gt = sample.frames[2]["gt"].detections  # the prompt field is untouched
+        assert len(gt) == 1 and gt[0].label == "cell" and gt[0].bounding_box == BOX
+        assert all(sample.frames[n]["gt"] is None for n in (1, 3, 4, 5))
+
+        # again from frame 3 with overwrite: frame 2's labels of the first run are cleared
+        sample.frames[3]["gt"] = sample.frames[2]["gt"].copy()
+        sample.save()
+        result = _track(ds, {**params, "prompt_frame": 3, "overwrite": True})
+        assert result["labeled"] == 1 and result["failed"] == 0
+        sample = ds.first()
+        assert sample.frames[2]["tracks"] is None
+        assert sample.frames[3]["tracks"] is not None
+    finally:
+        ds.delete()
 
 
 def test_track_concepts_and_boxes(checkpoint, tmp_path):
@@ -39,11 +99,8 @@ def test_track_concepts_and_boxes(checkpoint, tmp_path):
             "prompt_field": "gt",
             "output_field": "tracks",
         }
-        res = foo.execute_operator(
-            "@sam3/fiftyone/track_videos", ctx={"dataset": ds.name, "params": params}
-        )
-        res.raise_exceptions()
-        assert res.result["labeled"] == 1 and res.result["failed"] == 0
+        result = _track(ds, params)
+        assert result["labeled"] == 1 and result["failed"] == 0
         sample = ds.first()
         assert sorted(sample.frames.keys()) == [1, 2, 3]
         assert all(f["tracks"] is not None for f in sample.frames.values())
@@ -51,5 +108,27 @@ def test_track_concepts_and_boxes(checkpoint, tmp_path):
         # random tiny weights may give empty masks on this clip; what is found carries track ids
         assert all(d.index is not None and d.label in ("blob", "object") for d in dets)
         assert sample.frames[1]["gt"] is not None  # prompts kept
+    finally:
+        ds.delete()
+
+
+def test_track_needs_prompts(checkpoint, tmp_path):
+    """A video without boxes on the prompt frame (and no concepts) fails with a clear message;
+    an unknown prompt field is refused before any video is read."""
+    ds = fo.Dataset()
+    try:
+        sample = fo.Sample(filepath=_write_video(tmp_path / "clip.mp4"))
+        sample.frames[1]["gt"] = fo.Detections()
+        ds.add_sample(sample)
+        params = {
+            "checkpoint": checkpoint,
+            "config_name": "sam3_tiny",
+            "prompt_field": "gt",
+            "output_field": "tracks",
+        }
+        result = _track(ds, params)
+        assert result["failed"] == 1 and "no boxes in 'gt' on frame 1" in result["first_error"]
+        with pytest.raises(Exception, match="no frame-level field 'nope'"):
+            _track(ds, {**params, "prompt_field": "nope"})
     finally:
         ds.delete()

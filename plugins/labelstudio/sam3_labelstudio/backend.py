@@ -8,7 +8,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sam3_labelstudio import convert
+from sam3_labelstudio import convert, memory
 from sam3_labelstudio.images import ImageFetcher
 from sam3_labelstudio.labeling import ConfigError, Schema, parse_config
 
@@ -30,6 +30,7 @@ class Settings:
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
     cache_size: int = 4  # encoded images kept (about 130 MB each at full size on CPU)
+    max_in_flight: int = 4  # requests decoding / predicting / converting at once; others wait
 
 
 class ImageCache:
@@ -71,6 +72,10 @@ class Backend:
         # image cache) runs on this single worker, serialised, with torch's memory in one arena.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3-model")
         self._worker_ident: int | None = None
+        # The model is serialised anyway: a few requests at once keep it busy, and bound the
+        # decoded images and result masks alive (each thread's buffers would otherwise raise
+        # the heap's high-water mark, and RSS, under many concurrent clients).
+        self._slots = threading.BoundedSemaphore(max(1, settings.max_in_flight))
         self.video = None  # set by `sam3_labelstudio.video` when a VideoPredictor is available
 
     # ------------------------------------------------------------------ helpers
@@ -109,11 +114,24 @@ class Backend:
             image = self.fetcher.fetch_image(url)
         except Exception as exc:
             raise BackendError(f"Task {task.get('id')}: {exc}", 502) from exc
-        return self.run(lambda: self.cache.get(key, lambda: self.predictor.set_image(image)))
+        return self.run(self._encode, key, image)
+
+    def _encode(self, key, image):
+        """(Model thread) the cached or freshly encoded state; after an encode (which may have
+        evicted an older state) freed heap pages go back to the OS, so RSS stays flat."""
+        misses = self.cache.misses
+        state = self.cache.get(key, lambda: self.predictor.set_image(image))
+        if self.cache.misses != misses:
+            memory.trim()
+        return state
 
     # ------------------------------------------------------------------ predict
     def predict(self, payload: dict) -> dict:
         """The /predict body -> `{"results": [...]}`, one prediction per task, in order."""
+        with self._slots:
+            return self._predict(payload)
+
+    def _predict(self, payload: dict) -> dict:
         tasks = payload.get("tasks")
         if not isinstance(tasks, list):
             raise BackendError("The request has no 'tasks' list: send {\"tasks\": [...]}.", 400)

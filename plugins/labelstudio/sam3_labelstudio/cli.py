@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score-threshold", type=float, default=0.5)
     s.add_argument("--mask-threshold", type=float, default=0.5)
     s.add_argument("--cache-size", type=int, default=4, help="encoded images kept for clicks")
+    s.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=4,
+        help="requests handled at once (the rest wait; bounds memory under many clients)",
+    )
     s.add_argument("--log-level", default="info")
     return parser
 
@@ -82,7 +88,9 @@ def make_backend(args: argparse.Namespace, predictor=None) -> Backend:
         tuple(args.allow_host),
         args.local_files_root,
     )
-    settings = Settings(args.score_threshold, args.mask_threshold, args.cache_size)
+    settings = Settings(
+        args.score_threshold, args.mask_threshold, args.cache_size, args.max_in_flight
+    )
     backend = Backend(predictor, model_version(args.checkpoint, args.config), fetcher, settings)
     try:
         from sam3_labelstudio.video import attach_video
@@ -108,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     import uvicorn
 
+    from sam3_labelstudio.memory import limit_arenas
     from sam3_labelstudio.server import create_app
+
+    limit_arenas()  # before the request threads exist: a flat RSS under load
 
     log.info("loading SAM 3 (%s, %s)...", args.config, args.checkpoint or "facebook/sam3")
     backend = make_backend(args)
