@@ -31,11 +31,14 @@ class TrackerImageFeatures:
     image_embed: [B, C, h, w] stride-`patch` FPN level (no memory / no-memory token added).
     high_res_feats: ([B, C/8, 4h, 4w], [B, C/4, 2h, 2w]) finer FPN levels after conv_s0/conv_s1.
     image_pos: [B, C, h, w] the neck's sine encoding of `image_embed` (used by memory attention).
+    no_memory_tokens: [B, hw, C] contiguous `image_embed` + no-memory token, in the decoder's
+        token layout (None: computed per `predict_masks` call).
     """
 
     image_embed: Tensor
     high_res_feats: tuple[Tensor, Tensor]
     image_pos: Tensor
+    no_memory_tokens: Tensor | None = None
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Sam3Tracker(nn.Module):
             if cfg.enable_temporal_pos_encoding_for_object_pointers
             else nn.Identity()
         )
+        self._pe_cache: tuple[tuple, Tensor] | None = None
 
     # ----------------------------------------------------------------- image / interactive path
 
@@ -130,18 +134,37 @@ class Sam3Tracker(nn.Module):
                 f"FPN level sizes {got} do not match {expected} for a {self.image_size} px "
                 "input; resize images to the model's image_size before the backbone."
             )
+        # channels_last: the decoder adds these to channels-last upsampled features
+        cl = torch.channels_last
         return TrackerImageFeatures(
             image_embed=fpn_features[2],
             high_res_feats=(
-                self.mask_decoder.conv_s0(fpn_features[0]),
-                self.mask_decoder.conv_s1(fpn_features[1]),
+                self.mask_decoder.conv_s0(fpn_features[0]).contiguous(memory_format=cl),
+                self.mask_decoder.conv_s1(fpn_features[1]).contiguous(memory_format=cl),
             ),
             image_pos=fpn_pos[2],
+            no_memory_tokens=self.no_memory_tokens(fpn_features[2]),
         )
+
+    def no_memory_tokens(self, image_embed: Tensor) -> Tensor:
+        """image_embed [B, C, h, w] + the no-memory token -> contiguous tokens [B, hw, C]."""
+        tokens = image_embed.flatten(2).transpose(1, 2) + self.no_memory_embedding
+        return tokens.contiguous()
 
     def image_positional_encoding(self) -> Tensor:
         """Dense positional encoding of the embedding grid: [1, C, h, w]."""
         return self.shared_image_embedding.grid(*self.prompt_encoder.image_embedding_size)
+
+    def image_positional_tokens(self) -> Tensor:
+        """`image_positional_encoding` as contiguous tokens [1, hw, C], cached until the
+        Fourier matrix changes (in place, dtype or device)."""
+        ref = self.shared_image_embedding.positional_embedding
+        key = (ref.data_ptr(), ref._version, ref.device, ref.dtype, ref.shape)
+        if self._pe_cache is None or self._pe_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable anywhere
+                pe = self.image_positional_encoding().flatten(2).transpose(1, 2).contiguous()
+            self._pe_cache = (key, pe)
+        return self._pe_cache[1]
 
     def predict_masks(
         self,
@@ -158,17 +181,20 @@ class Sam3Tracker(nn.Module):
         points [B, N, P, 2] pixel xy at the model input size; point_labels [B, N, P]
         (1 positive, 0 negative, -1 padding, 2/3 box corners); boxes [B, N, 4] xyxy pixels;
         mask_input [B, N, 1, 4h, 4w] low-res logits of an earlier call. `image_embed`
-        [B, C, h, w] replaces the no-memory image embedding (memory-conditioned features).
+        [B, C, h, w] (or tokens [B, hw, C]) replaces the no-memory image embedding
+        (memory-conditioned features).
         """
         batch = features.image_embed.shape[0]
         num = self._check_prompts(batch, points, point_labels, boxes, mask_input)
         if image_embed is None:
-            image_embed = features.image_embed + self.no_memory_embedding.view(1, -1, 1, 1)
+            image_embed = features.no_memory_tokens
+            if image_embed is None:
+                image_embed = self.no_memory_tokens(features.image_embed)
         sparse = self.prompt_encoder(points, point_labels, boxes, batch, num)
         dense = self.prompt_encoder.embed_masks(mask_input, batch, num)
         masks, iou, tokens, obj = self.mask_decoder(
             image_embed,
-            self.image_positional_encoding(),
+            self.image_positional_tokens(),
             sparse.to(image_embed.dtype),
             dense.to(image_embed.dtype),
             features.high_res_feats,

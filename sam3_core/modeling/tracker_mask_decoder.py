@@ -105,7 +105,8 @@ class TwoWayAttentionBlock(nn.Module):
     def forward(
         self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """queries [B, T, C], keys [B, HW, C] (+ their encodings) -> updated (queries, keys)."""
+        """queries [B, T, C], keys [B, HW, C] (+ encodings [B, T, C], [1 or B, HW, C]) ->
+        updated (queries, keys)."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -113,11 +114,12 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.layer_norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
+        k = keys + key_pe  # the keys change only at the end: one sum serves both attentions
+        q = queries + query_pe
         queries = self.layer_norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.layer_norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
+        q = queries + query_pe
         keys = self.layer_norm4(keys + self.cross_attn_image_to_token(k, q, queries))
         return queries, keys
 
@@ -139,10 +141,9 @@ class TwoWayTransformer(nn.Module):
         )
         self.layer_norm_final_attn = nn.LayerNorm(d)
 
-    def forward(self, tokens: Tensor, image: Tensor, image_pe: Tensor) -> tuple[Tensor, Tensor]:
-        """tokens [B, T, C], image/image_pe [B, C, h, w] -> (tokens [B, T, C], image [B, hw, C])."""
-        keys = image.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+    def forward(self, tokens: Tensor, keys: Tensor, key_pe: Tensor) -> tuple[Tensor, Tensor]:
+        """tokens [B, T, C], image tokens keys [B, hw, C] and their encoding key_pe [1 or B, hw, C]
+        -> (tokens [B, T, C], image tokens [B, hw, C])."""
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
@@ -194,38 +195,37 @@ class TrackerMaskDecoder(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Decode B images x N prompts in one pass.
 
-        image_embed [B, C, h, w]; image_pe [1 or B, C, h, w]; sparse [B, N, T, C];
-        dense [B*N or 1, C, h, w]; high_res ([B, C/8, 4h, 4w], [B, C/4, 2h, 2w]).
+        image_embed [B, C, h, w] or tokens [B, hw, C]; image_pe [1 or B, C, h, w] or tokens
+        [1 or B, hw, C]; sparse [B, N, T, C]; dense [B*N or 1, C, h or 1, w or 1];
+        high_res ([B, C/8, 4h, 4w], [B, C/4, 2h, 2w]), fastest in channels_last memory format.
         Returns masks [B, N, K, 4h, 4w], iou [B, N, K], mask tokens [B, N, K, C],
         object score logits [B, N, 1]; K = 3 if multimask else 1.
         """
         batch, num_prompts = sparse.shape[:2]
-        channels, height, width = image_embed.shape[1:]
         output_tokens = torch.cat(
             [self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight], dim=0
         )
         output_tokens = output_tokens.to(sparse.dtype).expand(batch * num_prompts, -1, -1)
         tokens = torch.cat([output_tokens, sparse.flatten(0, 1)], dim=1)
 
-        image = image_embed.repeat_interleave(num_prompts, dim=0) + dense
-        pe = image_pe.expand(batch, -1, -1, -1).repeat_interleave(num_prompts, dim=0)
-        tokens, image = self.transformer(tokens, image, pe)
+        keys, key_pe = as_tokens(image_embed), as_tokens(image_pe)
+        dense = as_tokens(dense).unflatten(0, (-1, num_prompts) if dense.shape[0] > 1 else (1, 1))
+        # [B, N (expanded), hw, C] + [B or 1, N or 1, hw or 1, C]: one sum, no repeat copy
+        keys = keys[:, None].expand(-1, num_prompts, -1, -1) + dense
+        keys = keys.flatten(0, 1).contiguous()
+        tokens, keys = self.transformer(tokens, keys, key_pe)
         tokens = tokens.view(batch, num_prompts, *tokens.shape[1:])
         iou_token_out = tokens[:, :, 1]
         mask_tokens_out = tokens[:, :, 2 : 2 + self.num_mask_tokens]
 
-        image = image.transpose(1, 2).reshape(batch * num_prompts, channels, height, width)
-        feat_s0, feat_s1 = high_res
-        up = self.upscale_conv1(image).unflatten(0, (batch, num_prompts)) + feat_s1[:, None]
-        up = self.activation(self.upscale_layer_norm(up.flatten(0, 1)))
-        up = self.upscale_conv2(up).unflatten(0, (batch, num_prompts)) + feat_s0[:, None]
-        up = self.activation(up)
-
+        up = self._upscale(keys.view(batch, num_prompts, *keys.shape[1:]), high_res)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=2,
         )
-        masks = (hyper_in @ up.flatten(3)).unflatten(3, up.shape[-2:])
+        height, width = up.shape[2:4]
+        masks = hyper_in @ up.flatten(2, 3).transpose(-1, -2)
+        masks = masks.unflatten(3, (height, width))
 
         iou_pred = self.iou_prediction_head(iou_token_out)
         object_score_logits = self.pred_obj_score_head(tokens[:, :, 0])
@@ -240,6 +240,20 @@ class TrackerMaskDecoder(nn.Module):
             mask_slice = slice(0, 1)
             masks, iou_pred = masks[:, :, mask_slice], iou_pred[:, :, mask_slice]
         return masks, iou_pred, mask_tokens_out[:, :, mask_slice], object_score_logits
+
+    def _upscale(self, keys: Tensor, high_res: tuple[Tensor, Tensor]) -> Tensor:
+        """Image tokens [B, N, hw, C] -> per-pixel features [B, N, 4h, 4w, C/8] (channels last).
+
+        Each stride-2, kernel-2 transposed convolution is one matmul on channels-last pixels
+        (every output pixel has a single input pixel), interleaved into the finer grid while
+        the FPN skip connection is added.
+        """
+        feat_s0, feat_s1 = high_res
+        height, width = feat_s1.shape[-2] // 2, feat_s1.shape[-1] // 2
+        up = _transposed_conv2x2(self.upscale_conv1, keys.unflatten(2, (height, width)), feat_s1)
+        ln = self.upscale_layer_norm
+        up = self.activation(F.layer_norm(up, ln.normalized_shape, ln.weight, ln.bias, ln.eps))
+        return self.activation(_transposed_conv2x2(self.upscale_conv2, up, feat_s0))
 
     def _stability_scores(self, mask_logits: Tensor) -> Tensor:
         """IoU between the masks thresholded at +delta and -delta: [..., H, W] -> [...]."""
@@ -264,3 +278,29 @@ class TrackerMaskDecoder(nn.Module):
         out_masks = torch.where(stable[..., None, None], single_masks, best_masks)
         out_iou = torch.where(stable, single_iou, best_iou)
         return out_masks, out_iou
+
+
+def as_tokens(x: Tensor) -> Tensor:
+    """[B, C, h, w] map -> [B, hw, C] tokens (a view); [B, L, C] tokens pass through."""
+    return x.flatten(2).transpose(1, 2) if x.ndim == 4 else x
+
+
+def _transposed_conv2x2(conv: nn.ConvTranspose2d, x: Tensor, skip: Tensor) -> Tensor:
+    """`conv(x) + skip` in channels-last layout for a kernel-2, stride-2 `conv`.
+
+    x [B, N, h, w, Cin]; skip [B, Cout, 2h, 2w] -> [B, N, 2h, 2w, Cout] (contiguous).
+    """
+    batch, num, height, width, _ = x.shape
+    cout = conv.out_channels
+    weight = conv.weight.permute(0, 2, 3, 1).flatten(1)  # [Cin, (di, dj, Cout)]
+    bias = conv.bias.repeat(4)
+    y = torch.addmm(bias.to(x.dtype), x.reshape(-1, x.shape[-1]), weight.to(x.dtype))
+    y = y.view(batch, num, height, width, 2, 2 * cout).transpose(3, 4)  # [.., h, di, w, (dj, C)]
+    skip = skip.permute(0, 2, 3, 1).reshape(batch, 1, height, 2, width, 2 * cout)
+    out = torch.empty(
+        (batch, num, height, 2, width, 2 * cout),
+        dtype=torch.promote_types(y.dtype, skip.dtype),
+        device=y.device,
+    )
+    torch.add(y, skip, out=out)
+    return out.view(batch, num, 2 * height, 2 * width, cout)
