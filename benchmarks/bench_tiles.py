@@ -9,6 +9,7 @@ Quick run: `python -m benchmarks.bench_tiles --config sam3_tiny --size 2000`.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import peak_rss_mb, sync
-from sam3_core.device import pick_device
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import peak_rss_mb, sync  # noqa: E402
+from sam3_core.device import pick_device  # noqa: E402
 
 
 def synthetic_slide(path: Path, size: int, seed: int = 0) -> np.memmap:
