@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import peak_rss_mb, sync  # noqa: E402
-from sam3_core.device import pick_device  # noqa: E402
+from benchmarks.common import peak_rss_mb, sync
+from sam3_core.device import pick_device
 
 
 def synthetic_slide(path: Path, size: int, seed: int = 0) -> np.memmap:

@@ -15,7 +15,12 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class AssociationConfig:
-    """Thresholds of SAM 3's video detector/tracker association (transformers' Sam3VideoConfig)."""
+    """Thresholds of SAM 3's video detector/tracker association (transformers' Sam3VideoConfig).
+
+    det_nms_thresh <= 0 turns detection NMS off; recondition_every_nth_frame = 0 turns off the
+    periodic re-conditioning of tracks on strong detections (high_conf_thresh, high_iou_thresh);
+    suppress_overlap_thresh is transformers' suppress_overlapping_based_on_recent_occlusion.
+    """
 
     score_threshold_detection: float = 0.5
     det_nms_thresh: float = 0.1
@@ -24,32 +29,42 @@ class AssociationConfig:
     new_det_thresh: float = 0.7
     hotstart_delay: int = 15
     hotstart_unmatch_thresh: int = 8
+    hotstart_dup_thresh: int = 8
     init_trk_keep_alive: int = 30
     max_trk_keep_alive: int = 30
     min_trk_keep_alive: int = -1
-    max_lost_frames: int = 30
+    decrease_keep_alive_when_empty: bool = False
+    recondition_every_nth_frame: int = 16
+    high_conf_thresh: float = 0.8
+    high_iou_thresh: float = 0.8
+    suppress_overlap_thresh: float = 0.7
 
 
 @dataclass
 class TrackState:
-    """Counters of one concept track: where it started, keep-alive, unmatched frames, lost run."""
+    """Counters of one concept track: first frame, keep-alive, unmatched frames, the frames it
+    shared a detection with an earlier track (per that track's id), last occluded frame."""
 
     first_frame: int
     keep_alive: int
     unmatched: int = 0
-    lost_run: int = 0
+    overlaps: dict[int, int] = field(default_factory=dict)
+    last_occluded: int | None = None
 
 
 @dataclass
 class Association:
     """One frame's matching. new: detection indices that start tracks; matched: track id ->
     detection indices overlapping it; unmatched: non-empty tracks no detection confirms;
-    empty: tracks whose predicted mask is empty."""
+    empty: tracks whose predicted mask is empty; det_tracks: detection index -> the track ids
+    it overlaps; recondition: track id -> the one strong detection that may re-condition it."""
 
     new: list[int]
     matched: dict[int, list[int]] = field(default_factory=dict)
     unmatched: list[int] = field(default_factory=list)
     empty: list[int] = field(default_factory=list)
+    det_tracks: dict[int, list[int]] = field(default_factory=dict)
+    recondition: dict[int, int] = field(default_factory=dict)
 
 
 def mask_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -64,10 +79,12 @@ def nms_masks(
     scores: Tensor, masks: Tensor, score_threshold: float, iou_threshold: float
 ) -> Tensor:
     """Greedy mask NMS: bool keep [N] for detections scoring above `score_threshold` that overlap
-    no higher-scoring kept detection by more than `iou_threshold`. masks: logits [N, H, W]."""
+    no higher-scoring kept detection by more than `iou_threshold` (<= 0: no NMS). masks: logits
+    [N, H, W]."""
     keep = torch.zeros_like(scores, dtype=torch.bool)
     valid = torch.nonzero(scores > score_threshold).flatten()
-    if valid.numel() == 0:
+    if valid.numel() == 0 or iou_threshold <= 0:
+        keep[valid] = True
         return keep
     order = valid[torch.argsort(scores[valid], descending=True, stable=True)]
     ious = mask_iou(masks[order] > 0, masks[order] > 0)
@@ -90,57 +107,80 @@ def associate(
 ) -> Association:
     """Match detections (logits [N, H, W], scores [N]) to tracks (logits [M, H, W], ids [M]).
 
-    A detection matches every track it overlaps by IoU >= assoc_iou_thresh (many-to-one); it
-    starts a new track if it matches none and scores >= new_det_thresh. A non-empty track is
-    unmatched unless some detection overlaps it by >= trk_assoc_iou_thresh. Labels (concept
-    indices) keep detections of one concept from matching tracks of another.
+    Without tracks every detection starts one. Otherwise a detection matches every track it
+    overlaps by IoU >= assoc_iou_thresh (many-to-one) and starts a new track if it matches none
+    and scores >= new_det_thresh. A non-empty track is unmatched unless some detection overlaps
+    it by >= trk_assoc_iou_thresh. Labels (concept indices) keep detections of one concept from
+    matching tracks of another.
     """
     det, trk = det_masks > 0, trk_masks > 0
-    nonempty = trk.flatten(1).any(1) if len(trk_ids) else torch.zeros(0, dtype=torch.bool)
-    empty = [i for i, ne in zip(trk_ids, nonempty.tolist()) if not ne]
-    if det.shape[0] == 0 or not trk_ids:
-        new = (det_scores >= cfg.new_det_thresh).nonzero().flatten().tolist() if not trk_ids else []
-        unmatched = [i for i, ne in zip(trk_ids, nonempty.tolist()) if ne]
-        return Association(new, {}, unmatched, empty)
+    if not trk_ids:
+        return Association(list(range(det.shape[0])))
+    nonempty = trk.flatten(1).any(1).tolist()
+    empty = [i for i, ne in zip(trk_ids, nonempty) if not ne]
+    if det.shape[0] == 0:
+        return Association([], {}, [i for i, ne in zip(trk_ids, nonempty) if ne], empty)
     ious = mask_iou(det, trk)
     if det_labels is not None and trk_labels is not None:
         ious = torch.where(det_labels[:, None] == trk_labels[None], ious, torch.zeros_like(ious))
-    trk_confirmed = (ious >= cfg.trk_assoc_iou_thresh).any(0)
-    unmatched = [
-        i for i, ne, ok in zip(trk_ids, nonempty.tolist(), trk_confirmed.tolist()) if ne and not ok
-    ]
+    trk_confirmed = (ious >= cfg.trk_assoc_iou_thresh).any(0).tolist()
+    unmatched = [i for i, ne, ok in zip(trk_ids, nonempty, trk_confirmed) if ne and not ok]
     hits = ious >= cfg.assoc_iou_thresh
-    new = ((det_scores >= cfg.new_det_thresh) & ~hits.any(1)).nonzero().flatten().tolist()
-    matched = {tid: hits[:, j].nonzero().flatten().tolist() for j, tid in enumerate(trk_ids)}
-    matched = {tid: dets for tid, dets in matched.items() if dets}
-    return Association(new, matched, unmatched, empty)
+    is_new = (det_scores >= cfg.new_det_thresh) & ~hits.any(1)
+    det_tracks = {
+        d: [trk_ids[j] for j in hits[d].nonzero().flatten().tolist()] for d in range(len(det))
+    }
+    matched: dict[int, list[int]] = {}
+    for d, tids in det_tracks.items():
+        for tid in tids:
+            matched.setdefault(tid, []).append(d)
+    best_iou, best = ious.max(1)
+    strong = (det_scores >= cfg.high_conf_thresh) & ~is_new & (best_iou >= cfg.high_iou_thresh)
+    recondition = {trk_ids[int(best[d])]: d for d in strong.nonzero().flatten().tolist()}
+    new = is_new.nonzero().flatten().tolist()
+    return Association(new, matched, unmatched, empty, det_tracks, recondition)
 
 
 def update_tracks(
-    states: dict[int, TrackState], assoc: Association, frame: int, cfg: AssociationConfig
+    states: dict[int, TrackState],
+    assoc: Association,
+    frame: int,
+    cfg: AssociationConfig,
+    reverse: bool = False,
 ) -> list[int]:
     """Advance keep-alive / hot-start counters after `associate`; returns the track ids to end.
 
-    A track ends when it stays unmatched for `hotstart_unmatch_thresh` frames while it is
-    still within `hotstart_delay` frames of its start (a false start), or when it has been
-    unmatched or empty for `max_lost_frames` frames in a row (lost), with keep-alive spent.
+    Within `hotstart_delay` frames of its start a track ends when it has been unmatched on
+    `hotstart_unmatch_thresh` frames (a false start), or when it has shared a detection with an
+    earlier track `hotstart_dup_thresh` times (a duplicate; counted once per shared detection,
+    as the reference does).
     """
+    for tid in {t for tids in assoc.det_tracks.values() for t in tids}:
+        states[tid].keep_alive = min(cfg.max_trk_keep_alive, states[tid].keep_alive + 1)
+    for tid in assoc.unmatched:
+        states[tid].unmatched += 1
+        states[tid].keep_alive = max(cfg.min_trk_keep_alive, states[tid].keep_alive - 1)
+    if cfg.decrease_keep_alive_when_empty:
+        for tid in assoc.empty:
+            states[tid].keep_alive = max(cfg.min_trk_keep_alive, states[tid].keep_alive - 1)
+    pick = max if reverse else min
+    for tids in assoc.det_tracks.values():
+        if len(tids) < 2:
+            continue
+        first = pick(tids, key=lambda i: states[i].first_frame)
+        for tid in tids:
+            if tid != first:
+                states[tid].overlaps[first] = states[tid].overlaps.get(first, 0) + 1
+
+    def hot(st: TrackState) -> bool:
+        return (
+            frame - st.first_frame if not reverse else st.first_frame - frame
+        ) < cfg.hotstart_delay
+
     ended = []
     for tid, st in states.items():
-        if tid in assoc.matched:
-            st.keep_alive = min(cfg.max_trk_keep_alive, st.keep_alive + 1)
-            st.lost_run = 0
-        elif tid in assoc.unmatched or tid in assoc.empty:
-            st.keep_alive = max(cfg.min_trk_keep_alive, st.keep_alive - 1)
-            st.lost_run += 1
-            if tid in assoc.unmatched:
-                st.unmatched += 1
-        hot = abs(frame - st.first_frame) < cfg.hotstart_delay
-        if (
-            hot
-            and st.unmatched >= cfg.hotstart_unmatch_thresh
-            or st.lost_run >= cfg.max_lost_frames
-            and st.keep_alive <= 0
-        ):
+        false_start = st.unmatched >= cfg.hotstart_unmatch_thresh
+        duplicate = any(n >= cfg.hotstart_dup_thresh for n in st.overlaps.values())
+        if hot(st) and (false_start or duplicate):
             ended.append(tid)
     return ended

@@ -23,23 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam3_core.association import (
-    AssociationConfig,
-    TrackState,
-    associate,
-    nms_masks,
-    update_tracks,
-)
+from sam3_core.association import AssociationConfig, TrackState
 from sam3_core.device import autocast
 from sam3_core.frames import FrameSource, open_frames
 from sam3_core.memory_bank import FrameMemory, MemoryBank, ObjectMemory
 from sam3_core.modeling.detector import ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
-from sam3_core.postprocess import masks_to_instances
+from sam3_core.postprocess import masks_to_boxes
 from sam3_core.predictor import ImagePredictor, ImageState, preprocess
 from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
+from sam3_core.video_concepts import Outputs, concept_masks, concept_step
 
 DIRECTIONS = ("forward", "backward", "both")
 
@@ -152,6 +147,9 @@ class VideoSession:
         self.concepts: ConceptBatch | None = None
         self.association = association or AssociationConfig()
         self.track_states: dict[int, TrackState] = {}
+        self.removed_ids: set[int] = set()  # concept tracks ended as false starts/duplicates
+        self._max_id = 0
+        self._concept_frames: dict[int, Outputs] = {}  # outputs of add_concept's frames
         self._current: CurrentFrame | None = None
 
     # ------------------------------------------------------------------ properties
@@ -195,7 +193,8 @@ class VideoSession:
         """
         self._check_frame(frame)
         if obj_id is None:
-            obj_id = max(self.objects, default=0) + 1
+            obj_id = self._new_id()
+        self._max_id = max(self._max_id, obj_id)
         if mask is not None and (points is not None or boxes is not None):
             raise PromptError("Give a mask, or points/boxes, for one object on a frame, not both.")
         obj = self.objects.get(obj_id) or TrackedObject(obj_id, label=0)
@@ -212,7 +211,7 @@ class VideoSession:
             result = self._decode(feats.tracker, embed, coords, labels, multimask)
         self.objects[obj_id] = obj
         self._remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
-        return self._instances([(obj, result)])
+        return self._frame_instances(self._outputs([(obj, result)]))
 
     @torch.inference_mode()
     def add_concept(
@@ -228,9 +227,12 @@ class VideoSession:
         self.concepts = batch
         self.label_names = ["object", *batch.names]
         feats = self._features(frame)
-        self._detect_and_associate(frame, feats, {}, reverse=False, fresh=True)
-        results = [(o, self._cond_result(o, frame)) for o in self.objects.values()]
-        return self._instances([(o, r) for o, r in results if r is not None])
+        tracks = [(o, self._cond_result(o, frame)) for o in self._concept_objects()]
+        outputs = concept_step(self, frame, feats, [(o, r) for o, r in tracks if r], False)
+        self._concept_frames[frame] = outputs
+        clicked = [(o, self._cond_result(o, frame)) for o in self.objects.values()]
+        clicked = [(o, r) for o, r in clicked if r is not None and o.obj_id not in outputs]
+        return self._frame_instances(self._outputs(clicked) | outputs)
 
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking one object (its memory is freed)."""
@@ -265,29 +267,43 @@ class VideoSession:
             if max_frames is not None:
                 order = order[:max_frames]
             anchors = (first,) if direction == "both" else ()
+            delay = self.association.hotstart_delay if self.concepts is not None else 0
+            held: list[tuple[int, Outputs]] = []
             for t in order:
-                yield t, self._step(t, reverse, anchors)
+                held.append((t, self._step(t, reverse, anchors)))
+                # as SAM 3, concept outputs wait `hotstart_delay` frames so that tracks found
+                # to be false starts or duplicates meanwhile are hidden on every frame
+                if delay > 0 and t != order[-1] and len(held) < delay:
+                    continue
+                ready, held = (held, []) if delay <= 0 or t == order[-1] else (held[:1], held[1:])
+                for f, outputs in ready:
+                    yield f, self._frame_instances(outputs)
 
     @torch.inference_mode()
-    def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Instances:
+    def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Outputs:
         feats = self._features(t)
+        done = self._concept_frames.pop(t, None)
         reused, pending = [], []
         for obj in self.objects.values():
+            if done is not None and obj.obj_id in done:
+                continue
             stored = self._cond_result(obj, t)
             if stored is None:
                 pending.append(obj)
             else:
                 reused.append((obj, stored))
         fresh = self._track(pending, t, reverse, feats)
-        self._remember(fresh, t, feats, binarize=False, cond=False, reverse=reverse)
-        results = {o.obj_id: r for o, r in reused + fresh}
-        if self.concepts is not None:
-            self._detect_and_associate(t, feats, results, reverse)
+        clicked = [(o, r) for o, r in fresh if o.obj_id not in self.track_states]
+        self._remember(clicked, t, feats, binarize=False, cond=False, reverse=reverse)
+        outputs = self._outputs(reused + clicked)
+        if done is not None:
+            outputs |= done
+        elif self.concepts is not None:
+            tracked = [(o, r) for o, r in fresh if o.obj_id in self.track_states]
+            outputs |= concept_step(self, t, feats, tracked, reverse)
         for obj in self.objects.values():
             self.bank.prune(obj.memory, t, anchors)
-        return self._instances(
-            [(o, results[o.obj_id]) for o in self.objects.values() if o.obj_id in results]
-        )
+        return outputs
 
     # ------------------------------------------------------------------ model calls
     def _features(self, t: int) -> CurrentFrame:
@@ -416,44 +432,16 @@ class VideoSession:
         return FrameResult(m.low_res.to(self.predictor.device), None, m.pointer, m.object_score)
 
     # ------------------------------------------------------------------ concepts
-    def _detect_and_associate(self, t, feats: CurrentFrame, results, reverse, fresh=False):
-        cfg = self.association
-        out = self.predictor.image._detect(feats.image, self.concepts)
-        scores = out.scores.float().flatten()
-        masks = out.masks.float().flatten(0, 1)
-        labels = (
-            torch.arange(out.scores.shape[0], device=scores.device).repeat_interleave(
-                out.scores.shape[1]
-            )
-            + 1
-        )
-        keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh)
-        scores, masks, labels = scores[keep], masks[keep], labels[keep]
-        tracks = [o for o in self.objects.values() if o.obj_id in self.track_states]
-        trk = [results[o.obj_id].low_res[0] for o in tracks if o.obj_id in results]
-        ids = [o.obj_id for o in tracks if o.obj_id in results]
-        trk_masks = torch.stack(trk) if trk else masks.new_zeros(0, *masks.shape[-2:])
-        trk_labels = torch.tensor([self.objects[i].label for i in ids], device=masks.device)
-        assoc = associate(masks, scores, trk_masks, ids, cfg, labels, trk_labels)
-        for i in update_tracks(self.track_states, assoc, t, cfg):
-            self.remove_object(i)
-        new_items = []
-        for d in assoc.new:
-            obj = TrackedObject(max(self.objects, default=0) + 1, label=int(labels[d]))
-            self.objects[obj.obj_id] = obj
-            self.track_states[obj.obj_id] = TrackState(t, cfg.init_trk_keep_alive)
-            model_mask = self._upsample(masks[d][None, None])
-            result = self._mask_result(feats, model_mask)
-            result.score = result.score * 0 + torch.logit(scores[d].clamp(1e-4, 1 - 1e-4))
-            new_items.append((obj, result))
-            results[obj.obj_id] = result
-        self._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
+    def _concept_objects(self) -> list[TrackedObject]:
+        return [o for o in self.objects.values() if o.obj_id in self.track_states]
 
-    def _upsample(self, low_res: torch.Tensor) -> torch.Tensor:
-        s = self.tracker.image_size
-        return (
-            F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False) > 0
-        ).float()
+    def _new_id(self) -> int:
+        self._max_id = max(self._max_id, *self.objects, 0) + 1
+        return self._max_id
+
+    @staticmethod
+    def _outputs(items: list[tuple[TrackedObject, FrameResult]]) -> Outputs:
+        return {o.obj_id: (o, r.low_res, r.score.float().sigmoid().reshape(())) for o, r in items}
 
     # ------------------------------------------------------------------ helpers
     def _check_frame(self, t: int) -> None:
@@ -504,27 +492,33 @@ class VideoSession:
         obj.clicks[frame] = (coords, labels)
         return coords.to(self.predictor.device), labels.to(self.predictor.device)
 
-    def _instances(self, items: list[tuple[TrackedObject, FrameResult]]) -> Instances:
-        if not items:
-            h, w = self.size
-            empty = np.zeros((0, h, w), bool)
-            side = self.tracker.prompt_encoder.mask_input_size
-            return Instances(
-                empty,
-                np.zeros((0, 4), np.float32),
-                np.zeros(0, np.float32),
-                np.zeros(0, np.int64),
-                list(self.label_names),
-                np.zeros((0, *side), np.float32),
-                track_ids=np.zeros(0, np.int64),
-            )
-        low = torch.cat([r.low_res for _, r in items]).float()
-        scores = torch.cat([r.score.reshape(1) for _, r in items]).float().sigmoid()
-        inst = masks_to_instances(low, scores, self.size)
-        inst.labels = np.array([o.label for o, _ in items], np.int64)
-        inst.label_names = list(self.label_names)
-        inst.track_ids = np.array([o.obj_id for o, _ in items], np.int64)
-        return inst
+    def _frame_instances(self, outputs: Outputs) -> Instances:
+        """Instances of one frame: clicked objects as decoded; concept tracks as SAM 3 outputs
+        them (ended tracks and empty masks dropped, overlaps given to the higher score)."""
+        concept_ids = self.track_states.keys() | self.removed_ids
+        clicked = sorted(i for i in outputs if i not in concept_ids)
+        concept = {i: v for i, v in outputs.items() if i in concept_ids}
+        ids, low, scores, masks = concept_masks(concept, self.removed_ids, self.size)
+        if clicked:
+            low_c = torch.cat([outputs[i][1] for i in clicked]).float()
+            scores_c = torch.stack([outputs[i][2].float().reshape(()) for i in clicked])
+            masks_c = F.interpolate(low_c[None], size=self.size, mode="bilinear")[0] > 0
+            dev = low_c.device
+            low = torch.cat([low_c, low.to(dev)]) if ids else low_c
+            scores = torch.cat([scores_c, scores.to(dev)]) if ids else scores_c
+            masks = torch.cat([masks_c, masks.to(dev)]) if ids else masks_c
+        ids = clicked + ids
+        if not ids:
+            low = torch.zeros(0, *self.tracker.prompt_encoder.mask_input_size)
+        return Instances(
+            masks=masks.cpu().numpy(),
+            boxes=masks_to_boxes(masks).cpu().numpy(),
+            scores=scores.cpu().numpy().astype(np.float32),
+            labels=np.array([outputs[i][0].label for i in ids], np.int64),
+            label_names=list(self.label_names),
+            low_res_logits=low.cpu().numpy(),
+            track_ids=np.array(ids, np.int64),
+        )
 
 
 __all__ = ["VideoPredictor", "VideoSession"]

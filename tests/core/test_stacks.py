@@ -122,3 +122,23 @@ def test_segment_stack_track_hook(predictor, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_video)
     with pytest.raises(NotImplementedError, match="VideoPredictor"):
         stacks.segment_stack(predictor, tiny_stack(2), "cell", method="track")
+
+
+def test_segment_stack_track_propagates_a_clicked_object_with_one_id(predictor):
+    """method='track': a click on slice 1 follows the object up and down the stack, one id."""
+    stack = tiny_stack(5)
+    res = stacks.segment_stack(
+        predictor,
+        stack,
+        clicks={1: [{"points": [[40, 30]], "point_labels": [1]}]},
+        method="track",
+        score_threshold=0.0,
+    )
+    assert res.labels.shape == (5, H, W)
+    ids_per_slice = [set(np.unique(s)) - {0} for s in res.labels]
+    assert ids_per_slice[1], "the prompted slice must hold the object"
+    all_ids = set().union(*ids_per_slice)
+    assert len(all_ids) == 1
+    assert sum(bool(s) for s in ids_per_slice) >= 3
+    (track,) = res.tracks
+    assert track[0] == next(iter(all_ids))

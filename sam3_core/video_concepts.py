@@ -1,0 +1,152 @@
+"""One frame of concept tracking, as transformers' `Sam3VideoModel` does it.
+
+Detect (score threshold, optional mask NMS), match detections to the tracks' propagated masks,
+start tracks for new detections (their masks given to the tracker as mask prompts), advance the
+hot-start counters (false starts and duplicates end), re-condition tracks on strong detections
+every `recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one, and
+write the tracks' memories from their (constrained) masks. Used by `sam3_core.video`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sam3_core.association import TrackState, associate, nms_masks, update_tracks
+from sam3_core.device import autocast
+from sam3_core.masklets import (
+    ALWAYS_OCCLUDED,
+    NEVER_OCCLUDED,
+    NO_OBJECT,
+    non_overlapping,
+    suppress_recently_occluded,
+    suppress_shrunk,
+)
+from sam3_core.memory_bank import FrameMemory
+
+if TYPE_CHECKING:
+    from sam3_core.video import CurrentFrame, FrameResult, TrackedObject, VideoSession
+
+# obj_id -> (object, low-res logits [1, h, w], score in [0, 1])
+Outputs = dict[int, tuple["TrackedObject", Tensor, Tensor]]
+
+
+def detect(session: VideoSession, feats: CurrentFrame) -> tuple[Tensor, Tensor, Tensor]:
+    """Detections kept on one frame: scores [N], mask logits [N, h, w], labels [N] (1-based)."""
+    cfg = session.association
+    out = session.predictor.image._detect(feats.image, session.concepts)
+    scores = out.scores.float().flatten()
+    masks = out.masks.float().flatten(0, 1)
+    rows, queries = out.scores.shape
+    labels = torch.arange(rows, device=scores.device).repeat_interleave(queries) + 1
+    keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh)
+    return scores[keep], masks[keep], labels[keep]
+
+
+def concept_step(
+    session: VideoSession,
+    t: int,
+    feats: CurrentFrame,
+    tracked: list[tuple[TrackedObject, FrameResult]],
+    reverse: bool,
+) -> Outputs:
+    """Detection + association on frame `t` given the tracks' propagated results (whose
+    memories are not stored yet); stores memories, starts and ends tracks; returns outputs."""
+    cfg, states = session.association, session.track_states
+    scores, masks, labels = detect(session, feats)
+    ids = [o.obj_id for o, _ in tracked]
+    trk = torch.cat([r.low_res for _, r in tracked]).float() if tracked else masks[:0]
+    trk_labels = torch.tensor([o.label for o, _ in tracked], device=masks.device)
+    assoc = associate(masks, scores, trk, ids, cfg, labels, trk_labels)
+    new_ids = [session._new_id() for _ in assoc.new]
+    ended = update_tracks(states, assoc, t, cfg, reverse)
+    recondition = set()
+    if cfg.recondition_every_nth_frame > 0 and t % cfg.recondition_every_nth_frame == 0:
+        logits = {o.obj_id: float(r.score.reshape(-1)[0]) for o, r in tracked}
+        recondition = {i for i in assoc.recondition if logits[i] > cfg.high_conf_thresh}
+    outputs: Outputs = {}
+    if tracked:
+        trk = trk.clone()
+        if cfg.suppress_overlap_thresh > 0:
+            default = [ALWAYS_OCCLUDED if i in ended else NEVER_OCCLUDED for i in ids]
+            last = [states[i].last_occluded for i in ids]
+            last = torch.tensor([d if v is None else v for v, d in zip(last, default)])
+            hidden = suppress_recently_occluded(
+                trk, last, trk_labels, cfg.suppress_overlap_thresh, reverse
+            )
+            occluded = ~(trk > 0).flatten(1).any(1) | hidden
+            for i, tid in enumerate(ids):
+                states[tid].last_occluded = t if occluded[i] else int(last[i])
+            trk[hidden] = NO_OBJECT
+        _remember_tracks(session, tracked, trk, trk_labels, t, feats, reverse, recondition)
+        for i, (obj, r) in enumerate(tracked):
+            # a re-conditioned track outputs its detection (the reference does so)
+            d = assoc.recondition.get(obj.obj_id) if obj.obj_id in recondition else None
+            low = trk[i : i + 1] if d is None else masks[d][None]
+            outputs[obj.obj_id] = (obj, low, r.score.float().sigmoid().reshape(()))
+    new_items = []
+    for d, oid in zip(assoc.new, new_ids):
+        from sam3_core.video import TrackedObject
+
+        obj = TrackedObject(oid, label=int(labels[d]))
+        session.objects[oid] = obj
+        states[oid] = TrackState(t, cfg.init_trk_keep_alive)
+        new_items.append((obj, session._mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
+        outputs[oid] = (obj, masks[d][None], scores[d])
+    session._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
+    for tid in ended:
+        session.remove_object(tid)
+        session.removed_ids.add(tid)
+        outputs.pop(tid, None)
+    return outputs
+
+
+def _remember_tracks(session, tracked, trk, trk_labels, t, feats, reverse, recondition):
+    """Memories of the tracked masks: tracks that would shrink under the non-overlap constraint
+    are written as absent; object scores come from the mask areas (+-10)."""
+    masks = suppress_shrunk(trk[:, None], trk_labels)
+    present = (masks > 0).flatten(1).any(1, keepdim=True)
+    score = torch.where(present, 10.0, -10.0)
+    embed = feats.tracker.image_embed
+    with autocast(session.predictor.device, session.predictor.precision):
+        memory, pos = session.tracker.encode_memory(
+            embed.expand(len(tracked), -1, -1, -1), masks.to(embed.dtype), score, False
+        )
+    for i, (obj, r) in enumerate(tracked):
+        cond = obj.obj_id in recondition
+        record = FrameMemory(
+            memory[i : i + 1],
+            pos[i : i + 1],
+            r.pointer,
+            r.score,
+            low_res=r.low_res if cond else None,
+            reverse=reverse,
+        )
+        session.bank.store(obj.memory, t, record, cond=cond)
+
+
+def concept_masks(
+    outputs: Outputs, removed: set[int], size: tuple[int, int]
+) -> tuple[list[int], Tensor, Tensor, Tensor]:
+    """Output masks of concept tracks at the video size, as transformers' video processor:
+    ended tracks and empty masks dropped, then each pixel kept by its highest-scoring track.
+    Returns ids, low-res logits [N, h, w], scores [N] and bool masks [N, H, W]."""
+    ids = sorted(i for i in outputs if i not in removed)
+    if not ids:
+        return [], torch.zeros(0, 1, 1), torch.zeros(0), torch.zeros(0, *size, dtype=torch.bool)
+    low = torch.cat([outputs[i][1] for i in ids]).float()
+    scores = torch.stack([outputs[i][2].float().reshape(()) for i in ids])
+    masks = F.interpolate(low[None], size=size, mode="bilinear", align_corners=False)[0] > 0
+    keep = masks.flatten(1).any(1)
+    ids = [i for i, k in zip(ids, keep.tolist()) if k]
+    low, scores, masks = low[keep], scores[keep], masks[keep]
+    groups = torch.tensor([outputs[i][0].label for i in ids], dtype=torch.long)
+    if len(ids) > 1:
+        masks = non_overlapping(masks, scores, groups.to(masks.device))
+    return ids, low, scores, masks
+
+
+__all__ = ["concept_masks", "concept_step", "detect"]
