@@ -2,8 +2,9 @@
 
 Same weights and clip on both sides; two clicked objects on frame 0, then propagation with
 masks at the video size, timed after a warm-up run (CPU fp32, GPU bf16); median of `--runs`
-interleaved runs. The reference preprocesses the whole clip when its session starts
-(untimed); ours decodes and resizes each frame inside the timed loop. Then our resident
+interleaved runs. Both sides are timed from decoded frames to per-frame masks: session start
+(the reference preprocesses the whole clip there; ours decodes and resizes each frame when it
+is reached), both clicks, then propagation. Then our resident
 memory (RSS) after 50 and after 400 frames of a lazily generated video with the tiny config.
 Last line:
 `video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps).
@@ -90,12 +91,12 @@ def pixel_clicks(h: int, w: int) -> dict[int, tuple[list, list]]:
 
 
 def run_ours(vp, frames, n: int) -> float:
-    """Seconds to propagate `n` frames after clicking both objects on frame 0."""
+    """Seconds to start a session, click both objects on frame 0 and propagate `n` frames."""
+    sync(vp.device)
+    t0 = time.perf_counter()
     session = vp.start(frames)
     for obj_id, (pts, lbl) in pixel_clicks(*frames.size).items():
         session.add_prompt(0, obj_id=obj_id, points=pts, point_labels=lbl)
-    sync(vp.device)
-    t0 = time.perf_counter()
     for _ in session.propagate(start=0, max_frames=n):
         pass
     sync(vp.device)
@@ -103,17 +104,19 @@ def run_ours(vp, frames, n: int) -> float:
 
 
 def run_reference(hf, proc, frames, n: int, device, precision: str) -> float:
-    """Seconds the reference takes for the same clicks and frames (masks at the video size)."""
+    """Seconds the reference takes for the same work: session start (it preprocesses the whole
+    clip there), the same clicks, then propagation with masks at the video size."""
     h, w = frames.size
-    session = proc.init_video_session(video=[frames[t] for t in range(n)], inference_device=device)
+    video = [frames[t] for t in range(n)]  # decoded frames, as ours reads them
+    sync(device)
+    t0 = time.perf_counter()
+    session = proc.init_video_session(video=video, inference_device=device)
     with torch.inference_mode(), autocast(device, precision):
         for obj_id, (pts, lbl) in pixel_clicks(h, w).items():
             proc.add_inputs_to_inference_session(
                 session, frame_idx=0, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
             )
             hf(inference_session=session, frame_idx=0)
-        sync(device)
-        t0 = time.perf_counter()
         for out in hf.propagate_in_video_iterator(session, start_frame_idx=0):
             proc.post_process_masks([out.pred_masks], original_sizes=[[h, w]], binarize=True)
         sync(device)

@@ -146,19 +146,23 @@ class MemoryBank:
         for f, m in obj.cond.items():
             if (f >= t) if reverse else (f <= t):
                 offsets.append((t - f) * sign)
-                pointers.append(m.pointer.to(self.device))
+                pointers.append(self._on_device(m.pointer))
         for step in range(1, max_pointers):
             f = t - sign * step
             if not 0 <= f < self.num_frames:
                 break
             if f in obj.recent:
                 offsets.append(step)
-                pointers.append(obj.recent[f].pointer.to(self.device))
+                pointers.append(self._on_device(obj.recent[f].pointer))
         stacked = torch.stack(pointers) if pointers else None
         return MemoryQuery(spatial, stacked, offsets, max_pointers)
 
     def _load(self, m: FrameMemory) -> tuple[Tensor, Tensor]:
-        return m.memory.to(self.device), m.memory_pos.to(self.device)
+        return self._on_device(m.memory), self._on_device(m.memory_pos)
+
+    def _on_device(self, t: Tensor) -> Tensor:
+        # `.to` is a no-op when storage is the device, but costs a dispatch per call
+        return t if self.storage == self.device else t.to(self.device)
 
     def store(self, obj: ObjectMemory, t: int, m: FrameMemory, cond: bool) -> None:
         """Record frame `t` (memory moved to the storage device) as prompted or tracked."""

@@ -338,7 +338,7 @@ class VideoSession:
         q = self.bank.query(obj.memory, t, reverse)
         with autocast(self.predictor.device, self.predictor.precision):
             return self.tracker.build_memory(
-                [(o, m.to(dtype), p.to(dtype)) for o, m, p in q.spatial],
+                [(o, _as(m, dtype), _as(p, dtype)) for o, m, p in q.spatial],
                 q.pointers,
                 q.pointer_offsets,
                 q.max_pointers,
@@ -519,6 +519,11 @@ class VideoSession:
             low_res_logits=low.cpu().numpy(),
             track_ids=np.array(ids, np.int64),
         )
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`t.to(dtype)` without a dispatch when it already has that dtype."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 __all__ = ["VideoPredictor", "VideoSession"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -106,18 +107,35 @@ def sine_encode_coords(coords: Tensor, num_feats: int, temperature: float = 1000
 def sine_position_map(
     batch: int, height: int, width: int, num_feats: int, device, dtype, normalize: bool = True
 ) -> Tensor:
-    """DETR's 2-D sine position encoding of a feature map -> [B, 2 * num_feats, H, W] (y then x)."""
-    y = torch.arange(1, height + 1, device=device, dtype=dtype)
-    x = torch.arange(1, width + 1, device=device, dtype=dtype)
-    if normalize:
-        eps, scale = 1e-6, 2 * math.pi
-        y = y / (y[-1:] + eps) * scale
-        x = x / (x[-1:] + eps) * scale
-    dim_t = _frequencies(num_feats, 10000.0, device, dtype)
-    pos_y = _interleave_sin_cos(y[:, None] / dim_t)  # [H, F]
-    pos_x = _interleave_sin_cos(x[:, None] / dim_t)  # [W, F]
-    pos = torch.cat(
-        [pos_y[:, None, :].expand(height, width, -1), pos_x[None, :, :].expand(height, width, -1)],
-        dim=-1,
-    )
+    """DETR's 2-D sine position encoding of a feature map -> [B, 2 * num_feats, H, W] (y then x).
+
+    The map is computed once per size, device and dtype and cached: the result is a read-only
+    view (expand) that callers must not modify in place.
+    """
+    pos = _sine_position_grid(height, width, num_feats, torch.device(device), dtype, normalize)
     return pos.permute(2, 0, 1)[None].expand(batch, -1, -1, -1)
+
+
+@functools.lru_cache(maxsize=32)
+def _sine_position_grid(
+    height: int, width: int, num_feats: int, device: torch.device, dtype, normalize: bool
+) -> Tensor:
+    """[H, W, 2 * num_feats] of `sine_position_map`; a plain tensor, usable in and out of
+    inference mode."""
+    with torch.inference_mode(False), torch.no_grad():
+        y = torch.arange(1, height + 1, device=device, dtype=dtype)
+        x = torch.arange(1, width + 1, device=device, dtype=dtype)
+        if normalize:
+            eps, scale = 1e-6, 2 * math.pi
+            y = y / (y[-1:] + eps) * scale
+            x = x / (x[-1:] + eps) * scale
+        dim_t = _frequencies(num_feats, 10000.0, device, dtype)
+        pos_y = _interleave_sin_cos(y[:, None] / dim_t)  # [H, F]
+        pos_x = _interleave_sin_cos(x[:, None] / dim_t)  # [W, F]
+        return torch.cat(
+            [
+                pos_y[:, None, :].expand(height, width, -1),
+                pos_x[None, :, :].expand(height, width, -1),
+            ],
+            dim=-1,
+        )

@@ -7,6 +7,7 @@ Parameter names follow transformers' `Sam3TrackerVideoMemoryEncoder` / `...Memor
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,21 +21,33 @@ from sam3_core.modeling.tracker_mask_decoder import LayerNorm2d
 def sine_position_encoding_2d(
     batch: int, height: int, width: int, num_feats: int, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """Normalised 2-D sine/cosine encoding (DETR style, scale 2*pi): [B, 2*num_feats, h, w]."""
+    """Normalised 2-D sine/cosine encoding (DETR style, scale 2*pi): [B, 2*num_feats, h, w].
+
+    Cached per size, device and dtype: a read-only view that callers must not modify in place.
+    """
+    pos = _sine_grid_2d(height, width, num_feats, torch.device(device), dtype)
+    return pos.permute(2, 0, 1).unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+@functools.lru_cache(maxsize=16)
+def _sine_grid_2d(
+    height: int, width: int, num_feats: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """[h, w, 2*num_feats] of `sine_position_encoding_2d`, usable in and out of inference mode."""
     scale, eps = 2 * math.pi, 1e-6
-    y = torch.arange(1, height + 1, device=device, dtype=dtype) / (height + eps) * scale
-    x = torch.arange(1, width + 1, device=device, dtype=dtype) / (width + eps) * scale
-    dim_t = torch.arange(num_feats, device=device).to(dtype)
-    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+    with torch.inference_mode(False), torch.no_grad():
+        y = torch.arange(1, height + 1, device=device, dtype=dtype) / (height + eps) * scale
+        x = torch.arange(1, width + 1, device=device, dtype=dtype) / (width + eps) * scale
+        dim_t = torch.arange(num_feats, device=device).to(dtype)
+        dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
 
-    def encode(values: Tensor) -> Tensor:
-        pos = values[:, None] / dim_t
-        return torch.stack((pos[:, 0::2].sin(), pos[:, 1::2].cos()), dim=2).flatten(1)
+        def encode(values: Tensor) -> Tensor:
+            pos = values[:, None] / dim_t
+            return torch.stack((pos[:, 0::2].sin(), pos[:, 1::2].cos()), dim=2).flatten(1)
 
-    pos_y = encode(y)[:, None, :].expand(height, width, num_feats)
-    pos_x = encode(x)[None, :, :].expand(height, width, num_feats)
-    pos = torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1)
-    return pos.unsqueeze(0).expand(batch, -1, -1, -1)
+        pos_y = encode(y)[:, None, :].expand(height, width, num_feats)
+        pos_x = encode(x)[None, :, :].expand(height, width, num_feats)
+        return torch.cat((pos_y, pos_x), dim=-1)
 
 
 def sine_position_encoding_1d(positions: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
@@ -136,6 +149,8 @@ class MemoryEncoder(nn.Module):
 
     def forward(self, image_embed: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         """image_embed [B, C, h, w], masks [B, 1, 16h, 16w] -> memory and encoding [B, M, h, w]."""
+        if image_embed.shape[0] > 1 and image_embed.stride(0) == 0:
+            image_embed = image_embed[:1]  # one image expanded to B masks: project it once
         x = self.feature_projection(image_embed) + self.mask_downsampler(masks)
         x = self.projection(self.memory_fuser(x))
         pos = sine_position_encoding_2d(
@@ -145,19 +160,34 @@ class MemoryEncoder(nn.Module):
 
 
 def axial_rope(
-    height: int, width: int, head_dim: int, theta: float, device: torch.device
+    height: int, width: int, head_dim: int, theta: float, device: torch.device, repeat: int = 1
 ) -> tuple[Tensor, Tensor]:
-    """cos and sin [h*w, head_dim] of 2-D axial RoPE: first half x frequencies, second half y."""
-    quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32, device=device)
-    inv_freq = 1.0 / (theta ** (quarter / (head_dim // 2)))
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device, dtype=torch.float32),
-        torch.arange(width, device=device, dtype=torch.float32),
-        indexing="ij",
-    )
-    freqs = torch.cat([xs.flatten()[:, None] * inv_freq, ys.flatten()[:, None] * inv_freq], dim=-1)
-    freqs = freqs.repeat_interleave(2, dim=-1)
-    return freqs.cos(), freqs.sin()
+    """cos and sin [repeat*h*w, head_dim] of 2-D axial RoPE: first half x frequencies, second
+    half y; the h*w table repeated `repeat` times (memory keys of `repeat` maps). Cached per
+    arguments: read-only tensors that callers must not modify in place."""
+    return _axial_rope(height, width, head_dim, theta, torch.device(device), repeat)
+
+
+@functools.lru_cache(maxsize=32)
+def _axial_rope(
+    height: int, width: int, head_dim: int, theta: float, device: torch.device, repeat: int
+) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False), torch.no_grad():
+        if repeat > 1:
+            cos, sin = _axial_rope(height, width, head_dim, theta, device, 1)
+            return cos.repeat(repeat, 1), sin.repeat(repeat, 1)
+        quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32, device=device)
+        inv_freq = 1.0 / (theta ** (quarter / (head_dim // 2)))
+        ys, xs = torch.meshgrid(
+            torch.arange(height, device=device, dtype=torch.float32),
+            torch.arange(width, device=device, dtype=torch.float32),
+            indexing="ij",
+        )
+        freqs = torch.cat(
+            [xs.flatten()[:, None] * inv_freq, ys.flatten()[:, None] * inv_freq], dim=-1
+        )
+        freqs = freqs.repeat_interleave(2, dim=-1)
+        return freqs.cos(), freqs.sin()
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -192,11 +222,13 @@ class RoPEAttention(nn.Module):
         value: Tensor,
         rope: tuple[Tensor, Tensor],
         num_k_exclude_rope: int = 0,
+        key_rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """query [B, HW, C], key/value [B, L, Ckv] -> [B, HW, C].
 
         The last `num_k_exclude_rope` keys (object pointers) get no RoPE; the other keys must be
-        whole memory maps of HW tokens each, which reuse the query angles.
+        whole memory maps of HW tokens each, which reuse the query angles (`key_rope`: those
+        angles already repeated per map).
         """
         cos, sin = rope
         q = apply_rope(self._heads(self.q_proj(query)), cos, sin)
@@ -210,8 +242,10 @@ class RoPEAttention(nn.Module):
                     "image tokens; pass whole memory maps and count object pointers in "
                     "num_object_pointer_tokens."
                 )
-            repeat = num_rope // cos.shape[0]
-            k_rot = apply_rope(k[..., :num_rope, :], cos.repeat(repeat, 1), sin.repeat(repeat, 1))
+            if key_rope is None or key_rope[0].shape[0] != num_rope:
+                repeat = num_rope // cos.shape[0]
+                key_rope = cos.repeat(repeat, 1), sin.repeat(repeat, 1)
+            k_rot = apply_rope(k[..., :num_rope, :], *key_rope)
             k = torch.cat([k_rot, k[..., num_rope:, :]], dim=-2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.o_proj(out.transpose(1, 2).flatten(2))
@@ -238,13 +272,22 @@ class MemoryAttentionLayer(nn.Module):
         memory_pos: Tensor,
         rope: tuple[Tensor, Tensor],
         num_object_pointer_tokens: int,
+        key_rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """x [B, HW, C], memory/memory_pos [B, L, M] -> [B, HW, C]."""
+        """x [B or 1, HW, C], memory/memory_pos [B, L, M] -> [B, HW, C] (x of one image is
+        shared by the B objects up to the cross-attention)."""
         q = self.layer_norm1(x)
         x = x + self.self_attn(q, q, q, rope)
+        if x.shape[0] != memory.shape[0]:
+            x = x.expand(memory.shape[0], -1, -1)
         q = self.layer_norm2(x)
         x = x + self.cross_attn_image(
-            q, memory + memory_pos, memory, rope, num_k_exclude_rope=num_object_pointer_tokens
+            q,
+            memory + memory_pos,
+            memory,
+            rope,
+            num_k_exclude_rope=num_object_pointer_tokens,
+            key_rope=key_rope,
         )
         return x + self.linear2(F.relu(self.linear1(self.layer_norm3(x))))
 
@@ -275,11 +318,22 @@ class MemoryAttention(nn.Module):
     ) -> Tensor:
         """image_embed/image_pos [B, C, h, w], memory/memory_pos [B, L, M] -> [B, C, h, w]."""
         batch, channels, height, width = image_embed.shape
+        shared = image_embed.stride(0) == 0 and image_pos.stride(0) == 0
+        if batch > 1 and shared and memory.shape[0] == batch and self.layers:
+            # one image expanded to B objects: the first self-attention is the same for all
+            image_embed, image_pos = image_embed[:1], image_pos[:1]
         x = (image_embed + 0.1 * image_pos).flatten(2).transpose(1, 2)
         rope = axial_rope(height, width, self.head_dim, self.rope_theta, image_embed.device)
+        num_rope = memory.shape[1] - num_object_pointer_tokens
+        key_rope = None
+        if num_rope > 0 and num_rope % (height * width) == 0:
+            repeat = num_rope // (height * width)
+            key_rope = axial_rope(
+                height, width, self.head_dim, self.rope_theta, image_embed.device, repeat
+            )
         memory = memory.to(x.dtype)
         memory_pos = memory_pos.to(x.dtype)
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, rope, num_object_pointer_tokens)
+            x = layer(x, memory, memory_pos, rope, num_object_pointer_tokens, key_rope)
         x = self.layer_norm(x)
         return x.transpose(1, 2).reshape(batch, channels, height, width)

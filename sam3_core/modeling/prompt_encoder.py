@@ -107,8 +107,9 @@ class TrackerPromptEncoder(nn.Module):
         """
         ref = self.point_embed.weight
         if points is None and boxes is None:
-            points = ref.new_zeros(batch, num_prompts, 1, 2)
-            labels = torch.full((batch, num_prompts, 1), PAD_LABEL, device=ref.device)
+            # two padding tokens: `embed_points` would give exactly the not-a-point embedding
+            weight = self.not_a_point_embed.weight
+            return weight.expand(batch, num_prompts, 2, weight.shape[-1])
         if boxes is None:
             points = F.pad(points, (0, 0, 0, 1))
             labels = F.pad(labels.long(), (0, 1), value=PAD_LABEL)
