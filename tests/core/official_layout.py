@@ -1,7 +1,7 @@
 """Test-only: write our state dict in Meta's official `sam3.pt` layout (`detector.*`, `tracker.*`).
 
 `to_official_layout` inverts `sam3_core.checkpoint.to_our_layout`. It hand-writes no key names:
-the name map comes from running the converter's own renaming (`_rename`) over every key of the
+the name map comes from running the converter's own renaming (`rename_key`) over every key of the
 real official layout (`data/official_sam3_keys.json.gz`) and inverting the result. Only the
 value transforms are undone by hand: q/k/v fused back, a cls slot put back into the ViT position
 table, the CLIP text projection transposed back and the tracker's point embeddings unstacked.
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sam3_core.checkpoint import _DROPPED, _rename
+from sam3_core.checkpoint_official import DROPPED, rename_key
 
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_sam3_keys.json.gz"
 
@@ -49,9 +49,9 @@ def _official_names(downsampler_depth: int) -> dict[str, str]:
     """
     names: dict[str, str] = {}
     for key in official_layout():
-        if _DROPPED.search(key):
+        if DROPPED.search(key):
             continue
-        new = _rename(key, downsampler_depth)
+        new = rename_key(key, downsampler_depth)
         if new in names:
             raise AssertionError(f"{names[new]!r} and {key!r} both rename to {new!r}")
         names[new] = key

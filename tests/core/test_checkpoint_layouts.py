@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from sam3_core import ImagePredictor
 from sam3_core.build import load_model
-from sam3_core.checkpoint import _DROPPED, detect_layout, to_our_layout
+from sam3_core.checkpoint import detect_layout, to_our_layout
+from sam3_core.checkpoint_official import DROPPED
 from tests.core.helpers import make_image, tiny_model
 from tests.core.official_layout import (
     FOURIER,
@@ -56,7 +57,7 @@ def test_official_file_reads_with_weights_only_and_has_the_official_keys(files):
     official = torch.load(files["official"], map_location="cpu", weights_only=True)
     assert detect_layout(official) == "official"
     full = official_layout()
-    kept = {k: v for k, v in full.items() if not _DROPPED.search(k)}
+    kept = {k: v for k, v in full.items() if not DROPPED.search(k)}
     assert all(k.startswith(("detector.", "tracker.")) for k in official)
     assert not [k for k in official if k not in full]  # exact official names, layer indices too
     # Every kind of official tensor is written (RoPE tables and detector point projections,
