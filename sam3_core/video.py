@@ -16,7 +16,6 @@ be read (`sam3_core.memory_bank`), so memory stays flat however long the video i
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from sam3_core.association import AssociationConfig, TrackState
 from sam3_core.device import autocast
 from sam3_core.frames import FrameSource, open_frames
-from sam3_core.memory_bank import FrameMemory, MemoryBank, ObjectMemory
+from sam3_core.memory_bank import FrameMemory, MemoryBank
 from sam3_core.modeling.detector import ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
@@ -35,45 +34,9 @@ from sam3_core.predictor import ImagePredictor, ImageState, preprocess
 from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video_concepts import Outputs, concept_masks, concept_step
+from sam3_core.video_state import CurrentFrame, FrameResult, TrackedObject
 
 DIRECTIONS = ("forward", "backward", "both")
-
-
-@dataclass
-class TrackedObject:
-    """One object: its id, label (index into the session's label names) and memory."""
-
-    obj_id: int
-    label: int
-    memory: ObjectMemory = field(default_factory=ObjectMemory)
-    clicks: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-
-@dataclass
-class FrameResult:
-    """One object's output on one frame: low_res [1, 4h, 4w] logits, high_res [1, 1, S, S]
-    logits, pointer [1, C], object score logit [1, 1] (B rows for B objects when batched)."""
-
-    low_res: torch.Tensor
-    high_res: torch.Tensor | None
-    pointer: torch.Tensor
-    score: torch.Tensor
-
-    def row(self, i: int) -> FrameResult:
-        """Object `i` of a batched result (each field keeps its leading dim of 1)."""
-        high = None if self.high_res is None else self.high_res[i : i + 1]
-        return FrameResult(
-            self.low_res[i : i + 1], high, self.pointer[i : i + 1], self.score[i : i + 1]
-        )
-
-
-@dataclass
-class CurrentFrame:
-    """Backbone and tracker features of the one frame kept in memory."""
-
-    index: int
-    image: ImageState
-    tracker: TrackerImageFeatures
 
 
 class VideoPredictor:

@@ -26,9 +26,10 @@ from sam3_core.masklets import (
     suppress_shrunk,
 )
 from sam3_core.memory_bank import FrameMemory
+from sam3_core.video_state import CurrentFrame, FrameResult, TrackedObject
 
 if TYPE_CHECKING:
-    from sam3_core.video import CurrentFrame, FrameResult, TrackedObject, VideoSession
+    from sam3_core.video import VideoSession
 
 # obj_id -> (object, low-res logits [1, h, w], score in [0, 1])
 Outputs = dict[int, tuple["TrackedObject", Tensor, Tensor]]
@@ -89,8 +90,6 @@ def concept_step(
             outputs[obj.obj_id] = (obj, low, r.score.float().sigmoid().reshape(()))
     new_items = []
     for d, oid in zip(assoc.new, new_ids):
-        from sam3_core.video import TrackedObject
-
         obj = TrackedObject(oid, label=int(labels[d]))
         session.objects[oid] = obj
         states[oid] = TrackState(t, cfg.init_trk_keep_alive)
