@@ -49,9 +49,6 @@ def run(ctx, view, config: dict) -> dict:
     from .model import Sam3Model
 
     p = ctx.params
-    progress = (
-        (lambda f, label: ctx.set_progress(progress=f, label=label)) if ctx.delegated else None
-    )
     report = label_samples(
         view,
         Sam3Model(config),
@@ -59,11 +56,40 @@ def run(ctx, view, config: dict) -> dict:
         batch_size=int(p.get("batch_size") or 4),
         overwrite=bool(p.get("overwrite")),
         skip_labeled=bool(p.get("skip_labeled")),
-        progress=progress,
+        progress=app_progress(ctx),
     )
+    return finish(ctx, report)
+
+
+def app_progress(ctx):
+    """A progress callback for delegated runs (the App polls it), else None."""
+    if not ctx.delegated:
+        return None
+    return lambda fraction, label: ctx.set_progress(progress=fraction, label=label)
+
+
+def finish(ctx, report) -> dict:
+    """Reload the App after an immediate run; the report as the operator's result."""
     if not ctx.delegated:
         ctx.trigger("reload_dataset")
     return report.as_dict()
+
+
+def concepts_from(params: dict) -> list[str]:
+    """The non-blank concepts typed in the `concepts` list input."""
+    return [c for c in params.get("concepts") or [] if c and c.strip()]
+
+
+def operator_config(name: str, label: str, description: str) -> foo.OperatorConfig:
+    """Config shared by our operators: dynamic inputs, immediate or delegated execution."""
+    return foo.OperatorConfig(
+        name=name,
+        label=label,
+        description=description,
+        dynamic=True,
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+    )
 
 
 def report_outputs() -> types.Property:
@@ -90,13 +116,10 @@ class AutoLabelConcepts(_Sam3Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="auto_label_concepts",
-            label="SAM 3: auto-label by concepts",
-            description="Segment every instance of the given concepts",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return operator_config(
+            "auto_label_concepts",
+            "SAM 3: auto-label by concepts",
+            "Segment every instance of the given concepts",
         )
 
     def resolve_input(self, ctx) -> types.Property:
@@ -107,7 +130,7 @@ class AutoLabelConcepts(_Sam3Operator):
         return types.Property(inputs, view=types.View(label="SAM 3: auto-label by concepts"))
 
     def execute(self, ctx) -> dict:
-        concepts = [c for c in ctx.params.get("concepts") or [] if c and c.strip()]
+        concepts = concepts_from(ctx.params)
         if not concepts:
             raise ValueError("Give at least one concept, e.g. 'person' or 'yellow school bus'.")
         return run(ctx, ctx.target_view(), model_config(ctx.params, classes=concepts))
@@ -118,13 +141,10 @@ class LabelFromExemplars(_Sam3Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="label_from_exemplars",
-            label="SAM 3: label from exemplars",
-            description="Use boxes of a Detections field (or selected labels) as exemplars",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return operator_config(
+            "label_from_exemplars",
+            "SAM 3: label from exemplars",
+            "Use boxes of a Detections field (or selected labels) as exemplars",
         )
 
     def resolve_input(self, ctx) -> types.Property:
@@ -184,13 +204,10 @@ class TrackVideos(_Sam3Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="track_videos",
-            label="SAM 3: track in videos",
-            description="Track every instance of concepts, or boxed objects, through videos",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return operator_config(
+            "track_videos",
+            "SAM 3: track in videos",
+            "Track every instance of concepts, or boxed objects, through videos",
         )
 
     def resolve_input(self, ctx) -> types.Property:
@@ -206,7 +223,7 @@ class TrackVideos(_Sam3Operator):
         from .tracking import get_video_predictor, track_samples
 
         p = ctx.params
-        concepts = [c for c in p.get("concepts") or [] if c and c.strip()]
+        concepts = concepts_from(p)
         if not concepts and not p.get("prompt_field"):
             raise ValueError("Give concepts to track and/or a prompt_field with boxes.")
         cfg = model_config(p)
@@ -221,10 +238,6 @@ class TrackVideos(_Sam3Operator):
             overwrite=bool(p.get("overwrite")),
             skip_labeled=bool(p.get("skip_labeled")),
             score_threshold=cfg["confidence_thresh"],
-            progress=(lambda f, s: ctx.set_progress(progress=f, label=s))
-            if ctx.delegated
-            else None,
+            progress=app_progress(ctx),
         )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        return report.as_dict()
+        return finish(ctx, report)
