@@ -15,7 +15,7 @@ be read (`sam3_core.memory_bank`), so memory stays flat however long the video i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -362,29 +362,43 @@ class VideoSession:
         return FrameResult(low[:, 0].float(), high.float(), pointer, score)
 
     def _remember(
-        self, items, t: int, feats: CurrentFrame, binarize: bool, cond: bool, reverse: bool
+        self,
+        items,
+        t: int,
+        feats: CurrentFrame,
+        binarize: bool,
+        cond: bool | Container[int],
+        reverse: bool,
+        masks: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ):
-        """Encode the memories of freshly computed results (one batch) and store them."""
+        """Encode the memories of freshly computed results (one batch) and store them.
+
+        `cond` marks conditioning frames: for all objects, or the ids in a set. `masks`
+        [N, 1, H, W] and `scores` [N, 1] replace the results' own high-res logits and object
+        scores as the memory encoder's input (concept tracks use constrained masks).
+        """
         if not items:
             return
         embed = feats.tracker.image_embed
-        high = torch.cat([r.high_res for _, r in items])
-        scores = torch.cat([r.score for _, r in items])
+        high = torch.cat([r.high_res for _, r in items]) if masks is None else masks
+        if scores is None:
+            scores = torch.cat([r.score for _, r in items])
         with autocast(self.predictor.device, self.predictor.precision):
             memory, pos = self.tracker.encode_memory(
                 embed.expand(len(items), -1, -1, -1), high, scores, binarize
             )
         for i, (obj, r) in enumerate(items):
-            keep_mask = cond or binarize
+            is_cond = cond if isinstance(cond, bool) else obj.obj_id in cond
             record = FrameMemory(
                 memory[i : i + 1],
                 pos[i : i + 1],
                 r.pointer,
                 r.score,
-                low_res=r.low_res if keep_mask else None,
+                low_res=r.low_res if is_cond or binarize else None,
                 reverse=reverse,
             )
-            self.bank.store(obj.memory, t, record, cond=cond)
+            self.bank.store(obj.memory, t, record, cond=is_cond)
 
     def _cond_result(self, obj: TrackedObject, t: int) -> FrameResult | None:
         m = obj.memory.cond.get(t)

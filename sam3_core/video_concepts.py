@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sam3_core.association import TrackState, associate, nms_masks, update_tracks
-from sam3_core.device import autocast
 from sam3_core.masklets import (
     ALWAYS_OCCLUDED,
     NEVER_OCCLUDED,
@@ -25,7 +24,6 @@ from sam3_core.masklets import (
     suppress_recently_occluded,
     suppress_shrunk,
 )
-from sam3_core.memory_bank import FrameMemory
 from sam3_core.video_state import CurrentFrame, FrameResult, TrackedObject
 
 if TYPE_CHECKING:
@@ -109,22 +107,8 @@ def _remember_tracks(session, tracked, trk, trk_labels, t, feats, reverse, recon
     masks = suppress_shrunk(trk[:, None], trk_labels)
     present = (masks > 0).flatten(1).any(1, keepdim=True)
     score = torch.where(present, 10.0, -10.0)
-    embed = feats.tracker.image_embed
-    with autocast(session.predictor.device, session.predictor.precision):
-        memory, pos = session.tracker.encode_memory(
-            embed.expand(len(tracked), -1, -1, -1), masks.to(embed.dtype), score, False
-        )
-    for i, (obj, r) in enumerate(tracked):
-        cond = obj.obj_id in recondition
-        record = FrameMemory(
-            memory[i : i + 1],
-            pos[i : i + 1],
-            r.pointer,
-            r.score,
-            low_res=r.low_res if cond else None,
-            reverse=reverse,
-        )
-        session.bank.store(obj.memory, t, record, cond=cond)
+    embed_dtype = feats.tracker.image_embed.dtype
+    session._remember(tracked, t, feats, False, recondition, reverse, masks.to(embed_dtype), score)
 
 
 def concept_masks(
