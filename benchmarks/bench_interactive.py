@@ -20,32 +20,6 @@ from benchmarks.common import median_time
 from sam3_core.device import autocast, pick_device
 
 
-def reference_tracker(model, cfg, device):
-    """transformers Sam3TrackerModel holding our model's backbone, tracker neck and tracker."""
-    import transformers
-
-    from tests.core.test_tracker_parity import hf_config
-
-    hf_cfg = hf_config(cfg)
-    hf = transformers.Sam3TrackerModel(
-        transformers.Sam3TrackerConfig(
-            vision_config=hf_cfg.vision_config.to_dict(),
-            prompt_encoder_config=hf_cfg.prompt_encoder_config.to_dict(),
-            mask_decoder_config=hf_cfg.mask_decoder_config.to_dict(),
-        )
-    )
-    sd = {
-        f"vision_encoder.backbone.{k}": v
-        for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()
-    }
-    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
-    sd |= dict(model.tracker_model.state_dict())
-    missing, _ = hf.load_state_dict(sd, strict=False)
-    if missing:
-        raise RuntimeError(f"reference weights missing: {missing[:5]}")
-    return hf.eval().to(device)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="sam3")
@@ -56,13 +30,14 @@ def main() -> None:
     from sam3_core.build import build_model
     from sam3_core.config import get_config
     from sam3_core.predictor import ImagePredictor, preprocess
+    from tests.reference import hf_image_tracker
 
     torch.set_grad_enabled(False)
     device = pick_device(args.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     cfg = get_config(args.config)
     model = build_model(cfg)
-    hf = reference_tracker(model, cfg, device)
+    hf = hf_image_tracker(model).to(device)
     pred = ImagePredictor(model, device=device, precision=precision)
     image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     h, w = image.shape[:2]

@@ -55,37 +55,6 @@ class SyntheticFrames(FrameSource):
         return np.roll(self.base, (index, 2 * index), (0, 1))
 
 
-def reference_video_model(model, cfg, device):
-    """transformers Sam3TrackerVideoModel holding our model's backbone, neck and tracker."""
-    import transformers
-
-    from tests.core.test_tracker_parity import hf_config
-
-    hf_cfg = hf_config(cfg)
-    vision = hf_cfg.vision_config.to_dict()
-    vision["scale_factors"] = [4.0, 2.0, 1.0, 0.5]  # it drops the coarsest level itself
-    hf_cfg = transformers.Sam3TrackerVideoConfig(**{**hf_cfg.to_dict(), "vision_config": vision})
-    hf = transformers.Sam3TrackerVideoModel(hf_cfg).eval()
-    backbone = model.detector_model.vision_encoder.backbone.state_dict()
-    sd = {f"vision_encoder.backbone.{k}": v for k, v in backbone.items()}
-    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
-    sd |= dict(model.tracker_model.state_dict())
-    missing, unexpected = hf.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"reference weights differ: {missing[:5]} {unexpected[:5]}")
-    return hf.to(device)
-
-
-def reference_processor(cfg):
-    from transformers import Sam2ImageProcessor, Sam2VideoVideoProcessor, Sam3TrackerVideoProcessor
-
-    s, half = cfg.image_size, [0.5, 0.5, 0.5]
-    kw = {"size": {"height": s, "width": s}, "image_mean": half, "image_std": half}
-    return Sam3TrackerVideoProcessor(
-        image_processor=Sam2ImageProcessor(**kw), video_processor=Sam2VideoVideoProcessor(**kw)
-    )
-
-
 def pixel_clicks(h: int, w: int) -> dict[int, tuple[list, list]]:
     return {i: ([[x * w, y * h] for x, y in pts], lbl) for i, (pts, lbl) in CLICKS.items()}
 
@@ -163,6 +132,7 @@ def main() -> None:
     from sam3_core.build import build_model
     from sam3_core.config import get_config
     from sam3_core.video import VideoPredictor
+    from tests.reference import hf_tracker_video_processor, hf_video_tracker
 
     torch.set_grad_enabled(False)
     device = pick_device(args.device)
@@ -171,8 +141,8 @@ def main() -> None:
     cfg = get_config(config)
     torch.manual_seed(0)
     model = build_model(cfg)
-    hf = reference_video_model(model, cfg, device)
-    proc = reference_processor(cfg)
+    hf = hf_video_tracker(model).to(device)
+    proc = hf_tracker_video_processor(cfg)
     vp = VideoPredictor(model, device=device, precision=precision)
     frames = SyntheticFrames(args.frames, args.height, args.width)
 

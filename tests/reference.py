@@ -16,25 +16,12 @@ def hf_detector_config(cfg: Sam3Config):
     """The transformers `Sam3Config` equal to our config's detector part."""
     from transformers import Sam3Config as HFSam3Config
 
-    v, t = cfg.vit, cfg.text
+    t = cfg.text
     sizes = [[s, s] for s in cfg.feature_sizes[:3]]
     return HFSam3Config(
         vision_config={
             "model_type": "sam3_vision_model",
-            "backbone_config": {
-                "model_type": "sam3_vit_model",
-                "hidden_size": v.hidden_size,
-                "intermediate_size": v.intermediate_size,
-                "num_hidden_layers": v.num_layers,
-                "num_attention_heads": v.num_heads,
-                "image_size": v.image_size,
-                "patch_size": v.patch_size,
-                "window_size": v.window_size,
-                "global_attn_indexes": list(v.global_attn_indexes),
-                "pretrain_image_size": v.pretrain_image_size,
-                "layer_norm_eps": v.layer_norm_eps,
-                "rope_parameters": {"rope_theta": v.rope_theta, "rope_type": "axial"},
-            },
+            "backbone_config": hf_vit_config(cfg),
             "fpn_hidden_size": cfg.neck.fpn_hidden_size,
             "scale_factors": list(cfg.neck.scale_factors),
             "backbone_feature_sizes": sizes,
@@ -80,6 +67,118 @@ def hf_detector_config(cfg: Sam3Config):
             "num_upsampling_stages": cfg.mask_decoder.num_upsampling_stages,
             "num_attention_heads": cfg.mask_decoder.num_heads,
         },
+    )
+
+
+def hf_vit_config(cfg: Sam3Config) -> dict:
+    """transformers' `Sam3ViTConfig` fields for our backbone config."""
+    v = cfg.vit
+    return {
+        "model_type": "sam3_vit_model",
+        "hidden_size": v.hidden_size,
+        "intermediate_size": v.intermediate_size,
+        "num_hidden_layers": v.num_layers,
+        "num_attention_heads": v.num_heads,
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "window_size": v.window_size,
+        "global_attn_indexes": list(v.global_attn_indexes),
+        "pretrain_image_size": v.pretrain_image_size,
+        "layer_norm_eps": v.layer_norm_eps,
+        "rope_parameters": {"rope_theta": v.rope_theta, "rope_type": "axial"},
+    }
+
+
+def hf_tracker_config(cfg: Sam3Config, coarsest_level: bool = False):
+    """The transformers `Sam3TrackerVideoConfig` equal to our tracker (3 FPN levels, or the
+    released 4 with `coarsest_level`: the video model drops the coarsest level itself)."""
+    from transformers import Sam3TrackerVideoConfig
+
+    t, v = cfg.tracker, cfg.vit
+    grid = v.image_size // v.patch_size
+    vision = {
+        "model_type": "sam3_vision_model",
+        "fpn_hidden_size": cfg.neck.fpn_hidden_size,
+        "scale_factors": [4.0, 2.0, 1.0, 0.5] if coarsest_level else [4.0, 2.0, 1.0],
+        "backbone_feature_sizes": [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+        "backbone_config": hf_vit_config(cfg),
+    }
+    return Sam3TrackerVideoConfig(
+        vision_config=vision,
+        prompt_encoder_config={
+            "hidden_size": t.hidden_size,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+        },
+        mask_decoder_config={
+            "hidden_size": t.hidden_size,
+            "num_attention_heads": t.num_heads,
+            "num_hidden_layers": t.num_layers,
+            "mlp_dim": t.mlp_dim,
+            "iou_head_hidden_dim": t.iou_head_hidden_dim,
+        },
+        memory_attention_hidden_size=t.hidden_size,
+        memory_encoder_hidden_size=t.hidden_size,
+        mask_downsampler_embed_dim=t.hidden_size,
+        memory_fuser_embed_dim=t.hidden_size,
+        memory_attention_feed_forward_hidden_size=t.memory_attention_mlp_dim,
+        memory_fuser_intermediate_dim=t.memory_fuser_intermediate_dim,
+        memory_attention_num_layers=t.num_memory_attention_layers,
+        memory_encoder_output_channels=t.memory_channels,
+        num_maskmem=t.num_memory_frames,
+        image_size=v.image_size,
+    )
+
+
+def hf_image_tracker_config(tracker_config):
+    """The image-only `Sam3TrackerConfig` sharing a video tracker config's sub-configs."""
+    from transformers import Sam3TrackerConfig
+
+    return Sam3TrackerConfig(
+        vision_config=tracker_config.vision_config.to_dict(),
+        prompt_encoder_config=tracker_config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=tracker_config.mask_decoder_config.to_dict(),
+    )
+
+
+def _tracker_weights(model) -> dict:
+    """Our backbone, tracker neck and tracker head under transformers' tracker key names."""
+    backbone = model.detector_model.vision_encoder.backbone.state_dict()
+    sd = {f"vision_encoder.backbone.{k}": v for k, v in backbone.items()}
+    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
+    return sd | dict(model.tracker_model.state_dict())
+
+
+def hf_image_tracker(model):
+    """transformers `Sam3TrackerModel` holding our model's backbone, tracker neck and tracker."""
+    from transformers import Sam3TrackerModel
+
+    hf = Sam3TrackerModel(hf_image_tracker_config(hf_tracker_config(model.config)))
+    missing, _ = hf.load_state_dict(_tracker_weights(model), strict=False)  # memory keys unused
+    if missing:
+        raise RuntimeError(f"reference weights missing: {missing[:5]}")
+    return hf.eval()
+
+
+def hf_video_tracker(model):
+    """transformers `Sam3TrackerVideoModel` (with its vision encoder) holding our weights."""
+    from transformers import Sam3TrackerVideoModel
+
+    hf = Sam3TrackerVideoModel(hf_tracker_config(model.config, coarsest_level=True))
+    missing, unexpected = hf.load_state_dict(_tracker_weights(model), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"reference weights differ: {missing[:5]} {unexpected[:5]}")
+    return hf.eval()
+
+
+def hf_tracker_video_processor(cfg: Sam3Config):
+    """transformers' `Sam3TrackerVideoProcessor` for our image size (mean = std = 0.5)."""
+    from transformers import Sam2ImageProcessor, Sam2VideoVideoProcessor, Sam3TrackerVideoProcessor
+
+    s, half = cfg.image_size, [0.5, 0.5, 0.5]
+    kw = {"size": {"height": s, "width": s}, "image_mean": half, "image_std": half}
+    return Sam3TrackerVideoProcessor(
+        image_processor=Sam2ImageProcessor(**kw), video_processor=Sam2VideoVideoProcessor(**kw)
     )
 
 

@@ -27,3 +27,11 @@ def make_image(h: int = 97, w: int = 150, seed: int = 0) -> np.ndarray:
         cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 20)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 255, 3)
     return img.clip(0, 255).astype(np.uint8)
+
+
+def save_checkpoint(model, path):
+    """Save a model's weights as a safetensors checkpoint (as a user's local file); returns path."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from sam3_core import ImagePredictor, load_model
-from tests.core.helpers import make_image, tiny_model
+from tests.core.helpers import make_image, save_checkpoint, tiny_model
 
 
 def test_saved_and_loaded_models_answer_the_same(tmp_path):
     model = tiny_model(seed=4)
     path = tmp_path / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_checkpoint(model, path)
     loaded = load_model(path, config="sam3_tiny")
     for (name, a), (_, b) in zip(model.named_buffers(), loaded.named_buffers()):
         assert torch.equal(a, b), name

@@ -6,16 +6,15 @@ import json
 
 import numpy as np
 from PIL import Image
-from safetensors.torch import save_file
 
 from sam3_core.cli import main
 from sam3_core.postprocess import rle_to_mask
-from tests.core.helpers import make_image, tiny_model
+from tests.core.helpers import make_image, save_checkpoint, tiny_model
 
 
 def test_segment_folder_writes_coco_and_overlays(tmp_path, capsys):
     ckpt = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_model().state_dict().items()}, str(ckpt))
+    save_checkpoint(tiny_model(), ckpt)
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray(make_image(90, 120, seed=1)).save(images / "a.png")

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
 
 from sam3_core.cli import main
 from sam3_core.frames import open_frames
 from sam3_core.postprocess import rle_to_mask
-from tests.core.helpers import make_image, tiny_model
+from tests.core.helpers import make_image, save_checkpoint, tiny_model
 from tests.core.test_video import write_mp4
 
 H, W, T = 64, 80, 5
@@ -21,7 +20,7 @@ H, W, T = 64, 80, 5
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("track")
     ckpt = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_model(seed=2).state_dict().items()}, str(ckpt))
+    save_checkpoint(tiny_model(seed=2), ckpt)
     base = make_image(H, W, seed=5)  # the random model finds the clicked object on every frame
     frames = np.stack([np.roll(base, (2 * t, 3 * t), (0, 1)) for t in range(T)])
     write_mp4(root / "clip.mp4", frames)

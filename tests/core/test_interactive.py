@@ -11,7 +11,7 @@ from sam3_core.config import sam3_tiny
 from sam3_core.predictor import preprocess
 from sam3_core.prompts import PromptError
 from tests.core.helpers import make_image, tiny_model
-from tests.core.test_tracker_parity import hf_config
+from tests.reference import hf_image_tracker
 
 transformers = pytest.importorskip("transformers")
 CFG = sam3_tiny()
@@ -21,23 +21,7 @@ CFG = sam3_tiny()
 def setup():
     model = tiny_model(seed=2)
     pred = ImagePredictor(model, device="cpu")
-    hf_cfg = hf_config(CFG)
-    hf = transformers.Sam3TrackerModel(
-        transformers.Sam3TrackerConfig(
-            vision_config=hf_cfg.vision_config.to_dict(),
-            prompt_encoder_config=hf_cfg.prompt_encoder_config.to_dict(),
-            mask_decoder_config=hf_cfg.mask_decoder_config.to_dict(),
-        )
-    ).eval()
-    sd = {
-        f"vision_encoder.backbone.{k}": v
-        for k, v in model.detector_model.vision_encoder.backbone.state_dict().items()
-    }
-    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
-    sd |= {k: v for k, v in model.tracker_model.state_dict().items()}
-    missing, _ = hf.load_state_dict(sd, strict=False)
-    assert not missing
-    return pred, hf
+    return pred, hf_image_tracker(model)
 
 
 def _hf_logits(hf, image, points=None, labels=None, boxes=None, multimask=True):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam3_core.config import Sam3Config, sam3, sam3_tiny
+from sam3_core.config import sam3, sam3_tiny
 from sam3_core.modeling.tracker import Sam3Tracker
+from tests.reference import hf_image_tracker_config, hf_tracker_config, perturb_
 
 transformers = pytest.importorskip("transformers")
 
@@ -18,83 +19,16 @@ LOGIT_ATOL = 1e-4  # fp32, absolute, on low-res mask logits
 SCORE_ATOL = 1e-5  # IoU scores (sigmoid outputs) and object score logits
 
 
-def hf_config(cfg: Sam3Config) -> transformers.Sam3TrackerVideoConfig:
-    """The transformers tracker config equivalent to our `Sam3Config` (3 FPN levels)."""
-    t, v = cfg.tracker, cfg.vit
-    grid = v.image_size // v.patch_size
-    vision = {
-        "model_type": "sam3_vision_model",
-        "fpn_hidden_size": cfg.neck.fpn_hidden_size,
-        "scale_factors": [4.0, 2.0, 1.0],
-        "backbone_feature_sizes": [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
-        "backbone_config": {
-            "model_type": "sam3_vit_model",
-            "hidden_size": v.hidden_size,
-            "intermediate_size": v.intermediate_size,
-            "num_hidden_layers": v.num_layers,
-            "num_attention_heads": v.num_heads,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "window_size": v.window_size,
-            "global_attn_indexes": list(v.global_attn_indexes),
-            "pretrain_image_size": v.pretrain_image_size,
-        },
-    }
-    return transformers.Sam3TrackerVideoConfig(
-        vision_config=vision,
-        prompt_encoder_config={
-            "hidden_size": t.hidden_size,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-        },
-        mask_decoder_config={
-            "hidden_size": t.hidden_size,
-            "num_attention_heads": t.num_heads,
-            "num_hidden_layers": t.num_layers,
-            "mlp_dim": t.mlp_dim,
-            "iou_head_hidden_dim": t.iou_head_hidden_dim,
-        },
-        memory_attention_hidden_size=t.hidden_size,
-        memory_encoder_hidden_size=t.hidden_size,
-        mask_downsampler_embed_dim=t.hidden_size,
-        memory_fuser_embed_dim=t.hidden_size,
-        memory_attention_feed_forward_hidden_size=t.memory_attention_mlp_dim,
-        memory_fuser_intermediate_dim=t.memory_fuser_intermediate_dim,
-        memory_attention_num_layers=t.num_memory_attention_layers,
-        memory_encoder_output_channels=t.memory_channels,
-        num_maskmem=t.num_memory_frames,
-        image_size=v.image_size,
-    )
-
-
-def perturb(module: torch.nn.Module, seed: int = 0) -> None:
-    """1-D params + N(0, 0.2); others replaced by N(0, 1.2 / sqrt(fan_in))."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(module.named_parameters()):
-            if p.ndim == 1:
-                p.add_(0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=gen) * 1.2 / fan_in**0.5)
-
-
 @pytest.fixture(scope="module")
 def models():
     """(ours, transformers video tracker, transformers image tracker, fpn, fpn_pos, pixels)."""
     torch.manual_seed(0)
     cfg = sam3_tiny()
-    hf_cfg = hf_config(cfg)
+    hf_cfg = hf_tracker_config(cfg)
     video = transformers.Sam3TrackerVideoModel(hf_cfg, remove_vision_encoder=True).eval()
-    perturb(video)
-    image = transformers.Sam3TrackerModel(
-        transformers.Sam3TrackerConfig(
-            vision_config=hf_cfg.vision_config.to_dict(),
-            prompt_encoder_config=hf_cfg.prompt_encoder_config.to_dict(),
-            mask_decoder_config=hf_cfg.mask_decoder_config.to_dict(),
-        )
-    ).eval()
-    perturb(image.vision_encoder, seed=1)
+    perturb_(video)
+    image = transformers.Sam3TrackerModel(hf_image_tracker_config(hf_cfg)).eval()
+    perturb_(image.vision_encoder, seed=1)
     missing, _ = image.load_state_dict(video.state_dict(), strict=False)
     assert all(k.startswith("vision_encoder.") for k in missing)
     ours = Sam3Tracker(cfg).eval()
@@ -354,7 +288,7 @@ def test_memory_attention_batches_objects(models):
 @pytest.mark.parametrize("preset", ["tiny", "full"])
 def test_state_dict_keys_match_transformers(preset):
     cfg = sam3_tiny() if preset == "tiny" else sam3()
-    hf_cfg = hf_config(cfg) if preset == "tiny" else transformers.Sam3TrackerVideoConfig()
+    hf_cfg = hf_tracker_config(cfg) if preset == "tiny" else transformers.Sam3TrackerVideoConfig()
     with torch.device("meta"):
         ref = transformers.Sam3TrackerVideoModel(hf_cfg, remove_vision_encoder=True)
         ours = Sam3Tracker(cfg)

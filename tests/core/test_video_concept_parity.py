@@ -17,8 +17,12 @@ from sam3_core.association import AssociationConfig
 from sam3_core.config import sam3_tiny
 from sam3_core.video import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
-from tests.core.test_tracker_parity import hf_config
-from tests.reference import hf_detector_config, mask_iou, write_clip_tokenizer_files
+from tests.reference import (
+    hf_detector_config,
+    hf_tracker_config,
+    mask_iou,
+    write_clip_tokenizer_files,
+)
 
 transformers = pytest.importorskip("transformers")
 CFG = sam3_tiny()
@@ -39,7 +43,7 @@ ASSOC = AssociationConfig(
 def hf_video_model(model):
     cfg = transformers.Sam3VideoConfig(
         detector_config=hf_detector_config(CFG).to_dict(),
-        tracker_config=hf_config(CFG).to_dict(),
+        tracker_config=hf_tracker_config(CFG).to_dict(),
         score_threshold_detection=ASSOC.score_threshold_detection,
         new_det_thresh=ASSOC.new_det_thresh,
         det_nms_thresh=ASSOC.det_nms_thresh,

@@ -8,38 +8,11 @@ import pytest
 from sam3_core.config import sam3_tiny
 from sam3_core.video import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
-from tests.core.test_tracker_parity import hf_config
-from tests.reference import mask_iou
+from tests.reference import hf_tracker_video_processor, hf_video_tracker, mask_iou
 
 transformers = pytest.importorskip("transformers")
 CFG = sam3_tiny()
 H, W, T = 90, 130, 10
-
-
-def hf_video_model(model):
-    """transformers' video tracker (with its vision encoder) holding our tiny model's weights."""
-    cfg = hf_config(CFG)
-    vision = cfg.vision_config.to_dict()
-    vision["scale_factors"] = [4.0, 2.0, 1.0, 0.5]  # it drops the coarsest level itself
-    cfg = transformers.Sam3TrackerVideoConfig(**{**cfg.to_dict(), "vision_config": vision})
-    hf = transformers.Sam3TrackerVideoModel(cfg).eval()
-    backbone = model.detector_model.vision_encoder.backbone.state_dict()
-    sd = {f"vision_encoder.backbone.{k}": v for k, v in backbone.items()}
-    sd |= {f"vision_encoder.neck.{k}": v for k, v in model.tracker_neck.state_dict().items()}
-    sd |= dict(model.tracker_model.state_dict())
-    missing, unexpected = hf.load_state_dict(sd, strict=False)
-    assert not missing and not unexpected
-    return hf
-
-
-def hf_processor():
-    from transformers import Sam2ImageProcessor, Sam2VideoVideoProcessor, Sam3TrackerVideoProcessor
-
-    s, half = CFG.image_size, [0.5, 0.5, 0.5]
-    kw = {"size": {"height": s, "width": s}, "image_mean": half, "image_std": half}
-    return Sam3TrackerVideoProcessor(
-        image_processor=Sam2ImageProcessor(**kw), video_processor=Sam2VideoVideoProcessor(**kw)
-    )
 
 
 def make_video(n: int = T) -> np.ndarray:
@@ -51,7 +24,11 @@ def make_video(n: int = T) -> np.ndarray:
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model(seed=2)
-    return VideoPredictor(model, device="cpu"), hf_video_model(model), hf_processor()
+    return (
+        VideoPredictor(model, device="cpu"),
+        hf_video_tracker(model),
+        hf_tracker_video_processor(CFG),
+    )
 
 
 def _ref_frame(proc, out):

@@ -53,12 +53,11 @@ SIZES = [(64, 80), (72, 56), (56, 64)]  # (H, W) of the generated images
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> str:
     """A tiny random SAM 3 checkpoint (config "sam3_tiny") as a .safetensors file."""
-    from safetensors.torch import save_file
 
-    from tests.core.helpers import tiny_model
+    from tests.core.helpers import save_checkpoint, tiny_model
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_model().state_dict().items()}, str(path))
+    save_checkpoint(tiny_model(), path)
     return str(path)
 
 

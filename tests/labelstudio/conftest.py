@@ -24,12 +24,11 @@ except ImportError:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """The tiny perturbed model saved as safetensors (config `sam3_tiny`)."""
-    from safetensors.torch import save_file
 
-    from tests.core.helpers import tiny_model
+    from tests.core.helpers import save_checkpoint, tiny_model
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_model().state_dict().items()}, str(path))
+    save_checkpoint(tiny_model(), path)
     return path
 
 

@@ -49,10 +49,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """A tiny SAM 3 checkpoint (random perturbed weights) saved as safetensors."""
-    from safetensors.torch import save_file
 
-    from tests.core.helpers import tiny_model
+    from tests.core.helpers import save_checkpoint, tiny_model
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_model().state_dict().items()}, str(path))
+    save_checkpoint(tiny_model(), path)
     return str(path)
