@@ -181,8 +181,8 @@ class ImagePredictor:
         if "tracker" not in state.cache:
             vit = state.features.vit.permute(0, 3, 1, 2)
             with autocast(self.device, self.precision):
-                fpn, pos = self.model.tracker_neck(vit, num_levels=3)
-                state.cache["tracker"] = self.model.tracker_model.prepare_image_features(fpn, pos)
+                tracker = self.model.tracker_model
+                state.cache["tracker"] = tracker.encode_image(self.model.tracker_neck, vit)
         return state.cache["tracker"]
 
     def _segment_objects(

@@ -7,29 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import ViTConfig
-from sam3_core.modeling.layers import MLP
-
-
-def axial_rope(grid: int, head_dim: int, theta: float, scale: float) -> Tensor:
-    """Complex rotations [grid * grid, head_dim / 2] for 2-D RoPE on a grid x grid patch grid.
-
-    Channel pairs (2k, 2k + 1) of a head form one complex number; the first half of the pairs
-    rotates with the x position, the second half with y.
-    """
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim // 2, 2, dtype=torch.float) / (head_dim // 2))
-    )
-    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    x = xs.flatten().float() * scale
-    y = ys.flatten().float() * scale
-    angles = torch.cat([x[:, None] * inv_freq, y[:, None] * inv_freq], dim=-1)
-    return torch.polar(torch.ones_like(angles), angles)
-
-
-def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
-    """Rotate channel pairs of x [..., L, D] by rotation [L, D / 2] (complex), in float32."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
+from sam3_core.modeling.layers import MLP, apply_rope, rope_rotation
 
 
 class RopeAttention(nn.Module):
@@ -98,7 +76,8 @@ class ViTLayer(nn.Module):
     def reset_buffers(self) -> None:
         """(Re)compute the RoPE tables; also after building on the meta device."""
         device = self.layer_norm1.weight.device
-        rope = axial_rope(*self._rope_args)
+        grid, head_dim, theta, scale = self._rope_args
+        rope = rope_rotation(grid, grid, head_dim, theta, scale)
         self.rope = rope if device.type == "meta" else rope.to(device)
 
     def forward(self, x: Tensor) -> Tensor:

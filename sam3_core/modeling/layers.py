@@ -139,3 +139,27 @@ def _sine_position_grid(
             ],
             dim=-1,
         )
+
+
+def rope_rotation(
+    height: int, width: int, head_dim: int, theta: float, scale: float = 1.0
+) -> Tensor:
+    """Complex rotations [height * width, head_dim / 2] of 2-D axial RoPE on a row-major grid.
+
+    Channel pairs (2k, 2k + 1) of a head form one complex number; the first half of the pairs
+    rotates with the x position (times `scale`), the second half with y.
+    """
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim // 2, 2, dtype=torch.float) / (head_dim // 2))
+    )
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    x = xs.flatten().float() * scale
+    y = ys.flatten().float() * scale
+    angles = torch.cat([x[:, None] * inv_freq, y[:, None] * inv_freq], dim=-1)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate channel pairs of x [..., L, D] by rotation [L, D / 2] (complex), in float32."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)

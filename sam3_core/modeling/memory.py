@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import TrackerConfig
+from sam3_core.modeling.layers import apply_rope, rope_rotation
 from sam3_core.modeling.tracker_mask_decoder import LayerNorm2d
 
 
@@ -159,43 +160,37 @@ class MemoryEncoder(nn.Module):
         return x, pos
 
 
-def axial_rope(
-    height: int, width: int, head_dim: int, theta: float, device: torch.device, repeat: int = 1
-) -> tuple[Tensor, Tensor]:
-    """cos and sin [repeat*h*w, head_dim] of 2-D axial RoPE: first half x frequencies, second
-    half y; the h*w table repeated `repeat` times (memory keys of `repeat` maps). Cached per
-    arguments: read-only tensors that callers must not modify in place."""
-    return _axial_rope(height, width, head_dim, theta, torch.device(device), repeat)
+def memory_rope(
+    height: int,
+    width: int,
+    head_dim: int,
+    theta: float,
+    device: torch.device,
+    repeat: int = 1,
+    num_unrotated: int = 0,
+) -> Tensor:
+    """Complex RoPE rotations [repeat * h * w + num_unrotated, head_dim / 2]: the h x w grid's
+    table repeated per memory map, then identity rotations (1 + 0j, exact) for the object
+    pointer tokens. Cached per arguments: a read-only tensor callers must not modify."""
+    return _memory_rope(height, width, head_dim, theta, torch.device(device), repeat, num_unrotated)
 
 
-@functools.lru_cache(maxsize=32)
-def _axial_rope(
-    height: int, width: int, head_dim: int, theta: float, device: torch.device, repeat: int
-) -> tuple[Tensor, Tensor]:
+@functools.lru_cache(maxsize=64)
+def _memory_rope(
+    height: int,
+    width: int,
+    head_dim: int,
+    theta: float,
+    device: torch.device,
+    repeat: int,
+    num_unrotated: int,
+) -> Tensor:
     with torch.inference_mode(False), torch.no_grad():
-        if repeat > 1:
-            cos, sin = _axial_rope(height, width, head_dim, theta, device, 1)
-            return cos.repeat(repeat, 1), sin.repeat(repeat, 1)
-        quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32, device=device)
-        inv_freq = 1.0 / (theta ** (quarter / (head_dim // 2)))
-        ys, xs = torch.meshgrid(
-            torch.arange(height, device=device, dtype=torch.float32),
-            torch.arange(width, device=device, dtype=torch.float32),
-            indexing="ij",
-        )
-        freqs = torch.cat(
-            [xs.flatten()[:, None] * inv_freq, ys.flatten()[:, None] * inv_freq], dim=-1
-        )
-        freqs = freqs.repeat_interleave(2, dim=-1)
-        return freqs.cos(), freqs.sin()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate consecutive channel pairs of x [..., L, D] by the angles in cos/sin [L, D]."""
-    xf = x.float()
-    pairs = xf.unflatten(-1, (-1, 2))
-    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return (xf * cos + rotated * sin).type_as(x)
+        if repeat != 1 or num_unrotated:
+            grid = _memory_rope(height, width, head_dim, theta, device, 1, 0)
+            identity = torch.ones(num_unrotated, grid.shape[1], dtype=grid.dtype, device=device)
+            return torch.cat([grid.repeat(repeat, 1), identity])
+        return rope_rotation(height, width, head_dim, theta).to(device)
 
 
 class RoPEAttention(nn.Module):
@@ -216,37 +211,13 @@ class RoPEAttention(nn.Module):
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
     def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        rope: tuple[Tensor, Tensor],
-        num_k_exclude_rope: int = 0,
-        key_rope: tuple[Tensor, Tensor] | None = None,
+        self, query: Tensor, key: Tensor, value: Tensor, rope: Tensor, key_rope: Tensor
     ) -> Tensor:
-        """query [B, HW, C], key/value [B, L, Ckv] -> [B, HW, C].
-
-        The last `num_k_exclude_rope` keys (object pointers) get no RoPE; the other keys must be
-        whole memory maps of HW tokens each, which reuse the query angles (`key_rope`: those
-        angles already repeated per map).
-        """
-        cos, sin = rope
-        q = apply_rope(self._heads(self.q_proj(query)), cos, sin)
-        k = self._heads(self.k_proj(key))
+        """query [B, HW, C], key/value [B, L, Ckv] -> [B, HW, C]; rope [HW, D/2] and key_rope
+        [L, D/2] complex rotations (see `memory_rope`)."""
+        q = apply_rope(self._heads(self.q_proj(query)), rope)
+        k = apply_rope(self._heads(self.k_proj(key)), key_rope)
         v = self._heads(self.v_proj(value))
-        num_rope = k.shape[-2] - num_k_exclude_rope
-        if num_rope > 0:
-            if num_rope % cos.shape[0]:
-                raise ValueError(
-                    f"Memory has {num_rope} spatial tokens, not a multiple of the {cos.shape[0]} "
-                    "image tokens; pass whole memory maps and count object pointers in "
-                    "num_object_pointer_tokens."
-                )
-            if key_rope is None or key_rope[0].shape[0] != num_rope:
-                repeat = num_rope // cos.shape[0]
-                key_rope = cos.repeat(repeat, 1), sin.repeat(repeat, 1)
-            k_rot = apply_rope(k[..., :num_rope, :], *key_rope)
-            k = torch.cat([k_rot, k[..., num_rope:, :]], dim=-2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.o_proj(out.transpose(1, 2).flatten(2))
 
@@ -270,25 +241,17 @@ class MemoryAttentionLayer(nn.Module):
         x: Tensor,
         memory: Tensor,
         memory_pos: Tensor,
-        rope: tuple[Tensor, Tensor],
-        num_object_pointer_tokens: int,
-        key_rope: tuple[Tensor, Tensor] | None = None,
+        rope: Tensor,
+        key_rope: Tensor,
     ) -> Tensor:
         """x [B or 1, HW, C], memory/memory_pos [B, L, M] -> [B, HW, C] (x of one image is
-        shared by the B objects up to the cross-attention)."""
+        shared by the B objects up to the cross-attention); rope/key_rope as `RoPEAttention`."""
         q = self.layer_norm1(x)
-        x = x + self.self_attn(q, q, q, rope)
+        x = x + self.self_attn(q, q, q, rope, rope)
         if x.shape[0] != memory.shape[0]:
             x = x.expand(memory.shape[0], -1, -1)
         q = self.layer_norm2(x)
-        x = x + self.cross_attn_image(
-            q,
-            memory + memory_pos,
-            memory,
-            rope,
-            num_k_exclude_rope=num_object_pointer_tokens,
-            key_rope=key_rope,
-        )
+        x = x + self.cross_attn_image(q, memory + memory_pos, memory, rope, key_rope)
         return x + self.linear2(F.relu(self.linear1(self.layer_norm3(x))))
 
 
@@ -323,17 +286,19 @@ class MemoryAttention(nn.Module):
             # one image expanded to B objects: the first self-attention is the same for all
             image_embed, image_pos = image_embed[:1], image_pos[:1]
         x = (image_embed + 0.1 * image_pos).flatten(2).transpose(1, 2)
-        rope = axial_rope(height, width, self.head_dim, self.rope_theta, image_embed.device)
-        num_rope = memory.shape[1] - num_object_pointer_tokens
-        key_rope = None
-        if num_rope > 0 and num_rope % (height * width) == 0:
-            repeat = num_rope // (height * width)
-            key_rope = axial_rope(
-                height, width, self.head_dim, self.rope_theta, image_embed.device, repeat
+        num_maps, rest = divmod(memory.shape[1] - num_object_pointer_tokens, height * width)
+        if rest or num_maps < 0:
+            raise ValueError(
+                f"Memory has {memory.shape[1] - num_object_pointer_tokens} spatial tokens, not a "
+                f"multiple of the {height * width} image tokens; pass whole memory maps and "
+                "count object pointers in num_object_pointer_tokens."
             )
+        args = (height, width, self.head_dim, self.rope_theta, image_embed.device)
+        rope = memory_rope(*args)
+        key_rope = memory_rope(*args, num_maps, num_object_pointer_tokens)
         memory = memory.to(x.dtype)
         memory_pos = memory_pos.to(x.dtype)
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, rope, num_object_pointer_tokens, key_rope)
+            x = layer(x, memory, memory_pos, rope, key_rope)
         x = self.layer_norm(x)
         return x.transpose(1, 2).reshape(batch, channels, height, width)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import NeckConfig
@@ -37,10 +40,21 @@ class FPNLevel(nn.Module):
         self.proj1 = nn.Conv2d(mid, out_channels, 1)
         self.proj2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, head: nn.Conv2d | None = None) -> Tensor:
+        """x [B, C_vit, h, w] -> [B, C, h*s, w*s], or [B, C_head, h*s, w*s] through `head`.
+
+        `head`, a 1x1 conv that the caller applies next, is folded into the 3x3 projection
+        (two linear maps in a row are one, exact up to rounding): one 3x3 conv straight to
+        C_head channels instead of a 3x3 conv to C channels and then the 1x1.
+        """
         for layer in self.scale_layers:
             x = layer(x)
-        return self.proj2(self.proj1(x))
+        x = self.proj1(x)
+        if head is None:
+            return self.proj2(x)
+        w = head.weight.flatten(1)  # [C_head, C]
+        kernel = (w @ self.proj2.weight.flatten(1)).view(-1, *self.proj2.weight.shape[1:])
+        return F.conv2d(x, kernel, w @ self.proj2.bias + head.bias, padding=1)
 
 
 class FPNNeck(nn.Module):
@@ -58,11 +72,13 @@ class FPNNeck(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, num_levels: int | None = None
+        self, x: Tensor, num_levels: int | None = None, heads: Sequence[nn.Conv2d | None] = ()
     ) -> tuple[list[Tensor], list[Tensor]]:
+        """`heads[i]`, when given, is a 1x1 conv folded into level i (see `FPNLevel.forward`);
+        the positions keep the neck's width."""
         feats, pos = [], []
-        for level in self.fpn_layers[:num_levels]:
-            f = level(x)
+        for i, level in enumerate(self.fpn_layers[:num_levels]):
+            f = level(x, heads[i] if i < len(heads) else None)
             feats.append(f)
             b, _, h, w = f.shape
             pos.append(sine_position_map(b, h, w, self.hidden_size // 2, f.device, f.dtype))

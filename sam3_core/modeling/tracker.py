@@ -114,12 +114,13 @@ class Sam3Tracker(nn.Module):
     # ----------------------------------------------------------------- image / interactive path
 
     def prepare_image_features(
-        self, fpn_features: Sequence[Tensor], fpn_pos: Sequence[Tensor]
+        self, fpn_features: Sequence[Tensor], fpn_pos: Sequence[Tensor], projected: bool = False
     ) -> TrackerImageFeatures:
         """Project the two finest FPN levels once per image.
 
         fpn_features/fpn_pos: finest first, [B, C, 4h, 4w], [B, C, 2h, 2w], [B, C, h, w]
-        (a fourth, coarser level is ignored), h = w = image_size / patch_size.
+        (a fourth, coarser level is ignored), h = w = image_size / patch_size. `projected`:
+        the two finest levels already went through conv_s0/conv_s1 (see `encode_image`).
         """
         if len(fpn_features) < 3 or len(fpn_pos) < 3:
             raise ValueError(
@@ -134,17 +135,27 @@ class Sam3Tracker(nn.Module):
                 f"FPN level sizes {got} do not match {expected} for a {self.image_size} px "
                 "input; resize images to the model's image_size before the backbone."
             )
+        s0, s1 = fpn_features[:2]
+        if not projected:
+            s0, s1 = self.mask_decoder.conv_s0(s0), self.mask_decoder.conv_s1(s1)
         # channels_last: the decoder adds these to channels-last upsampled features
         cl = torch.channels_last
         return TrackerImageFeatures(
             image_embed=fpn_features[2],
-            high_res_feats=(
-                self.mask_decoder.conv_s0(fpn_features[0]).contiguous(memory_format=cl),
-                self.mask_decoder.conv_s1(fpn_features[1]).contiguous(memory_format=cl),
-            ),
+            high_res_feats=(s0.contiguous(memory_format=cl), s1.contiguous(memory_format=cl)),
             image_pos=fpn_pos[2],
             no_memory_tokens=self.no_memory_tokens(fpn_features[2]),
         )
+
+    def encode_image(self, neck: nn.Module, vit: Tensor) -> TrackerImageFeatures:
+        """ViT map [B, C_vit, h, w] -> the tracker's image features through its FPN `neck`.
+
+        conv_s0/conv_s1 fold into the neck's 3x3 convs of the two finest levels, which then
+        output C/8 and C/4 channels instead of C (8x and 4x less work at the largest maps).
+        """
+        heads = (self.mask_decoder.conv_s0, self.mask_decoder.conv_s1)
+        fpn, pos = neck(vit, num_levels=3, heads=heads)
+        return self.prepare_image_features(fpn, pos, projected=True)
 
     def no_memory_tokens(self, image_embed: Tensor) -> Tensor:
         """image_embed [B, C, h, w] + the no-memory token -> contiguous tokens [B, hw, C]."""

@@ -1,0 +1,42 @@
+"""Exact shortcuts in our model equal the plain computation they replace (fp32, rounding only)."""
+
+from __future__ import annotations
+
+import torch
+
+from sam3_core.modeling.layers import apply_rope
+from sam3_core.modeling.memory import memory_rope
+from tests.core.helpers import tiny_model
+
+
+def test_tracker_heads_fold_into_the_neck() -> None:
+    """encode_image (conv_s0/conv_s1 folded into the neck's 3x3 convs) equals neck, then 1x1."""
+    model = tiny_model(3).eval()
+    vit = torch.randn(2, 64, 8, 8, generator=torch.Generator().manual_seed(0))
+    tracker = model.tracker_model
+    with torch.no_grad():
+        folded = tracker.encode_image(model.tracker_neck, vit)
+        fpn, pos = model.tracker_neck(vit, num_levels=3)
+        plain = tracker.prepare_image_features(fpn, pos)
+    for got, want in zip(folded.high_res_feats, plain.high_res_feats):
+        assert got.shape == want.shape and want.abs().amax() > 1.0
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+    torch.testing.assert_close(folded.image_embed, plain.image_embed, rtol=0, atol=0)
+    torch.testing.assert_close(folded.no_memory_tokens, plain.no_memory_tokens, rtol=0, atol=0)
+
+
+def test_memory_rope_rotates_maps_and_leaves_pointers() -> None:
+    """Every memory map gets the image grid's rotation; object-pointer tokens pass unchanged."""
+    h, w, dim, maps, pointers = 3, 4, 8, 2, 5
+    x = torch.randn(1, 2, maps * h * w + pointers, dim, generator=torch.Generator().manual_seed(1))
+    out = apply_rope(x, memory_rope(h, w, dim, 10000.0, torch.device("cpu"), maps, pointers))
+    assert torch.equal(out[..., maps * h * w :, :], x[..., maps * h * w :, :])
+    grid = memory_rope(h, w, dim, 10000.0, "cpu")
+    for m in range(maps):
+        tokens = slice(m * h * w, (m + 1) * h * w)
+        assert torch.equal(out[..., tokens, :], apply_rope(x[..., tokens, :], grid))
+    # token (row 1, col 2), x-frequency pair 0: rotated by angle 2 (its x position)
+    pair = x[0, 0, 1 * w + 2, :2]
+    c, s = torch.cos(torch.tensor(2.0)), torch.sin(torch.tensor(2.0))
+    want = torch.stack([pair[0] * c - pair[1] * s, pair[1] * c + pair[0] * s])
+    torch.testing.assert_close(out[0, 0, 1 * w + 2, :2], want)
