@@ -121,8 +121,8 @@ def memory_run(device, frames: int, size: tuple[int, int]) -> tuple[float, float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=None, help="default: sam3 on a GPU, sam3_tiny on CPU")
-    ap.add_argument("--frames", type=int, default=16, help="frames timed per run")
-    ap.add_argument("--runs", type=int, default=3, help="timed runs per side (median)")
+    ap.add_argument("--frames", type=int, default=32, help="frames timed per run")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per side (median)")
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--device", default=None)

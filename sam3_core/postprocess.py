@@ -35,7 +35,7 @@ def detections_to_instances(
     order = torch.argsort(kept_scores, descending=True, stable=True)
     concept_idx, query_idx, kept_scores = concept_idx[order], query_idx[order], kept_scores[order]
     boxes = out.boxes.float()[concept_idx, query_idx] * boxes_scale(size, out.boxes.device)
-    low_res = out.masks.float()[concept_idx, query_idx]
+    low_res = out.mask_logits.select(concept_idx, query_idx).float()
     masks = upsample_masks(low_res, size, mask_threshold)
     return Instances(
         masks=masks.cpu().numpy(),

@@ -188,7 +188,7 @@ def _detect_transfer(predictor, states, prompts: _TransferPrompts, names, thresh
     return results
 
 
-_FIELDS = ("logits", "presence", "boxes", "masks", "semantic")
+_FIELDS = ("logits", "presence", "boxes", "mask_logits", "semantic")
 
 
 def _detect_local(predictor, state, rect, batch: ConceptBatch, thresholds) -> Instances | None:

@@ -37,12 +37,12 @@ def detect(session: VideoSession, feats: CurrentFrame) -> tuple[Tensor, Tensor, 
     """Detections kept on one frame: scores [N], mask logits [N, h, w], labels [N] (1-based)."""
     cfg = session.association
     out = session.predictor.image._detect(feats.image, session.concepts)
-    scores = out.scores.float().flatten()
-    masks = out.masks.float().flatten(0, 1)
-    rows, queries = out.scores.shape
-    labels = torch.arange(rows, device=scores.device).repeat_interleave(queries) + 1
+    scores = out.scores.float()
+    rows, queries = (scores > cfg.score_threshold_detection).nonzero(as_tuple=True)
+    scores = scores[rows, queries]
+    masks = out.mask_logits.select(rows, queries).float()
     keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh)
-    return scores[keep], masks[keep], labels[keep]
+    return scores[keep], masks[keep], rows[keep] + 1
 
 
 def concept_step(

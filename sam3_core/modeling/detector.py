@@ -11,7 +11,7 @@ from sam3_core.config import Sam3Config
 from sam3_core.modeling.backbone import ViTBackbone
 from sam3_core.modeling.geometry_encoder import GeometryEncoder
 from sam3_core.modeling.layers import HeadMLP, cxcywh_to_xyxy
-from sam3_core.modeling.mask_head import MaskHead
+from sam3_core.modeling.mask_head import MaskHead, MaskLogits
 from sam3_core.modeling.neck import FPNNeck
 from sam3_core.modeling.text_encoder import TextEncoder
 from sam3_core.modeling.transformer import DetrDecoder, DetrEncoder
@@ -57,13 +57,19 @@ class ImageFeatures:
 @dataclass
 class DetectorOutput:
     """Per prompt row: logits [B, Q], presence [B, 1], boxes [B, Q, 4] normalised xyxy,
-    mask logits [B, Q, H0, W0] (H0 = 4 x patch grid, 288 at full size), semantic [B, 1, H0, W0]."""
+    mask logits B x Q x H0 x W0 (H0 = 4 x patch grid, 288 at full size; factored, computed
+    for the queries asked), semantic [B, 1, H0, W0]."""
 
     logits: Tensor
     presence: Tensor
     boxes: Tensor
-    masks: Tensor
+    mask_logits: MaskLogits
     semantic: Tensor
+
+    @property
+    def masks(self) -> Tensor:
+        """Every query's mask logits [B, Q, H0, W0]."""
+        return self.mask_logits.all()
 
     @property
     def scores(self) -> Tensor:

@@ -137,14 +137,21 @@ class DetrDecoder(nn.Module):
         self.box_rpb_embed_y = HeadMLP(2, d, cfg.num_heads, 2)
 
     def _box_bias(self, boxes: Tensor, height: int, width: int) -> Tensor:
-        """Relative position bias [B, heads, 1 + Q, H*W] of image tokens to each query's box."""
+        """Relative position bias [B, heads, 1 + Q, H*W] of image tokens to each query's box
+        (row 0, the presence token, is zero), built contiguous in one broadcast add: attention
+        reads it as is, without a padded or transposed copy."""
         xyxy = cxcywh_to_xyxy(boxes)
         ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) / height
         xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) / width
         dy = self.box_rpb_embed_y(log_scale(ys[None, None, :, None] - xyxy[:, :, None, 1::2]))
         dx = self.box_rpb_embed_x(log_scale(xs[None, None, :, None] - xyxy[:, :, None, 0::2]))
-        bias = (dy[:, :, :, None] + dx[:, :, None, :]).flatten(2, 3).permute(0, 3, 1, 2)
-        return F.pad(bias, (0, 0, 1, 0))
+        b, q = dy.shape[:2]
+        bias = dy.new_empty(b, self.num_heads, 1 + q, height, width)
+        bias[:, :, 0] = 0.0
+        dy = dy.permute(0, 3, 1, 2).contiguous()[..., None]  # [B, heads, Q, H, 1]
+        dx = dx.permute(0, 3, 1, 2).contiguous()[..., None, :]  # [B, heads, Q, 1, W]
+        torch.add(dy, dx, out=bias[:, :, 1:])
+        return bias.flatten(3)
 
     def forward(
         self,

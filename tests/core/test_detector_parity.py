@@ -133,4 +133,10 @@ def test_upsample_conv_folding_equals_conv_of_upsampled():
         conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
         - conv.bias[:, None, None]
     )
-    assert (upsample2x_conv3x3(x, conv) - want).abs().max() < 1e-5
+    added = torch.randn(1, 5, 14, 18)
+    with torch.no_grad():  # the inference path interleaves in place
+        got = upsample2x_conv3x3(x, conv, added)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - want - added).abs().max() < 1e-5
+    with_grad = upsample2x_conv3x3(x, conv, added)
+    assert with_grad.requires_grad and (with_grad - want - added).abs().max() < 1e-5

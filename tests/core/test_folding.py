@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from sam3_core.modeling.layers import apply_rope
+from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.modeling.memory import memory_rope
 from tests.core.helpers import tiny_model
 
@@ -40,3 +41,21 @@ def test_memory_rope_rotates_maps_and_leaves_pointers() -> None:
     c, s = torch.cos(torch.tensor(2.0)), torch.sin(torch.tensor(2.0))
     want = torch.stack([pair[0] * c - pair[1] * s, pair[1] * c + pair[0] * s])
     torch.testing.assert_close(out[0, 0, 1 * w + 2, :2], want)
+
+
+def test_mask_logits_select_equals_the_full_maps() -> None:
+    """Factored mask logits: `select` gives the same maps as `all` for the pairs asked."""
+    gen = torch.Generator().manual_seed(2)
+    pixels = torch.randn(3, 16, 12, 12, generator=gen).contiguous(memory_format=torch.channels_last)
+    masks = MaskLogits(
+        torch.randn(3, 7, 16, generator=gen), torch.randn(3, 7, generator=gen), pixels
+    )
+    full = masks.all()
+    assert full.shape == masks.shape == (3, 7, 12, 12)
+    want = torch.einsum("bqc,bchw->bqhw", masks.embed, pixels) + masks.bias[..., None, None]
+    torch.testing.assert_close(full, want)
+    rows, queries = torch.tensor([2, 0, 2, 1]), torch.tensor([6, 0, 1, 6])
+    torch.testing.assert_close(masks.select(rows, queries), full[rows, queries])
+    assert masks.select(rows[:0], queries[:0]).shape == (0, 12, 12)
+    assert torch.equal(MaskLogits.dense(full).all(), full)
+    torch.testing.assert_close(masks[1:].all(), full[1:])

@@ -18,6 +18,7 @@ from sam3_core.association import (
 )
 from sam3_core.frames import VideoReadError, open_frames
 from sam3_core.modeling.detector import DetectorOutput
+from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.prompts import PromptError
 from sam3_core.video import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
@@ -163,7 +164,9 @@ def test_concept_tracking_with_forced_detections(vp, monkeypatch):
             scores[0, 1] = 10.0
         calls["t"] += 1
         z = torch.zeros(1, 8, 4)
-        return DetectorOutput(scores, torch.full((1, 1), 10.0), z, masks, masks[:, :1])
+        return DetectorOutput(
+            scores, torch.full((1, 1), 10.0), z, MaskLogits.dense(masks), masks[:, :1]
+        )
 
     monkeypatch.setattr(vp.image, "_detect", fake_detect)
     s = vp.start(moving_video(n, h, w))
