@@ -3,6 +3,8 @@
 Prints medians and, last, `image_1concept_ratio=R1 image_8concepts_ratio=R8
 image_8concepts_vs_reused_embeds_ratio=R8r` (reference time / our time). Both sides go from a
 uint8 image and concept strings to thresholded masks at the image size.
+Both sides run in the same precision: fp32 on CPU and bf16 autocast on a GPU by default;
+`--precision bf16` on a CPU with bf16 units (AMX) compares both in bf16 there.
 Full size on a 2-core CPU takes about 15 minutes: `python benchmarks/bench_image.py`.
 """
 
@@ -29,14 +31,14 @@ def main() -> None:
     ap.add_argument("--config", default="sam3", help="sam3 (full size) or sam3_tiny (smoke test)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--bf16-cpu", action="store_true", help="also time ours with bf16 on CPU")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="both sides")
     args = ap.parse_args()
 
     from sam3_core.predictor import ImagePredictor
     from tests.reference import hf_processor
 
     device = pick_device(args.device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     torch.set_grad_enabled(False)
     hf, ours, cfg = paired_models(args.config, device)
     proc = hf_processor(cfg, Path(tempfile.mkdtemp()))
@@ -68,20 +70,7 @@ def main() -> None:
     our1 = median_time(lambda: ours_call(["cat"]), r, device)
     our8 = median_time(lambda: ours_call(CONCEPTS), r, device)
     ref8r = median_time(lambda: ref_reused(CONCEPTS), max(1, r - 2), device)
-    extra = ""
-    if device.type == "cpu" and args.bf16_cpu:
-        fast = ImagePredictor(ours, device=device, precision="bf16")
-        ours_bf16 = median_time(lambda: fast.predict(fast.set_image(image), ["cat"]), r, device)
-        a = pred.predict(pred.set_image(image), ["cat"], score_threshold=0.0)
-        b = fast.predict(fast.set_image(image), ["cat"], score_threshold=0.0)
-        dev = float(np.abs(np.sort(a.scores) - np.sort(b.scores)).max())
-        extra = (
-            f"ours bf16 autocast on CPU, 1 concept {ours_bf16:.3f}s "
-            f"(x{ref1 / ours_bf16:.2f} vs reference fp32; max score change vs fp32 {dev:.1e})"
-        )
     print(f"device={device} precision={precision} config={args.config} runs={r}")
-    if extra:
-        print(extra)
     print(f"reference 1 concept {ref1:.3f}s | ours {our1:.3f}s")
     print(
         f"reference 8 concepts (8 calls) {8 * ref1:.3f}s | reused embeds {ref8r:.3f}s | ours {our8:.3f}s"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam3_core.device import autocast, pick_device
+from sam3_core.device import PRECISIONS, autocast, pick_device
 from sam3_core.io import load_image
 from sam3_core.modeling.detector import ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
@@ -60,6 +60,7 @@ class ImagePredictor:
         self.device = pick_device(device)
         self.model = model.eval().to(self.device)
         self.precision = precision
+        _match_weights(self.model, precision)
         self.tokenizer = tokenizer or ClipTokenizer()
         self.image_size = model.config.image_size
         self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -239,3 +240,20 @@ class ImagePredictor:
                     )
                 )
         return results
+
+
+def _match_weights(model: Sam3Model, precision: str) -> None:
+    """bf16/fp16: store the matmul weights in that dtype once (see `cast_matmul_weights_`);
+    a model already cast for another precision is refused rather than silently mixed."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
+    want = PRECISIONS[precision] or torch.float32
+    have = model.matmul_dtype
+    if have == want:
+        return
+    if have != torch.float32:
+        raise ValueError(
+            f"This model's weights were cast to {have} for another predictor, so it cannot run "
+            f"with precision={precision!r}; load a separate model (e.g. `load_model`) for it."
+        )
+    model.cast_matmul_weights_(want)
