@@ -52,12 +52,50 @@ class MLP(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str = "relu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
-        self.act = {"relu": F.relu, "gelu": F.gelu}[activation]
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(linear_activation(x, self.fc1, self.activation))
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+def linear_activation(x: Tensor, linear: nn.Linear, activation: str) -> Tensor:
+    """activation(linear(x)) for "relu" or "gelu" (exact, erf).
+
+    On a CPU with oneDNN this is one kernel with the bias and the activation fused: the hidden
+    layer (4.6x the width in the ViT, 8x in the DETR encoder) is written once instead of being
+    filled with the bias, multiplied into, then read and written again by the activation.
+    Under autocast it computes in the autocast dtype, as `linear` would.
+    """
+    if not _fusable(x, linear.weight):
+        return ACTIVATIONS[activation](linear(x))
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    weight, bias = linear.weight.to(dtype), linear.bias
+    bias = None if bias is None else bias.to(dtype)
+    algorithm = "none" if activation == "gelu" else ""
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, activation, [], algorithm)
+
+
+def _fusable(x: Tensor, weight: Tensor) -> bool:
+    """Whether oneDNN's fused linear can run here: CPU, fp32/bf16, no autograd."""
+    return (
+        _HAS_FUSED_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype in (torch.float32, torch.bfloat16)
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    )
+
+
+_HAS_FUSED_LINEAR = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_linear_pointwise"
+)
 
 
 class HeadMLP(nn.Module):

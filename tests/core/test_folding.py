@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sam3_core.modeling.layers import apply_rope
+from sam3_core.modeling.layers import apply_rope, linear_activation
 from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.modeling.memory import memory_rope
 from tests.core.helpers import tiny_model
@@ -59,3 +59,22 @@ def test_mask_logits_select_equals_the_full_maps() -> None:
     assert masks.select(rows[:0], queries[:0]).shape == (0, 12, 12)
     assert torch.equal(MaskLogits.dense(full).all(), full)
     torch.testing.assert_close(masks[1:].all(), full[1:])
+
+
+def test_fused_linear_activation_equals_linear_then_activation() -> None:
+    """oneDNN's fused bias + activation gives F.linear then relu/gelu: fp32, bf16 autocast,
+    N-D inputs, and with autograd (where it falls back to the plain ops)."""
+    gen = torch.Generator().manual_seed(3)
+    linear = torch.nn.Linear(32, 48)
+    x = torch.randn(2, 5, 7, 32, generator=gen)
+    for name, act in (("relu", torch.relu), ("gelu", torch.nn.functional.gelu)):
+        with torch.no_grad():
+            got = linear_activation(x, linear, name)
+            torch.testing.assert_close(got, act(linear(x)), rtol=1e-5, atol=1e-5)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got, want = linear_activation(x, linear, name), act(linear(x))
+            assert got.dtype == want.dtype == torch.bfloat16
+            torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+        trained = linear_activation(x, linear, name)
+        assert trained.requires_grad
+        torch.testing.assert_close(trained, act(linear(x)))
