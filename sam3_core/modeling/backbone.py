@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import ViTConfig
-from sam3_core.modeling.layers import MLP, apply_rope, rope_rotation
+from sam3_core.modeling.layers import MLP, apply_rope, autocast_input, rope_rotation
 
 
 class RopeAttention(nn.Module):
@@ -24,6 +24,7 @@ class RopeAttention(nn.Module):
 
     def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
         b, h, w, c = x.shape
+        x = autocast_input(x)
         q, k, v = (
             p(x).view(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
             for p in (self.q_proj, self.k_proj, self.v_proj)

@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def autocast_input(x: Tensor) -> Tensor:
+    """x in the autocast dtype while autocast is on, else x: cast once for several matmuls
+    that read it (autocast would copy it once per matmul)."""
+    device = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(device):
+        return x.to(torch.get_autocast_dtype(device))
+    return x
+
+
 def key_padding_mask(valid: Tensor | None) -> Tensor | None:
     """[B, Lk] bool (True = valid) -> an SDPA boolean mask [B, 1, 1, Lk]."""
     return None if valid is None else valid[:, None, None, :]
@@ -38,6 +47,9 @@ class Attention(nn.Module):
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
     ) -> Tensor:
+        query = autocast_input(query)
+        key = query if key is query else autocast_input(key)
+        value = key if value is key else autocast_input(value)
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(key))
         v = self._heads(self.v_proj(value))

@@ -13,6 +13,7 @@ from sam3_core.modeling.layers import (
     MLP,
     Attention,
     HeadMLP,
+    autocast_input,
     cxcywh_to_xyxy,
     inverse_sigmoid,
     key_padding_mask,
@@ -166,7 +167,8 @@ class DetrDecoder(nn.Module):
         x = torch.cat([self.presence_token.weight, self.query_embed.weight])[None].expand(b, -1, -1)
         boxes = self.reference_points.weight.sigmoid()[None].expand(b, -1, -1)
         prompt_mask = key_padding_mask(prompt_valid)
-        image_with_pos = image + image_pos
+        image_with_pos = autocast_input(image + image_pos)  # read by every layer: cast once
+        image = autocast_input(image)
         for layer in self.layers:
             sine = sine_encode_coords(
                 boxes[..., [1, 0, 2, 3]] * (2 * math.pi), d // 2
