@@ -147,10 +147,12 @@ class DetrDecoder(nn.Module):
         dy = self.box_rpb_embed_y(log_scale(ys[None, None, :, None] - xyxy[:, :, None, 1::2]))
         dx = self.box_rpb_embed_x(log_scale(xs[None, None, :, None] - xyxy[:, :, None, 0::2]))
         b, q = dy.shape[:2]
-        bias = dy.new_empty(b, self.num_heads, 1 + q, height, width)
-        bias[:, :, 0] = 0.0
         dy = dy.permute(0, 3, 1, 2).contiguous()[..., None]  # [B, heads, Q, H, 1]
         dx = dx.permute(0, 3, 1, 2).contiguous()[..., None, :]  # [B, heads, Q, 1, W]
+        if torch.is_grad_enabled() and (dy.requires_grad or dx.requires_grad):
+            return F.pad((dy + dx).flatten(3), (0, 0, 1, 0))  # out= has no autograd
+        bias = dy.new_empty(b, self.num_heads, 1 + q, height, width)
+        bias[:, :, 0] = 0.0
         torch.add(dy, dx, out=bias[:, :, 1:])
         return bias.flatten(3)
 

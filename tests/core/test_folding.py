@@ -78,3 +78,15 @@ def test_fused_linear_activation_equals_linear_then_activation() -> None:
         trained = linear_activation(x, linear, name)
         assert trained.requires_grad
         torch.testing.assert_close(trained, act(linear(x)))
+
+
+def test_box_bias_same_with_and_without_autograd() -> None:
+    """The decoder's box bias, written in place for inference, equals the autograd path."""
+    decoder = tiny_model(5).detector_model.detr_decoder
+    boxes = torch.rand(2, 8, 4, generator=torch.Generator().manual_seed(4)) * 0.5 + 0.25
+    trained = decoder._box_bias(boxes, 6, 5)
+    with torch.no_grad():
+        fast = decoder._box_bias(boxes, 6, 5)
+    assert trained.requires_grad and fast.shape == trained.shape == (2, 4, 9, 30)
+    assert torch.equal(fast[:, :, 0], torch.zeros_like(fast[:, :, 0]))
+    torch.testing.assert_close(fast, trained.detach(), rtol=0, atol=0)
