@@ -122,8 +122,10 @@ class HeadMLP(nn.Module):
         self.layer3 = nn.Linear(hidden_dim, output_dim) if num_layers == 3 else None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.layer2(F.relu(self.layer1(x)))
-        return x if self.layer3 is None else self.layer3(F.relu(x))
+        x = linear_activation(x, self.layer1, "relu")
+        if self.layer3 is None:
+            return self.layer2(x)
+        return self.layer3(linear_activation(x, self.layer2, "relu"))
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
