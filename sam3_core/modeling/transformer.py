@@ -140,7 +140,10 @@ class DetrDecoder(nn.Module):
     def _box_bias(self, boxes: Tensor, height: int, width: int) -> Tensor:
         """Relative position bias [B, heads, 1 + Q, H*W] of image tokens to each query's box
         (row 0, the presence token, is zero), built contiguous in one broadcast add: attention
-        reads it as is, without a padded or transposed copy."""
+        reads it as is, without a padded or transposed copy. Boxes shared by every row (an
+        expanded batch: the first layer's reference points) give one bias, expanded."""
+        if boxes.shape[0] > 1 and boxes.stride(0) == 0:
+            return self._box_bias(boxes[:1], height, width).expand(boxes.shape[0], -1, -1, -1)
         xyxy = cxcywh_to_xyxy(boxes)
         ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) / height
         xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) / width

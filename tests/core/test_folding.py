@@ -90,3 +90,7 @@ def test_box_bias_same_with_and_without_autograd() -> None:
     assert trained.requires_grad and fast.shape == trained.shape == (2, 4, 9, 30)
     assert torch.equal(fast[:, :, 0], torch.zeros_like(fast[:, :, 0]))
     torch.testing.assert_close(fast, trained.detach(), rtol=0, atol=0)
+    with torch.no_grad():  # one box set shared by 3 rows: computed once, expanded
+        shared = decoder._box_bias(boxes[:1].expand(3, -1, -1), 6, 5)
+    assert shared.shape == (3, 4, 9, 30) and shared.stride(0) == 0
+    torch.testing.assert_close(shared, fast[:1].expand(3, -1, -1, -1), rtol=0, atol=0)
