@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import TrackerConfig
-from sam3_core.modeling.layers import apply_rope, rope_rotation
+from sam3_core.modeling.layers import apply_rope, linear_activation, rope_rotation
 from sam3_core.modeling.tracker_mask_decoder import LayerNorm2d
 
 
@@ -110,14 +110,13 @@ class MemoryFuserBlock(nn.Module):
         self.scale = nn.Parameter(1e-6 * torch.ones(d))
         self.depthwise_conv = nn.Conv2d(d, d, kernel_size=kernel, padding=kernel // 2, groups=d)
         self.layer_norm = LayerNorm2d(d)
-        self.activation = nn.GELU()
         self.pointwise_conv1 = nn.Linear(d, config.memory_fuser_intermediate_dim)
         self.pointwise_conv2 = nn.Linear(config.memory_fuser_intermediate_dim, d)
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, C, h, w] -> [B, C, h, w]."""
         y = self.layer_norm(self.depthwise_conv(x)).permute(0, 2, 3, 1)
-        y = self.pointwise_conv2(self.activation(self.pointwise_conv1(y)))
+        y = self.pointwise_conv2(linear_activation(y, self.pointwise_conv1, "gelu"))
         return x + (self.scale * y).permute(0, 3, 1, 2)
 
 
@@ -252,7 +251,7 @@ class MemoryAttentionLayer(nn.Module):
             x = x.expand(memory.shape[0], -1, -1)
         q = self.layer_norm2(x)
         x = x + self.cross_attn_image(q, memory + memory_pos, memory, rope, key_rope)
-        return x + self.linear2(F.relu(self.linear1(self.layer_norm3(x))))
+        return x + self.linear2(linear_activation(self.layer_norm3(x), self.linear1, "relu"))
 
 
 class MemoryAttention(nn.Module):
