@@ -85,8 +85,8 @@ def linear_activation(x: Tensor, linear: nn.Linear, activation: str) -> Tensor:
     filled with the bias, multiplied into, then read and written again by the activation.
     Under autocast it computes in the autocast dtype, as `linear` would.
     """
-    if not _fusable(x, linear.weight):
-        return ACTIVATIONS[activation](linear(x))
+    if not _fusable(x, linear.weight) or x.numel() // x.shape[-1] * linear.out_features < 2**16:
+        return ACTIVATIONS[activation](linear(x))  # small outputs: the plain ops' call is cheaper
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
     weight, bias = linear.weight.to(dtype), linear.bias
     bias = None if bias is None else bias.to(dtype)

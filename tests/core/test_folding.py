@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from sam3_core.modeling.layers import apply_rope, linear_activation
@@ -62,12 +64,14 @@ def test_mask_logits_select_equals_the_full_maps() -> None:
 
 
 def test_fused_linear_activation_equals_linear_then_activation() -> None:
-    """oneDNN's fused bias + activation gives F.linear then relu/gelu: fp32, bf16 autocast,
-    N-D inputs, and with autograd (where it falls back to the plain ops)."""
+    """oneDNN's fused bias + activation (large outputs) gives F.linear then relu/gelu: fp32,
+    bf16 autocast, N-D inputs; small outputs and autograd take the plain ops."""
     gen = torch.Generator().manual_seed(3)
     linear = torch.nn.Linear(32, 48)
-    x = torch.randn(2, 5, 7, 32, generator=gen)
-    for name, act in (("relu", torch.relu), ("gelu", torch.nn.functional.gelu)):
+    big, small = torch.randn(2, 40, 30, 32, generator=gen), torch.randn(3, 32, generator=gen)
+    for x, (name, act) in itertools.product(
+        (big, small), (("relu", torch.relu), ("gelu", torch.nn.functional.gelu))
+    ):
         with torch.no_grad():
             got = linear_activation(x, linear, name)
             torch.testing.assert_close(got, act(linear(x)), rtol=1e-5, atol=1e-5)
