@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sam3_core.results import Concept, Exemplar
 
@@ -130,7 +133,6 @@ class ClickBatch:
 
 
 def _as_array(value, name: str, trailing: tuple[int, ...]):
-    import numpy as np
 
     arr = np.asarray(value, dtype=np.float32)
     if arr.ndim == len(trailing):
@@ -147,7 +149,6 @@ def normalize_clicks(
     points, point_labels, boxes, mask_input, size: tuple[int, int], model_size: int
 ) -> ClickBatch:
     """Check clicks/boxes/masks given in original-image pixels and scale them to the model input."""
-    import numpy as np
 
     h, w = size
     scale = np.array([model_size / w, model_size / h], np.float32)
@@ -198,3 +199,21 @@ def normalize_clicks(
             "mask_input for the same N objects."
         )
     return ClickBatch(pts, lbl, bxs, msk, n_sizes[0])
+
+
+def mask_prompt(
+    mask: Any, size: tuple[int, int], model_size: int, device: torch.device
+) -> torch.Tensor:
+    """bool [H, W] mask at the video size -> [1, 1, S, S] {0, 1} at the model size (as SAM 2:
+    antialiased bilinear resize, then >= 0.5)."""
+    arr = np.asarray(mask)
+    if arr.shape != size:
+        raise PromptError(
+            f"mask shape {arr.shape} differs from the video size {size}; give a bool "
+            "mask [H, W] at the video's resolution."
+        )
+    t = torch.from_numpy(arr.astype(np.float32))[None, None].to(device)
+    t = F.interpolate(
+        t, size=(model_size, model_size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return (t >= 0.5).float()

@@ -31,7 +31,13 @@ from sam3_core.modeling.sam3 import Sam3Model
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
 from sam3_core.postprocess import masks_to_boxes
 from sam3_core.predictor import ImagePredictor, ImageState, preprocess
-from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
+from sam3_core.prompts import (
+    ConceptBatch,
+    PromptError,
+    mask_prompt,
+    normalize_clicks,
+    normalize_concepts,
+)
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video_concepts import Outputs, concept_masks, concept_step
 from sam3_core.video_state import CurrentFrame, FrameResult, TrackedObject
@@ -166,7 +172,9 @@ class VideoSession:
         recent = obj.memory.recent.get(frame)
         reverse = bool(recent.reverse) if recent is not None and not is_init else False
         if mask is not None:
-            result = self._mask_result(feats, self._model_mask(mask))
+            result = self._mask_result(
+                feats, mask_prompt(mask, self.size, self.tracker.image_size, self.predictor.device)
+            )
         else:
             coords, labels = self._clicks(obj, frame, points, point_labels, boxes, clear_old)
             embed = None if is_init else self._attend(obj, frame, reverse, feats)
@@ -427,19 +435,6 @@ class VideoSession:
                 f"frame {t} is out of range: the video has {self.num_frames} frames "
                 f"(0..{self.num_frames - 1})"
             )
-
-    def _model_mask(self, mask: Any) -> torch.Tensor:
-        """bool [H, W] at the video size -> [1, 1, S, S] {0, 1} at the model size (as SAM 2)."""
-        arr = np.asarray(mask)
-        if arr.shape != self.size:
-            raise PromptError(
-                f"mask shape {arr.shape} differs from the video size {self.size}; give a bool "
-                "mask [H, W] at the video's resolution."
-            )
-        t = torch.from_numpy(arr.astype(np.float32))[None, None].to(self.predictor.device)
-        s = self.tracker.image_size
-        t = F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return (t >= 0.5).float()
 
     def _clicks(self, obj, frame, points, point_labels, boxes, clear_old):
         """Points (+ box corners first, labels 2/3, as transformers' video processor) [1, 1, P, 2]."""
