@@ -133,7 +133,6 @@ class ClickBatch:
 
 
 def _as_array(value, name: str, trailing: tuple[int, ...]):
-
     arr = np.asarray(value, dtype=np.float32)
     if arr.ndim == len(trailing):
         arr = arr[None]
@@ -149,7 +148,6 @@ def normalize_clicks(
     points, point_labels, boxes, mask_input, size: tuple[int, int], model_size: int
 ) -> ClickBatch:
     """Check clicks/boxes/masks given in original-image pixels and scale them to the model input."""
-
     h, w = size
     scale = np.array([model_size / w, model_size / h], np.float32)
     n_sizes = []
