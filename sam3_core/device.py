@@ -20,11 +20,16 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast to bf16/fp16 for `precision`, or nothing for fp32."""
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of `precision` ("fp32": None), or a clear error for an unknown one."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
-    dtype = PRECISIONS[precision]
+    return PRECISIONS[precision]
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to bf16/fp16 for `precision`, or nothing for fp32."""
+    dtype = precision_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam3_core.device import PRECISIONS, autocast, pick_device
+from sam3_core.device import autocast, pick_device, precision_dtype
 from sam3_core.io import load_image
 from sam3_core.modeling.detector import ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
@@ -245,9 +245,7 @@ class ImagePredictor:
 def _match_weights(model: Sam3Model, precision: str) -> None:
     """bf16/fp16: store the matmul weights in that dtype once (see `cast_matmul_weights_`);
     a model already cast for another precision is refused rather than silently mixed."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
-    want = PRECISIONS[precision] or torch.float32
+    want = precision_dtype(precision) or torch.float32
     have = model.matmul_dtype
     if have == want:
         return

@@ -87,11 +87,11 @@ def linear_activation(x: Tensor, linear: nn.Linear, activation: str) -> Tensor:
     """
     if not _fusable(x, linear.weight) or x.numel() // x.shape[-1] * linear.out_features < 2**16:
         return ACTIVATIONS[activation](linear(x))  # small outputs: the plain ops' call is cheaper
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    weight, bias = linear.weight.to(dtype), linear.bias
-    bias = None if bias is None else bias.to(dtype)
+    x = autocast_input(x)
+    weight, bias = linear.weight.to(x.dtype), linear.bias
+    bias = None if bias is None else bias.to(x.dtype)
     algorithm = "none" if activation == "gelu" else ""
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, activation, [], algorithm)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], algorithm)
 
 
 def _fusable(x: Tensor, weight: Tensor) -> bool:
