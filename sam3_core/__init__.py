@@ -1,5 +1,6 @@
 """SAM 3 (Segment Anything with Concepts): our PyTorch implementation and its small API."""
 
+from sam3_core.association import AssociationConfig
 from sam3_core.build import build_model, load_model
 from sam3_core.config import CONFIGS, Sam3Config, get_config
 from sam3_core.frames import open_frames
@@ -14,6 +15,7 @@ from sam3_core.video import VideoPredictor, VideoSession
 
 __all__ = [
     "CONFIGS",
+    "AssociationConfig",
     "Concept",
     "Exemplar",
     "ImagePredictor",

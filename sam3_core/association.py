@@ -7,10 +7,13 @@ hot-start counters that decide when a track ends. Defaults are the released mode
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,13 @@ class AssociationConfig:
     """Thresholds of SAM 3's video detector/tracker association (transformers' Sam3VideoConfig).
 
     det_nms_thresh <= 0 turns detection NMS off; recondition_every_nth_frame = 0 turns off the
-    periodic re-conditioning of tracks on strong detections (high_conf_thresh, high_iou_thresh);
-    suppress_overlap_thresh is transformers' suppress_overlapping_based_on_recent_occlusion.
+    periodic re-conditioning of tracks on strong detections (high_conf_thresh, high_iou_thresh),
+    which writes the track's own mask to memory as a conditioning frame, or the detection's
+    when recondition_on_trk_masks is False (to correct drift);
+    suppress_overlap_thresh is transformers' suppress_overlapping_based_on_recent_occlusion;
+    fill_hole_area: holes and specks up to this many low-res pixels are filled and removed in
+    tracked masks (0: off); max_num_objects caps the concept tracks alive at once (new
+    detections beyond it are dropped, lowest scores first).
     """
 
     score_threshold_detection: float = 0.5
@@ -37,7 +45,17 @@ class AssociationConfig:
     recondition_every_nth_frame: int = 16
     high_conf_thresh: float = 0.8
     high_iou_thresh: float = 0.8
+    recondition_on_trk_masks: bool = True
     suppress_overlap_thresh: float = 0.7
+    fill_hole_area: int = 16
+    max_num_objects: int = 10000
+
+    def __post_init__(self) -> None:
+        if self.max_num_objects < 1:
+            raise ValueError(
+                f"max_num_objects must be at least 1, got {self.max_num_objects}: it is the "
+                "number of concept tracks kept alive at once"
+            )
 
 
 @dataclass
@@ -139,6 +157,22 @@ def associate(
     recondition = {trk_ids[int(best[d])]: d for d in strong.nonzero().flatten().tolist()}
     new = is_new.nonzero().flatten().tolist()
     return Association(new, matched, unmatched, empty, det_tracks, recondition)
+
+
+def limit_new_tracks(new: list[int], scores: Tensor, n_tracks: int, max_tracks: int) -> list[int]:
+    """The new detections that may start tracks when `n_tracks` are alive: all of them in order
+    if they fit under `max_tracks`, else the best-scoring ones, best first (as the reference)."""
+    room = max(max_tracks - n_tracks, 0)
+    if len(new) <= room:
+        return new
+    logger.warning(
+        "max_num_objects=%d reached: %d of %d new detections dropped",
+        max_tracks,
+        len(new) - room,
+        len(new),
+    )
+    best = torch.topk(scores[torch.tensor(new, device=scores.device)], k=room).indices
+    return [new[i] for i in best.tolist()]
 
 
 def update_tracks(

@@ -31,6 +31,17 @@ def parse_exemplar(text: str):
     return Exemplar(box, positive=not negative)
 
 
+def parse_positive_int(text: str) -> int:
+    """A count of at least 1, e.g. '--max-objects 5'."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def parse_point(text: str) -> tuple[float, float, int]:
     """'x,y' or 'x,y,neg' -> (x, y, label) in pixels (label 1 positive, 0 negative)."""
     parts = [p.strip() for p in text.split(",")]
@@ -131,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.7,
         help="score a concept detection needs to start a new track (default 0.7)",
+    )
+    trk.add_argument(
+        "--max-objects",
+        type=parse_positive_int,
+        default=None,
+        help="most concept tracks alive at once; extra new detections are dropped, lowest "
+        "score first (default: no practical limit)",
     )
     trk.add_argument("--out", required=True, type=Path, help="output folder")
     trk.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
@@ -253,8 +271,11 @@ def track(args: argparse.Namespace) -> int:
         precision=args.precision,
         token=args.token,
     )
+    limit = {} if args.max_objects is None else {"max_num_objects": args.max_objects}
     assoc = AssociationConfig(
-        score_threshold_detection=args.score_threshold, new_det_thresh=args.new_track_threshold
+        score_threshold_detection=args.score_threshold,
+        new_det_thresh=args.new_track_threshold,
+        **limit,
     )
     session = vp.start(frames, association=assoc)
     if clicked:

@@ -6,13 +6,18 @@ them (transformers' `Sam3VideoModel` / `Sam3VideoProcessor`). Plain functions on
 - `suppress_shrunk`: before memory encoding, a track that would keep < 30% of its area if every
   pixel went to its highest-logit track is written to memory as absent.
 - `non_overlapping`: output masks, each pixel kept by the highest-scoring track covering it.
+- `fill_small_regions`: holes and specks of up to `fill_hole_area` pixels (8-connected) filled
+  and removed in the tracks' low-res masks, before they are matched (the released model's
+  `fill_holes_in_mask_scores`).
 
 Groups (concept indices) are constrained independently.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from sam3_core.association import mask_iou
@@ -20,6 +25,7 @@ from sam3_core.association import mask_iou
 NO_OBJECT = -10.0
 NEVER_OCCLUDED = -1
 ALWAYS_OCCLUDED = 100000
+FILLED, REMOVED = 0.1, -0.1  # logits given to filled holes and removed specks
 
 
 def _by_group(groups: Tensor):
@@ -83,3 +89,30 @@ def non_overlapping(masks: Tensor, scores: Tensor, groups: Tensor) -> Tensor:
         )
         out[idx] = masks[idx] & winner & (scored > 0)
     return out
+
+
+def component_areas(masks: Tensor) -> Tensor:
+    """bool [N, H, W] -> int64 [N, H, W]: the area of the 8-connected component each True pixel
+    lies in, 0 on False pixels."""
+    out = np.zeros(masks.shape, dtype=np.int64)
+    eight = np.ones((3, 3), dtype=bool)
+    for i, mask in enumerate(masks.cpu().numpy()):
+        labels, n = ndimage.label(mask, structure=eight)
+        if n:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            out[i] = sizes[labels]
+    return torch.from_numpy(out).to(masks.device)
+
+
+def fill_small_regions(logits: Tensor, max_area: int) -> Tensor:
+    """logits [N, H, W] -> a copy with background regions of <= `max_area` pixels set to
+    FILLED, then foreground regions of <= min(`max_area`, half the mask's area) set to REMOVED
+    (half, so that a tiny object is not erased). `max_area` <= 0 returns `logits` as is."""
+    if max_area <= 0 or logits.numel() == 0:
+        return logits
+    background = logits <= 0
+    logits = torch.where(background & (component_areas(background) <= max_area), FILLED, logits)
+    foreground = logits > 0
+    limit = (foreground.flatten(1).sum(1) // 2).clamp(max=max_area)[:, None, None]
+    return torch.where(foreground & (component_areas(foreground) <= limit), REMOVED, logits)

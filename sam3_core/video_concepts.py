@@ -1,9 +1,10 @@
 """One frame of concept tracking, as transformers' `Sam3VideoModel` does it.
 
-Detect (score threshold, optional mask NMS), match detections to the tracks' propagated masks,
-start tracks for new detections (their masks given to the tracker as mask prompts), advance the
-hot-start counters (false starts and duplicates end), re-condition tracks on strong detections
-every `recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one, and
+Detect (score threshold, optional mask NMS), clean the tracks' propagated masks (small holes
+and specks), match detections to them, start tracks for new detections up to `max_num_objects`
+(their masks given to the tracker as mask prompts), advance the hot-start counters (false
+starts and duplicates end), re-condition tracks on strong detections every
+`recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one, and
 write the tracks' memories from their (constrained) masks. Used by `sam3_core.video`.
 """
 
@@ -15,11 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sam3_core.association import TrackState, associate, nms_masks, update_tracks
+from sam3_core.association import (
+    TrackState,
+    associate,
+    limit_new_tracks,
+    nms_masks,
+    update_tracks,
+)
 from sam3_core.masklets import (
     ALWAYS_OCCLUDED,
     NEVER_OCCLUDED,
     NO_OBJECT,
+    fill_small_regions,
     non_overlapping,
     suppress_recently_occluded,
     suppress_shrunk,
@@ -58,8 +66,10 @@ def concept_step(
     scores, masks, labels = detect(session, feats)
     ids = [o.obj_id for o, _ in tracked]
     trk = torch.cat([r.low_res for _, r in tracked]).float() if tracked else masks[:0]
+    trk = fill_small_regions(trk, cfg.fill_hole_area)
     trk_labels = torch.tensor([o.label for o, _ in tracked], device=masks.device)
     assoc = associate(masks, scores, trk, ids, cfg, labels, trk_labels)
+    assoc.new = limit_new_tracks(assoc.new, scores, len(ids), cfg.max_num_objects)
     new_ids = [session._new_id() for _ in assoc.new]
     ended = update_tracks(states, assoc, t, cfg, reverse)
     recondition = set()
@@ -80,7 +90,13 @@ def concept_step(
             for i, tid in enumerate(ids):
                 states[tid].last_occluded = t if occluded[i] else int(last[i])
             trk[hidden] = NO_OBJECT
-        _remember_tracks(session, tracked, trk, trk_labels, t, feats, reverse, recondition)
+        memory = trk
+        if recondition and not cfg.recondition_on_trk_masks:
+            memory = trk.clone()
+            for i, obj in enumerate(o for o, _ in tracked):
+                if obj.obj_id in recondition:
+                    memory[i] = (masks[assoc.recondition[obj.obj_id]] >= 0.5).float()
+        _remember_tracks(session, tracked, memory, trk_labels, t, feats, reverse, recondition)
         for i, (obj, r) in enumerate(tracked):
             # a re-conditioned track outputs its detection (the reference does so)
             d = assoc.recondition.get(obj.obj_id) if obj.obj_id in recondition else None
@@ -92,7 +108,7 @@ def concept_step(
         session.objects[oid] = obj
         states[oid] = TrackState(t, cfg.init_trk_keep_alive)
         new_items.append((obj, session._mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
-        outputs[oid] = (obj, masks[d][None], scores[d])
+        outputs[oid] = (obj, fill_small_regions(masks[d][None], cfg.fill_hole_area), scores[d])
     session._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
     for tid in ended:
         session.remove_object(tid)

@@ -243,3 +243,30 @@ def mask_iou(a, b) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+class CvUtilsKernel:
+    """Stand-in for the `kernels-community/cv-utils` hub kernel that transformers' video model
+    uses for detection NMS and hole filling (it is downloaded from the hub, so unavailable
+    here): `cc_2d` is Meta's own CPU fallback (skimage, 8-connected), `generic_nms` greedy NMS
+    over an IoU matrix. Install with `monkeypatch.setattr(module, "cv_utils_kernel", ...)`."""
+
+    @staticmethod
+    def cc_2d(mask: torch.Tensor, get_counts: bool = True):
+        from skimage.measure import label
+
+        labels = torch.zeros(mask.shape, dtype=torch.int32)
+        counts = torch.zeros(mask.shape, dtype=torch.int32)
+        for i, m in enumerate(mask[:, 0].numpy()):
+            lab = torch.from_numpy(label(m).astype("int32"))
+            sizes = torch.bincount(lab.flatten()).to(torch.int32)
+            labels[i, 0], counts[i, 0] = lab, torch.where(lab > 0, sizes[lab], 0)
+        return labels, counts
+
+    @staticmethod
+    def generic_nms(ious: torch.Tensor, scores: torch.Tensor, threshold: float, use_iou_matrix):
+        kept: list[int] = []
+        for i in torch.argsort(scores, descending=True, stable=True).tolist():
+            if all(ious[i, j] <= threshold for j in kept):
+                kept.append(i)
+        return torch.tensor(kept, dtype=torch.long)

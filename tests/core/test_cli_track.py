@@ -10,6 +10,7 @@ import pytest
 from sam3_core.cli import main
 from sam3_core.frames import open_frames
 from sam3_core.postprocess import rle_to_mask
+from sam3_core.video import VideoPredictor
 from tests.core.helpers import make_image, save_checkpoint, tiny_model
 from tests.core.test_video import write_mp4
 
@@ -110,6 +111,27 @@ def test_track_concept_writes_structure(assets):
         assert len(set(ids)) == len(ids)
         assert all(i["label"] == "blob" for i in r["instances"])
     assert not (out / "overlay.mp4").exists()
+
+
+def test_track_concept_max_objects(assets, capsys, monkeypatch):
+    """--max-objects reaches the session (the cap itself is tested against the reference)."""
+    root, ckpt = assets
+    sessions = []
+    start = VideoPredictor.start
+
+    def spy(self, *args, **kwargs):
+        sessions.append(start(self, *args, **kwargs))
+        return sessions[-1]
+
+    monkeypatch.setattr(VideoPredictor, "start", spy)
+    extra = ["--concept", "blob", "--score-threshold", "0", "--new-track-threshold", "0"]
+    assert _run(root, ckpt, root / "capped", *extra, "--max-objects", "1", "--no-overlay") == 0
+    assert sessions[-1].association.max_num_objects == 1
+    assert len({*sessions[-1].track_states, *sessions[-1].removed_ids}) == 1
+    out = root / "bad"
+    with pytest.raises(SystemExit):
+        _run(root, ckpt, out, "--concept", "blob", "--max-objects", "0")
+    assert "at least 1, got '0'" in capsys.readouterr().err
 
 
 def test_track_unreadable_video_exits_2(tmp_path, capsys):

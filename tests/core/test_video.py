@@ -12,11 +12,13 @@ from sam3_core.association import (
     AssociationConfig,
     TrackState,
     associate,
+    limit_new_tracks,
     mask_iou,
     nms_masks,
     update_tracks,
 )
 from sam3_core.frames import VideoReadError, open_frames
+from sam3_core.masklets import FILLED, REMOVED, fill_small_regions
 from sam3_core.modeling.detector import DetectorOutput
 from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.prompts import PromptError
@@ -144,6 +146,35 @@ def test_association_on_synthetic_masks():
             states, associate(det[1:2], torch.tensor([0.9]), trk, [4], cfg), t, cfg
         )
     assert gone == [4]  # unmatched for 8 frames within the hot-start window: a false start
+
+
+def test_small_holes_filled_and_specks_removed():
+    logits = torch.full((2, 20, 20), -5.0)
+    logits[0, 2:12, 2:12] = 5.0  # a 100-pixel object ...
+    logits[0, 5:7, 5:7] = -5.0  # ... with a 4-pixel hole
+    logits[0, 3:11, 9] = -5.0  # ... and an 8-pixel slit, too big to fill
+    logits[0, 15, 15] = logits[0, 16, 16] = 5.0  # a 2-pixel speck, diagonally connected
+    logits[1, 9:11, 9:11] = 5.0  # a 4-pixel object on its own is kept: <= half its area
+    out = fill_small_regions(logits, max_area=4)
+    assert (out[0, 5:7, 5:7] == FILLED).all()
+    assert (out[0, 15, 15] == REMOVED) and (out[0, 16, 16] == REMOVED)
+    changed = (out != logits).sum().item()
+    assert changed == 6  # the hole and the speck, nothing else
+    assert torch.equal(out[1], logits[1])
+    assert fill_small_regions(logits, max_area=0) is logits
+    assert (fill_small_regions(logits, max_area=1)[0, 5:7, 5:7] < 0).all()  # hole too big
+
+
+def test_new_tracks_capped_best_first(caplog):
+    scores = torch.tensor([0.5, 0.9, 0.7, 0.8])
+    assert limit_new_tracks([0, 2, 3], scores, n_tracks=1, max_tracks=10) == [0, 2, 3]
+    assert "dropped" not in caplog.text
+    assert limit_new_tracks([0, 2, 3], scores, n_tracks=8, max_tracks=10) == [3, 2]
+    assert "max_num_objects=10 reached: 1 of 3 new detections dropped" in caplog.text
+    assert limit_new_tracks([0, 2, 3], scores, n_tracks=10, max_tracks=10) == []
+    assert "max_num_objects=10 reached: 3 of 3 new detections dropped" in caplog.text
+    with pytest.raises(ValueError, match="max_num_objects must be at least 1"):
+        AssociationConfig(max_num_objects=0)
 
 
 def test_concept_tracking_with_forced_detections(vp, monkeypatch):
