@@ -94,11 +94,15 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 def nms_masks(
-    scores: Tensor, masks: Tensor, score_threshold: float, iou_threshold: float
+    scores: Tensor,
+    masks: Tensor,
+    score_threshold: float,
+    iou_threshold: float,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Greedy mask NMS: bool keep [N] for detections scoring above `score_threshold` that overlap
-    no higher-scoring kept detection by more than `iou_threshold` (<= 0: no NMS). masks: logits
-    [N, H, W]."""
+    no higher-scoring kept detection of their group (concept index, [N]; default one group) by
+    more than `iou_threshold` (<= 0: no NMS). masks: logits [N, H, W]."""
     keep = torch.zeros_like(scores, dtype=torch.bool)
     valid = torch.nonzero(scores > score_threshold).flatten()
     if valid.numel() == 0 or iou_threshold <= 0:
@@ -106,6 +110,8 @@ def nms_masks(
         return keep
     order = valid[torch.argsort(scores[valid], descending=True, stable=True)]
     ious = mask_iou(masks[order] > 0, masks[order] > 0)
+    if groups is not None:
+        ious = ious * (groups[order][:, None] == groups[order][None])
     kept: list[int] = []
     for i in range(len(order)):
         if all(ious[i, j] <= iou_threshold for j in kept):

@@ -49,7 +49,7 @@ def detect(session: VideoSession, feats: CurrentFrame) -> tuple[Tensor, Tensor, 
     rows, queries = (scores > cfg.score_threshold_detection).nonzero(as_tuple=True)
     scores = scores[rows, queries]
     masks = out.mask_logits.select(rows, queries).float()
-    keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh)
+    keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh, rows)
     return scores[keep], masks[keep], rows[keep] + 1
 
 

@@ -136,6 +136,8 @@ def test_association_on_synthetic_masks():
     det = torch.stack([blob(32, 32, 10, 10, 5), blob(32, 32, 25, 25, 4), blob(32, 32, 10, 11, 5)])
     keep = nms_masks(torch.tensor([0.9, 0.8, 0.6]), det, 0.5, 0.1)
     assert keep.tolist() == [True, True, False]
+    keep = nms_masks(torch.tensor([0.9, 0.8, 0.6]), det, 0.5, 0.1, torch.tensor([0, 0, 1]))
+    assert keep.tolist() == [True, True, True]  # another concept's detection is not suppressed
     trk = torch.stack([blob(32, 32, 10, 12, 5)])
     a = associate(det[:2], torch.tensor([0.9, 0.8]), trk, [4], cfg)
     assert a.new == [1] and a.matched == {4: [0]} and a.unmatched == []

@@ -95,31 +95,34 @@ def make_video(n: int = T) -> np.ndarray:
     return np.stack([np.roll(base, (2 * t, 3 * t), (0, 1)) for t in range(n)])
 
 
-def reference_tracks(model, frames, folder, assoc):
+def reference_tracks(model, frames, folder, assoc, prompts):
     hf, proc = hf_video_model(model, assoc), hf_processor(folder)
     sess = proc.init_video_session(video=list(frames), inference_device="cpu")
-    proc.add_text_prompt(sess, PROMPT)
+    proc.add_text_prompt(sess, prompts)
     out = {}
     for res in hf.propagate_in_video_iterator(sess, start_frame_idx=0):
         post = proc.postprocess_outputs(sess, res)
-        out[res.frame_idx] = (post["object_ids"].tolist(), post["masks"].numpy())
+        name = {i: p for p, ids in post["prompt_to_obj_ids"].items() for i in ids}
+        ids = post["object_ids"].tolist()
+        out[res.frame_idx] = (ids, post["masks"].numpy(), [name[i] for i in ids])
     return out, sorted(sess.hotstart_removed_obj_ids)
 
 
-def check_parity(folder, assoc: AssociationConfig, min_tracks: int = 1):
-    """Run both sides; assert the same ids and removals on every frame and mask IoU >= 0.99."""
+def check_parity(folder, assoc: AssociationConfig, prompts=(PROMPT,), min_tracks: int = 1):
+    """Run both sides; assert the same ids, concepts and removals on every frame and mask IoU
+    >= 0.99; returns the reference's frames."""
     model = tiny_model(seed=2)
     frames = make_video()
-    ref, ref_removed = reference_tracks(model, frames, folder, assoc)
+    ref, ref_removed = reference_tracks(model, frames, folder, assoc, list(prompts))
     session = VideoPredictor(model, device="cpu").start(frames, association=assoc)
-    session.add_concept(0, PROMPT)
+    session.add_concept(0, list(prompts))
     ours = dict(session.propagate())
     assert sorted(ours) == sorted(ref) == list(range(T))
     ious = []
     for t in range(T):
-        ids, masks = ref[t]
+        ids, masks, names = ref[t]
         assert [i - 1 for i in ours[t].track_ids] == ids, (t, ours[t].track_ids, ids)
-        assert ours[t].names() == [PROMPT] * len(ids)
+        assert ours[t].names() == names
         ious.append([mask_iou(a, b) for a, b in zip(ours[t].masks, masks)])
     print(f"concept parity: ids {[ref[t][0] for t in range(T)]}, removed {ref_removed}")
     print("per-frame IoU", [round(min(v, default=1.0), 4) for v in ious])
@@ -138,6 +141,15 @@ def test_parity_concept_tracking_released_postprocessing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
     check_parity(tmp_path, RELEASED)
+
+
+def test_parity_concept_tracking_two_concepts(tmp_path, monkeypatch):
+    """Two text prompts: tracks of each concept, the non-overlap constraints per concept."""
+    from transformers.models.sam3_video import modeling_sam3_video
+
+    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+    ref = check_parity(tmp_path, RELEASED, prompts=(PROMPT, "stripe"), min_tracks=2)
+    assert all({"blob", "stripe"} == set(ref[t][2]) for t in range(T))
 
 
 def test_parity_concept_tracking_object_cap_and_detection_recondition(tmp_path, monkeypatch):
