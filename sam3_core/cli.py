@@ -288,7 +288,7 @@ def track(args: argparse.Namespace) -> int:
         )
     (args.out / "frames").mkdir(parents=True, exist_ok=True)
     total = {"forward": n - args.frame, "backward": args.frame + 1}
-    total["both"] = total["forward"] + total["backward"]
+    total["both"] = n
     written: set[int] = set()
     steps = session.propagate(start=args.frame, direction=args.direction)
     for t, inst in tqdm(steps, total=total[args.direction], unit="frame", desc="track"):

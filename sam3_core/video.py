@@ -219,7 +219,8 @@ class VideoSession:
         """Yield (frame index, Instances with track_ids and masks at the video size) per frame.
 
         start: first frame (default: the first prompted frame forward, the last backward);
-        direction: "forward", "backward" or "both" (forward, then backward from `start`).
+        direction: "forward", "backward" or "both" (forward from `start`, then backward from
+        the frame before it: every frame once, as SAM 3 does).
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction {direction!r} is not one of {DIRECTIONS}.")
@@ -233,8 +234,10 @@ class VideoSession:
             passes.append((max(prompted, default=0) if start is None else start, True))
         for first, reverse in passes:
             self._check_frame(first)
-            last = -1 if reverse else self.num_frames
-            order = range(first, last, -1 if reverse else 1)
+            if reverse:
+                order = range(first - (direction == "both"), -1, -1)
+            else:
+                order = range(first, self.num_frames)
             if max_frames is not None:
                 order = order[:max_frames]
             anchors = (first,) if direction == "both" else ()

@@ -96,31 +96,47 @@ def make_video(n: int = T) -> np.ndarray:
     return np.stack([np.roll(base, (2 * t, 3 * t), (0, 1)) for t in range(n)])
 
 
-def reference_tracks(model, frames, folder, assoc, prompts, reverse):
+def reference_tracks(model, frames, folder, assoc, prompts, start, direction):
     hf, proc = hf_video_model(model, assoc), hf_processor(folder)
     sess = proc.init_video_session(video=list(frames), inference_device="cpu")
     proc.add_text_prompt(sess, prompts)
+    # backward, the reference starts at start_frame_idx - 1 (the frame before a forward pass)
+    passes = {
+        "forward": [(start, False)],
+        "backward": [(start + 1, True)],
+        "both": [(start, False), (start, True)],
+    }[direction]
     out = {}
-    start = len(frames) if reverse else 0  # backward, it starts at start_frame_idx - 1
-    for res in hf.propagate_in_video_iterator(sess, start_frame_idx=start, reverse=reverse):
-        post = proc.postprocess_outputs(sess, res)
-        name = {i: p for p, ids in post["prompt_to_obj_ids"].items() for i in ids}
-        ids = post["object_ids"].tolist()
-        out[res.frame_idx] = (ids, post["masks"].numpy(), [name[i] for i in ids])
+    for first, reverse in passes:
+        for res in hf.propagate_in_video_iterator(sess, start_frame_idx=first, reverse=reverse):
+            post = proc.postprocess_outputs(sess, res)
+            name = {i: p for p, ids in post["prompt_to_obj_ids"].items() for i in ids}
+            ids = post["object_ids"].tolist()
+            assert res.frame_idx not in out
+            out[res.frame_idx] = (ids, post["masks"].numpy(), [name[i] for i in ids])
     return out, sorted(sess.hotstart_removed_obj_ids)
 
 
 def check_parity(
-    folder, assoc: AssociationConfig, min_tracks: int = 1, prompts=(PROMPT,), reverse=False
+    folder,
+    assoc: AssociationConfig,
+    min_tracks: int = 1,
+    prompts=(PROMPT,),
+    start: int = 0,
+    direction: str = "forward",
 ):
-    """Run both sides (from the first frame forward, or from the last backward); assert the same
-    ids, concepts and removals on every frame and mask IoU >= 0.99; returns the reference's."""
+    """Run both sides (concepts added on `start`, then propagated); assert the same ids,
+    concepts and removals on every frame and mask IoU >= 0.99; returns the reference's."""
     model = tiny_model(seed=2)
     frames = make_video()
-    ref, ref_removed = reference_tracks(model, frames, folder, assoc, list(prompts), reverse)
+    ref, ref_removed = reference_tracks(
+        model, frames, folder, assoc, list(prompts), start, direction
+    )
     session = VideoPredictor(model, device="cpu").start(frames, association=assoc)
-    session.add_concept(T - 1 if reverse else 0, list(prompts))
-    ours = dict(session.propagate(direction="backward" if reverse else "forward"))
+    session.add_concept(start, list(prompts))
+    steps = list(session.propagate(direction=direction))
+    ours = dict(steps)
+    assert len(steps) == len(ours)  # every frame once
     assert sorted(ours) == sorted(ref) == list(range(T))
     ious = []
     for t in range(T):
@@ -152,7 +168,16 @@ def test_parity_concept_tracking_backward(tmp_path, monkeypatch):
 
     monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
     # ids, removals and the one frame (6) where both show nothing, from the last frame back
-    check_parity(tmp_path, dataclasses.replace(RELEASED, det_nms_thresh=0.0), 0, reverse=True)
+    assoc = dataclasses.replace(RELEASED, det_nms_thresh=0.0)
+    check_parity(tmp_path, assoc, 0, start=T - 1, direction="backward")
+
+
+def test_parity_concept_tracking_both_ways_from_the_middle(tmp_path, monkeypatch):
+    from transformers.models.sam3_video import modeling_sam3_video
+
+    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+    assoc = dataclasses.replace(RELEASED, det_nms_thresh=0.0)
+    check_parity(tmp_path, assoc, start=T // 2, direction="both")
 
 
 def test_parity_concept_tracking_two_concepts(tmp_path, monkeypatch):

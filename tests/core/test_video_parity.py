@@ -105,3 +105,32 @@ def test_parity_outputs_depend_on_clicks(setup):
     assert mask_iou(a.masks[0], b.masks[0]) < 0.95
     ma = [i.masks[0] for _, i in s1.propagate()]
     assert mask_iou(ma[0], ma[2]) < 0.999
+
+
+def test_parity_click_tracking_both_ways_from_the_middle(setup):
+    """Clicks on frame 5, propagated forward then backward (the reference yields frame 5 in
+    both passes; we yield every frame once)."""
+    vp, hf, proc = setup
+    frames = make_video()
+    clicks = {1: ([[40, 30]], [1]), 2: ([[95, 60], [20, 80]], [1, 0])}
+    sess = proc.init_video_session(video=list(frames), inference_device="cpu")
+    ours = vp.start(frames)
+    for obj_id, (pts, lbl) in clicks.items():
+        proc.add_inputs_to_inference_session(
+            sess, frame_idx=5, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
+        )
+        hf(inference_session=sess, frame_idx=5)
+        ours.add_prompt(5, obj_id=obj_id, points=pts, point_labels=lbl)
+    ref = {}
+    for reverse in (False, True):
+        for out in hf.propagate_in_video_iterator(sess, start_frame_idx=5, reverse=reverse):
+            ref.setdefault(out.frame_idx, _ref_frame(proc, out))
+    steps = list(ours.propagate(direction="both"))
+    assert [t for t, _ in steps] == [5, 6, 7, 8, 9, 4, 3, 2, 1, 0]
+    errors: list[tuple[int, int, float, float]] = []
+    for t, inst in steps:
+        _compare(t, inst, ref[t], errors)
+    scale = max(float(np.abs(inst.low_res_logits).max()) for _, inst in steps)
+    worst = max(e[3] for e in errors)
+    print(f"video click parity both ways: max |logit diff| {worst:.2e} (|logits| <= {scale:.1f})")
+    assert worst < 1e-2  # fp32 rounding that grows over frames (same order forward and back)
