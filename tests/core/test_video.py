@@ -43,9 +43,10 @@ def ramp(n=12, h=48, w=64):
     return np.stack([np.full((h, w, 3), 10 * t, np.uint8) for t in range(n)])
 
 
-def test_mp4_random_access(tmp_path):
-    write_mp4(tmp_path / "a.mp4", ramp())
-    with open_frames(tmp_path / "a.mp4") as src:
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mov"])
+def test_video_file_random_access(tmp_path, suffix):
+    write_mp4(tmp_path / f"a{suffix}", ramp())
+    with open_frames(tmp_path / f"a{suffix}") as src:
         assert len(src) == 12 and src.size == (48, 64)
         for t in (0, 1, 2, 9, 3, 11, 5, 4):
             frame = src[t]
