@@ -91,18 +91,19 @@ def non_overlapping(masks: Tensor, scores: Tensor, groups: Tensor) -> Tensor:
     return out
 
 
-def component_areas(masks: Tensor) -> Tensor:
-    """bool [N, H, W] -> int64 [N, H, W]: the area of the 8-connected component each True pixel
-    lies in, 0 on False pixels."""
-    out = np.zeros(masks.shape, dtype=np.int64)
-    eight = np.ones((3, 3), dtype=bool)
-    for i, mask in enumerate(masks.cpu().numpy()):
-        labels, n = ndimage.label(mask, structure=eight)
-        if n:
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            out[i] = sizes[labels]
-    return torch.from_numpy(out).to(masks.device)
+def small_regions(masks: Tensor, limits: Tensor) -> Tensor:
+    """bool [N, H, W], int [N] -> bool [N, H, W]: the True pixels whose 8-connected region
+    has at most limits[i] pixels. One labelling of the whole stack (regions never connect
+    across masks; labels grow mask by mask, so a label's mask is found by its number)."""
+    within_mask = np.zeros((3, 3, 3), dtype=bool)
+    within_mask[1] = True
+    labels, n = ndimage.label(masks.cpu().numpy(), structure=within_mask)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    last_label = np.maximum.accumulate(labels.reshape(len(labels), -1).max(1))
+    owner = np.searchsorted(last_label, np.arange(n + 1))
+    small = sizes <= limits.cpu().numpy()[owner]
+    small[0] = False
+    return torch.from_numpy(small[labels]).to(masks.device)
 
 
 def fill_small_regions(logits: Tensor, max_area: int) -> Tensor:
@@ -111,8 +112,8 @@ def fill_small_regions(logits: Tensor, max_area: int) -> Tensor:
     (half, so that a tiny object is not erased). `max_area` <= 0 returns `logits` as is."""
     if max_area <= 0 or logits.numel() == 0:
         return logits
-    background = logits <= 0
-    logits = torch.where(background & (component_areas(background) <= max_area), FILLED, logits)
+    limit = torch.full((len(logits),), max_area)
+    logits = torch.where(small_regions(logits <= 0, limit), FILLED, logits)
     foreground = logits > 0
-    limit = (foreground.flatten(1).sum(1) // 2).clamp(max=max_area)[:, None, None]
-    return torch.where(foreground & (component_areas(foreground) <= limit), REMOVED, logits)
+    limit = (foreground.flatten(1).sum(1).cpu() // 2).clamp(max=max_area)
+    return torch.where(small_regions(foreground, limit), REMOVED, logits)

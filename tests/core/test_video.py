@@ -18,7 +18,7 @@ from sam3_core.association import (
     update_tracks,
 )
 from sam3_core.frames import VideoReadError, open_frames
-from sam3_core.masklets import FILLED, REMOVED, fill_small_regions
+from sam3_core.masklets import FILLED, REMOVED, fill_small_regions, small_regions
 from sam3_core.modeling.detector import DetectorOutput
 from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.prompts import PromptError
@@ -166,6 +166,19 @@ def test_small_holes_filled_and_specks_removed():
     assert torch.equal(out[1], logits[1])
     assert fill_small_regions(logits, max_area=0) is logits
     assert (fill_small_regions(logits, max_area=1)[0, 5:7, 5:7] < 0).all()  # hole too big
+
+
+def test_small_regions_per_mask_limits():
+    masks = torch.zeros(4, 6, 6, dtype=torch.bool)
+    masks[0, 0:2, 0:2] = True  # 4 pixels
+    masks[2, 0, 0] = masks[2, 1, 1] = True  # 2 pixels, diagonal: one region
+    masks[2, 4:6, 3:6] = True  # 6 pixels
+    masks[3, 3, 3] = True  # 1 pixel
+    small = small_regions(masks, torch.tensor([3, 9, 2, 1]))  # mask 1 is empty
+    assert small[0].sum() == 0 and small[1].sum() == 0
+    assert small[2].sum() == 2 and small[2, 0, 0] and small[2, 1, 1]
+    assert small[3].sum() == 1
+    assert small_regions(masks, torch.tensor([4, 0, 6, 0]))[[0, 2]].sum() == 4 + 8
 
 
 def test_new_tracks_capped_best_first(caplog):
