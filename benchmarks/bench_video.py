@@ -5,9 +5,11 @@ masks at the video size, timed after a warm-up run (CPU fp32, GPU bf16); median 
 interleaved runs. Both sides are timed from decoded frames to per-frame masks: session start
 (the reference preprocesses the whole clip there; ours decodes and resizes each frame when it
 is reached), both clicks, then propagation. Then our resident
-memory (RSS) after 50 and after 400 frames of a lazily generated video with the tiny config.
-Last line:
-`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps).
+memory (RSS) after 50 and after 400 frames of a lazily generated video with the tiny config,
+once tracking the two clicked objects and once tracking a concept (every query detected, so
+that tracks start and end all along). Last line:
+`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps; G the
+larger growth of the two runs).
 `python benchmarks/bench_video.py [--config sam3]` (default: sam3 on a GPU, sam3_tiny on CPU).
 """
 
@@ -99,16 +101,24 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def memory_run(device, frames: int, size: tuple[int, int]) -> tuple[float, float, int]:
-    """(RSS after 50 frames, RSS after `frames`, session bytes) with the tiny config."""
+def memory_run(device, frames: int, size: tuple[int, int], concept: bool) -> tuple[float, ...]:
+    """(RSS after 50 frames, RSS after `frames`, session bytes) with the tiny config, tracking
+    the clicked objects or a concept."""
+    from sam3_core.association import AssociationConfig
     from sam3_core.build import build_model
     from sam3_core.video import VideoPredictor
 
+    torch.manual_seed(0)  # the random detector's behaviour depends on its weights
     vp = VideoPredictor(build_model("sam3_tiny"), device=device)
     video = SyntheticFrames(frames, *size)
-    session = vp.start(video)
-    for obj_id, (pts, lbl) in pixel_clicks(*size).items():
-        session.add_prompt(0, obj_id=obj_id, points=pts, point_labels=lbl)
+    if concept:
+        every_query = AssociationConfig(0.0, new_det_thresh=0.0, det_nms_thresh=0.0)
+        session = vp.start(video, association=every_query)
+        session.add_concept(0, "texture")
+    else:
+        session = vp.start(video)
+        for obj_id, (pts, lbl) in pixel_clicks(*size).items():
+            session.add_prompt(0, obj_id=obj_id, points=pts, point_labels=lbl)
     rss50 = 0.0
     for t, _ in session.propagate(start=0):
         if t + 1 == 50:
@@ -156,17 +166,20 @@ def main() -> None:
     del hf, vp, model
     gc.collect()
 
-    rss50, rss_end, held = memory_run(device, args.memory_frames, (64, 80))
-    growth = (rss_end - rss50) / ((args.memory_frames - 50) / 100)
     print(
         f"device={device} precision={precision} config={config} clip={args.frames} frames "
         f"{args.width}x{args.height} objects={len(CLICKS)} runs={args.runs} (median fps)"
     )
     print(f"reference {fps_ref:.2f} fps | ours {fps_ours:.2f} fps")
-    print(
-        f"memory (sam3_tiny, 80x64): rss@50 {rss50:.1f} MiB, rss@{args.memory_frames} "
-        f"{rss_end:.1f} MiB, session tensors {held / 2**20:.2f} MiB"
-    )
+    growth = 0.0
+    for concept in (False, True):
+        rss50, rss_end, held = memory_run(device, args.memory_frames, (64, 80), concept)
+        growth = max(growth, (rss_end - rss50) / ((args.memory_frames - 50) / 100))
+        print(
+            f"memory (sam3_tiny, 80x64, {'a concept' if concept else 'two clicked objects'}): "
+            f"rss@50 {rss50:.1f} MiB, rss@{args.memory_frames} {rss_end:.1f} MiB, "
+            f"session tensors {held / 2**20:.2f} MiB"
+        )
     print(
         f"video_fps_ratio={fps_ours / fps_ref:.2f} video_rss_growth_mb_per_100_frames={growth:.2f}"
     )

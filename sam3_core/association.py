@@ -28,6 +28,12 @@ class AssociationConfig:
     fill_hole_area: holes and specks up to this many low-res pixels are filled and removed in
     tracked masks (0: off); max_num_objects caps the concept tracks alive at once (new
     detections beyond it are dropped, lowest scores first).
+
+    end_lost_after is ours, not the released model's: a track whose mask has been empty (or
+    hidden behind another track) for this many frames in a row ends and its memory is freed;
+    if the object comes back it is detected again under a new id. The released model keeps
+    every track to the end of the video, so that memory and time grow with every object that
+    ever appeared; 0 restores that.
     """
 
     score_threshold_detection: float = 0.5
@@ -49,8 +55,14 @@ class AssociationConfig:
     suppress_overlap_thresh: float = 0.7
     fill_hole_area: int = 16
     max_num_objects: int = 10000
+    end_lost_after: int = 90
 
     def __post_init__(self) -> None:
+        if self.end_lost_after < 0:
+            raise ValueError(
+                f"end_lost_after must be 0 (never end lost tracks) or a number of frames, "
+                f"got {self.end_lost_after}"
+            )
         if self.max_num_objects < 1:
             raise ValueError(
                 f"max_num_objects must be at least 1, got {self.max_num_objects}: it is the "
@@ -61,13 +73,15 @@ class AssociationConfig:
 @dataclass
 class TrackState:
     """Counters of one concept track: first frame, keep-alive, unmatched frames, the frames it
-    shared a detection with an earlier track (per that track's id), last occluded frame."""
+    shared a detection with an earlier track (per that track's id), last occluded frame,
+    consecutive frames its mask has been empty."""
 
     first_frame: int
     keep_alive: int
     unmatched: int = 0
     overlaps: dict[int, int] = field(default_factory=dict)
     last_occluded: int | None = None
+    empty_run: int = 0
 
 
 @dataclass
@@ -224,3 +238,15 @@ def update_tracks(
         if hot(st) and (false_start or duplicate):
             ended.append(tid)
     return ended
+
+
+def lost_tracks(
+    states: dict[int, TrackState], ids: list[int], empty: list[bool], cfg: AssociationConfig
+) -> list[int]:
+    """Count the frames in a row each track's mask has been empty (`empty` per id, this
+    frame); returns the ids empty for `end_lost_after` frames (none when it is 0)."""
+    for tid, e in zip(ids, empty):
+        states[tid].empty_run = states[tid].empty_run + 1 if e else 0
+    if cfg.end_lost_after <= 0:
+        return []
+    return [tid for tid in ids if states[tid].empty_run >= cfg.end_lost_after]

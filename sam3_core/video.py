@@ -116,7 +116,7 @@ class VideoSession:
         self.concepts: ConceptBatch | None = None
         self.association = association or AssociationConfig()
         self.track_states: dict[int, TrackState] = {}
-        self.removed_ids: set[int] = set()  # concept tracks ended as false starts/duplicates
+        self.removed_ids: set[int] = set()  # concept tracks ended (false starts, duplicates, lost)
         self._max_id = 0
         self._concept_frames: dict[int, Outputs] = {}  # outputs of add_concept's frames
         self._current: CurrentFrame | None = None

@@ -4,8 +4,9 @@ Detect (score threshold, optional mask NMS), clean the tracks' propagated masks 
 and specks), match detections to them, start tracks for new detections up to `max_num_objects`
 (their masks given to the tracker as mask prompts), advance the hot-start counters (false
 starts and duplicates end), re-condition tracks on strong detections every
-`recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one, and
-write the tracks' memories from their (constrained) masks. Used by `sam3_core.video`.
+`recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one,
+write the tracks' memories from their (constrained) masks, and end tracks empty for
+`end_lost_after` frames. Used by `sam3_core.video`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sam3_core.association import (
     TrackState,
     associate,
     limit_new_tracks,
+    lost_tracks,
     nms_masks,
     update_tracks,
 )
@@ -90,6 +92,8 @@ def concept_step(
             for i, tid in enumerate(ids):
                 states[tid].last_occluded = t if occluded[i] else int(last[i])
             trk[hidden] = NO_OBJECT
+        empty = (~(trk > 0).flatten(1).any(1)).tolist()
+        ended += [i for i in lost_tracks(states, ids, empty, cfg) if i not in ended]
         memory = trk
         if recondition and not cfg.recondition_on_trk_masks:
             memory = trk.clone()

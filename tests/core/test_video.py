@@ -13,6 +13,7 @@ from sam3_core.association import (
     TrackState,
     associate,
     limit_new_tracks,
+    lost_tracks,
     mask_iou,
     nms_masks,
     update_tracks,
@@ -22,7 +23,7 @@ from sam3_core.masklets import FILLED, REMOVED, fill_small_regions, small_region
 from sam3_core.modeling.detector import DetectorOutput
 from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.prompts import PromptError
-from sam3_core.video import VideoPredictor
+from sam3_core.video import VideoPredictor, VideoSession
 from tests.core.helpers import make_image, tiny_model
 
 
@@ -225,3 +226,59 @@ def test_concept_tracking_with_forced_detections(vp, monkeypatch):
     assert all(1 in v for v in ids.values())
     assert 2 in ids[4] and 2 in ids[7] and len(ids[7]) >= 2
     assert all(len(set(v)) == len(v) for v in ids.values())
+
+
+def test_lost_tracks_counted_in_a_row():
+    cfg = AssociationConfig(end_lost_after=3)
+    states = {1: TrackState(0, 30), 2: TrackState(0, 30)}
+    for empty in ([True, True], [True, False]):
+        assert lost_tracks(states, [1, 2], empty, cfg) == []
+    assert lost_tracks(states, [1, 2], [True, True], cfg) == [1]  # 2 was seen on frame 1
+    never = AssociationConfig(end_lost_after=0)
+    assert lost_tracks(states, [1, 2], [True, True], never) == []
+    with pytest.raises(ValueError, match="end_lost_after must be 0"):
+        AssociationConfig(end_lost_after=-1)
+
+
+def test_lost_concept_track_ends_and_frees_memory(vp, monkeypatch):
+    """An object detected on frames 0-2 then gone, back on frame 8. The random tracker cannot
+    follow it, so its masks are forced: the blob, then empty from frame 3. The track ends
+    after `end_lost_after` = 3 empty frames, its memory freed; the object returns as a new
+    track."""
+    side = vp.model.tracker_model.prompt_encoder.mask_input_size[0]
+    calls = {"t": 0}
+
+    def fake_detect(state, batch):
+        t = calls["t"]
+        calls["t"] += 1
+        masks = torch.full((1, 8, side, side), -10.0)
+        scores = torch.full((1, 8), -10.0)
+        if t < 3 or t >= 8:
+            masks[0, 0], scores[0, 0] = blob(side, side, 12, 12, 5), 10.0
+        z = torch.zeros(1, 8, 4)
+        return DetectorOutput(
+            scores, torch.full((1, 1), 10.0), z, MaskLogits.dense(masks), masks[:, :1]
+        )
+
+    track = VideoSession._track
+
+    def tracker_loses_it(self, objs, t, reverse, feats):
+        out = track(self, objs, t, reverse, feats)
+        for _, r in out:
+            there = t < 3 or t >= 8
+            r.low_res = blob(side, side, 12, 12, 5)[None] if there else r.low_res.clamp(max=-10)
+        return out
+
+    monkeypatch.setattr(vp.image, "_detect", fake_detect)
+    monkeypatch.setattr(VideoSession, "_track", tracker_loses_it)
+    assoc = AssociationConfig(end_lost_after=3, hotstart_delay=0)
+    s = vp.start(moving_video(10), association=assoc)
+    s.add_concept(0, concepts="blob")
+    held = {}
+    for t, inst in s.propagate():
+        held[t] = (inst.track_ids.tolist(), s.memory_bytes(), sorted(s.objects))
+    assert [held[t][0] for t in range(3)] == [[1], [1], [1]]
+    assert all(held[t][0] == [] for t in range(3, 8))
+    assert held[4][2] == [1] and held[5][2] == []  # empty on frames 3, 4, 5: ended on 5
+    assert held[5][1] < held[4][1] and held[5][1] == held[6][1] and 1 in s.removed_ids
+    assert held[8][0] == [2]  # back: a new track
