@@ -116,7 +116,8 @@ class VideoSession:
         self.concepts: ConceptBatch | None = None
         self.association = association or AssociationConfig()
         self.track_states: dict[int, TrackState] = {}
-        self.removed_ids: set[int] = set()  # concept tracks ended (false starts, duplicates, lost)
+        self.removed_ids: set[int] = set()  # concept tracks ended as false starts/duplicates
+        self.lost_ids: set[int] = set()  # concept tracks ended after end_lost_after empty frames
         self._max_id = 0
         self._concept_frames: dict[int, Outputs] = {}  # outputs of add_concept's frames
         self._current: CurrentFrame | None = None
@@ -470,7 +471,7 @@ class VideoSession:
     def _frame_instances(self, outputs: Outputs) -> Instances:
         """Instances of one frame: clicked objects as decoded; concept tracks as SAM 3 outputs
         them (ended tracks and empty masks dropped, overlaps given to the higher score)."""
-        concept_ids = self.track_states.keys() | self.removed_ids
+        concept_ids = self.track_states.keys() | self.removed_ids | self.lost_ids
         clicked = sorted(i for i in outputs if i not in concept_ids)
         concept = {i: v for i, v in outputs.items() if i in concept_ids}
         ids, low, scores, masks = concept_masks(concept, self.removed_ids, self.size)

@@ -79,6 +79,7 @@ def concept_step(
         logits = {o.obj_id: float(r.score.reshape(-1)[0]) for o, r in tracked}
         recondition = {i for i in assoc.recondition if logits[i] > cfg.high_conf_thresh}
     outputs: Outputs = {}
+    lost: list[int] = []
     if tracked:
         trk = trk.clone()
         if cfg.suppress_overlap_thresh > 0:
@@ -93,7 +94,7 @@ def concept_step(
                 states[tid].last_occluded = t if occluded[i] else int(last[i])
             trk[hidden] = NO_OBJECT
         empty = (~(trk > 0).flatten(1).any(1)).tolist()
-        ended += [i for i in lost_tracks(states, ids, empty, cfg) if i not in ended]
+        lost = [i for i in lost_tracks(states, ids, empty, cfg) if i not in ended]
         memory = trk
         if recondition and not cfg.recondition_on_trk_masks:
             memory = trk.clone()
@@ -114,10 +115,13 @@ def concept_step(
         new_items.append((obj, session._mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
         outputs[oid] = (obj, fill_small_regions(masks[d][None], cfg.fill_hole_area), scores[d])
     session._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
-    for tid in ended:
+    for tid in ended:  # false starts and duplicates: hidden on the held frames too
         session.remove_object(tid)
         session.removed_ids.add(tid)
         outputs.pop(tid, None)
+    for tid in lost:  # empty for a while: earlier frames keep it
+        session.remove_object(tid)
+        session.lost_ids.add(tid)
     return outputs
 
 
