@@ -45,6 +45,7 @@ ASSOC = AssociationConfig(
     high_conf_thresh=0.2,
     high_iou_thresh=0.5,
     fill_hole_area=0,
+    end_lost_after=0,  # the released model keeps lost tracks (ours ends them after 90 frames)
 )
 # the released post-processing: detection NMS and hole filling at their defaults
 RELEASED = dataclasses.replace(ASSOC, det_nms_thresh=0.1, fill_hole_area=16)
@@ -152,47 +153,40 @@ def check_parity(
     return ref
 
 
+@pytest.fixture
+def cv_kernel(monkeypatch):
+    """The reference with its cv-utils kernel (stand-in): NMS and hole filling run."""
+    from transformers.models.sam3_video import modeling_sam3_video
+
+    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+
+
 def test_parity_concept_tracking(tmp_path):
     check_parity(tmp_path, ASSOC)
 
 
-def test_parity_concept_tracking_released_postprocessing(tmp_path, monkeypatch):
-    from transformers.models.sam3_video import modeling_sam3_video
-
-    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+def test_parity_concept_tracking_released_postprocessing(tmp_path, cv_kernel):
     check_parity(tmp_path, RELEASED)
 
 
-def test_parity_concept_tracking_backward(tmp_path, monkeypatch):
-    from transformers.models.sam3_video import modeling_sam3_video
-
-    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+def test_parity_concept_tracking_backward(tmp_path, cv_kernel):
     # ids, removals and the one frame (6) where both show nothing, from the last frame back
     assoc = dataclasses.replace(RELEASED, det_nms_thresh=0.0)
     check_parity(tmp_path, assoc, 0, start=T - 1, direction="backward")
 
 
-def test_parity_concept_tracking_both_ways_from_the_middle(tmp_path, monkeypatch):
-    from transformers.models.sam3_video import modeling_sam3_video
-
-    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+def test_parity_concept_tracking_both_ways_from_the_middle(tmp_path, cv_kernel):
     assoc = dataclasses.replace(RELEASED, det_nms_thresh=0.0)
     check_parity(tmp_path, assoc, start=T // 2, direction="both")
 
 
-def test_parity_concept_tracking_two_concepts(tmp_path, monkeypatch):
+def test_parity_concept_tracking_two_concepts(tmp_path, cv_kernel):
     """Two text prompts: tracks of each concept, the non-overlap constraints per concept."""
-    from transformers.models.sam3_video import modeling_sam3_video
-
-    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
     ref = check_parity(tmp_path, RELEASED, 2, prompts=(PROMPT, "stripe"))
     assert all({"blob", "stripe"} == set(ref[t][2]) for t in range(T))
 
 
-def test_parity_concept_tracking_object_cap_and_detection_recondition(tmp_path, monkeypatch):
-    from transformers.models.sam3_video import modeling_sam3_video
-
-    monkeypatch.setattr(modeling_sam3_video, "cv_utils_kernel", CvUtilsKernel())
+def test_parity_concept_tracking_object_cap_and_detection_recondition(tmp_path, cv_kernel):
     # without NMS the first frame has 8 detections: the cap keeps the best 2
     assoc = dataclasses.replace(
         ASSOC, fill_hole_area=16, max_num_objects=2, recondition_on_trk_masks=False
