@@ -1,15 +1,18 @@
-"""Click tracking through a clip: ours vs transformers' Sam3TrackerVideoModel, and our memory.
+"""Video tracking: ours vs transformers (Sam3TrackerVideoModel for clicks, Sam3VideoModel for
+a concept) on the same weights and clip, and our memory.
 
-Same weights and clip on both sides; two clicked objects on frame 0, then propagation with
-masks at the video size, timed after a warm-up run (CPU fp32, GPU bf16); median of `--runs`
-interleaved runs. Both sides are timed from decoded frames to per-frame masks: session start
-(the reference preprocesses the whole clip there; ours decodes and resizes each frame when it
-is reached), both clicks, then propagation. Then our resident
+Clicks: two clicked objects on frame 0, then propagation with masks at the video size, timed
+after a warm-up run (CPU fp32, GPU bf16); median of `--runs` interleaved runs. Both sides are
+timed from decoded frames to per-frame masks: session start (the reference preprocesses the
+whole clip there; ours decodes and resizes each frame when it is reached), both clicks, then
+propagation. Concept: the same with a text prompt on frame 0 instead of clicks, thresholds
+lowered so that the random detector starts tracks (the tracks shown are printed, to show that
+both sides did the same work); its ratio is printed on its own line. Then our resident
 memory (RSS) after 50 and after 400 frames of a lazily generated video with the tiny config,
 once tracking the two clicked objects and once tracking a concept (every query detected, so
 that tracks start and end all along). Last line:
-`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps; G the
-larger growth of the two runs).
+`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps for the
+clicks; G the larger growth of the two memory runs).
 `python benchmarks/bench_video.py [--config sam3]` (default: sam3 on a GPU, sam3_tiny on CPU).
 """
 
@@ -33,6 +36,7 @@ from sam3_core.frames import FrameSource
 
 CLICKS = {1: ([[0.3, 0.3]], [1]), 2: ([[0.7, 0.6], [0.2, 0.8]], [1, 0])}
 """Object id -> (points as fractions of W, H; labels)."""
+CONCEPT = "texture"
 
 
 class SyntheticFrames(FrameSource):
@@ -94,6 +98,47 @@ def run_reference(hf, proc, frames, n: int, device, precision: str) -> float:
     return time.perf_counter() - t0
 
 
+def concept_association():
+    """Thresholds low enough for random weights to start tracks; NMS and hole filling off (the
+    reference skips both without its hub kernel) and lost tracks kept, as the reference."""
+    from sam3_core.association import AssociationConfig
+
+    return AssociationConfig(
+        score_threshold_detection=0.2,
+        new_det_thresh=0.3,
+        det_nms_thresh=0.0,
+        fill_hole_area=0,
+        end_lost_after=0,
+    )
+
+
+def run_ours_concept(vp, frames, n: int) -> tuple[float, int]:
+    """Seconds to start a session, add the concept on frame 0 and propagate `n` frames; and
+    the number of tracks shown, summed over frames."""
+    sync(vp.device)
+    t0 = time.perf_counter()
+    session = vp.start(frames, association=concept_association())
+    session.add_concept(0, CONCEPT)
+    shown = sum(len(inst.track_ids) for _, inst in session.propagate(start=0, max_frames=n))
+    sync(vp.device)
+    return time.perf_counter() - t0, shown
+
+
+def run_reference_concept(hf, proc, frames, n: int, device, precision: str) -> tuple[float, int]:
+    """The same for transformers' Sam3VideoModel, to its post-processed per-frame outputs."""
+    video = [frames[t] for t in range(n)]
+    sync(device)
+    t0 = time.perf_counter()
+    session = proc.init_video_session(video=video, inference_device=device)
+    proc.add_text_prompt(session, CONCEPT)
+    shown = 0
+    with torch.inference_mode(), autocast(device, precision):
+        for out in hf.propagate_in_video_iterator(session, start_frame_idx=0):
+            shown += len(proc.postprocess_outputs(session, out)["object_ids"])
+        sync(device)
+    return time.perf_counter() - t0, shown
+
+
 def rss_mb() -> float:
     """Current resident memory of this process, MiB."""
     import psutil
@@ -114,7 +159,7 @@ def memory_run(device, frames: int, size: tuple[int, int], concept: bool) -> tup
     if concept:
         every_query = AssociationConfig(0.0, new_det_thresh=0.0, det_nms_thresh=0.0)
         session = vp.start(video, association=every_query)
-        session.add_concept(0, "texture")
+        session.add_concept(0, CONCEPT)
     else:
         session = vp.start(video)
         for obj_id, (pts, lbl) in pixel_clicks(*size).items():
@@ -163,7 +208,29 @@ def main() -> None:
         ref.append(args.frames / run_reference(hf, proc, frames, args.frames, device, precision))
         ours.append(args.frames / run_ours(vp, frames, args.frames))
     fps_ref, fps_ours = statistics.median(ref), statistics.median(ours)
-    del hf, vp, model
+    del hf
+    gc.collect()
+
+    import tempfile
+
+    from tests.reference import hf_concept_video_model, hf_concept_video_processor
+
+    hf_c = hf_concept_video_model(model, concept_association()).to(device)
+    with tempfile.TemporaryDirectory() as folder:
+        proc_c = hf_concept_video_processor(cfg, folder)
+    run_reference_concept(
+        hf_c, proc_c, SyntheticFrames(4, args.height, args.width), 4, device, precision
+    )
+    run_ours_concept(vp, SyntheticFrames(4, args.height, args.width), 4)
+    ref_c, ours_c, shown = [], [], set()
+    for _ in range(args.runs):
+        took, n_ref = run_reference_concept(hf_c, proc_c, frames, args.frames, device, precision)
+        ref_c.append(args.frames / took)
+        took, n_ours = run_ours_concept(vp, frames, args.frames)
+        ours_c.append(args.frames / took)
+        shown.add((n_ref, n_ours))
+    fps_ref_c, fps_ours_c = statistics.median(ref_c), statistics.median(ours_c)
+    del hf_c, vp, model
     gc.collect()
 
     print(
@@ -171,6 +238,11 @@ def main() -> None:
         f"{args.width}x{args.height} objects={len(CLICKS)} runs={args.runs} (median fps)"
     )
     print(f"reference {fps_ref:.2f} fps | ours {fps_ours:.2f} fps")
+    print(
+        f"concept '{CONCEPT}' (tracks shown over the clip, reference/ours: {sorted(shown)}): "
+        f"reference {fps_ref_c:.2f} fps | ours {fps_ours_c:.2f} fps | "
+        f"concept_fps_ratio={fps_ours_c / fps_ref_c:.2f}"
+    )
     growth = 0.0
     for concept in (False, True):
         rss50, rss_end, held = memory_run(device, args.memory_frames, (64, 80), concept)

@@ -182,6 +182,53 @@ def hf_tracker_video_processor(cfg: Sam3Config):
     )
 
 
+def hf_concept_video_model(model, assoc):
+    """transformers `Sam3VideoModel` holding our weights, with the thresholds of `assoc` (a
+    `sam3_core.association.AssociationConfig`)."""
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    cfg = Sam3VideoConfig(
+        detector_config=hf_detector_config(model.config).to_dict(),
+        tracker_config=hf_tracker_config(model.config).to_dict(),
+        score_threshold_detection=assoc.score_threshold_detection,
+        new_det_thresh=assoc.new_det_thresh,
+        det_nms_thresh=assoc.det_nms_thresh,
+        recondition_every_nth_frame=assoc.recondition_every_nth_frame,
+        recondition_on_trk_masks=assoc.recondition_on_trk_masks,
+        high_conf_thresh=assoc.high_conf_thresh,
+        high_iou_thresh=assoc.high_iou_thresh,
+        fill_hole_area=assoc.fill_hole_area,
+        max_num_objects=assoc.max_num_objects,
+    )
+    hf = Sam3VideoModel(cfg)
+    missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"reference weights differ: {missing[:5]} {unexpected[:5]}")
+    return hf.eval()
+
+
+def hf_concept_video_processor(cfg: Sam3Config, folder):
+    """transformers' `Sam3VideoProcessor` for our image size and the shipped vocabulary."""
+    from transformers import (
+        CLIPTokenizer,
+        Sam2VideoVideoProcessor,
+        Sam3ImageProcessor,
+        Sam3VideoProcessor,
+    )
+
+    write_clip_tokenizer_files(folder)
+    s, half, m = cfg.image_size, [0.5, 0.5, 0.5], 4 * cfg.image_size // cfg.vit.patch_size
+    return Sam3VideoProcessor(
+        image_processor=Sam3ImageProcessor(
+            size={"height": s, "width": s}, mask_size={"height": m, "width": m}
+        ),
+        video_processor=Sam2VideoVideoProcessor(
+            size={"height": s, "width": s}, image_mean=half, image_std=half
+        ),
+        tokenizer=CLIPTokenizer.from_pretrained(str(folder)),
+    )
+
+
 def hf_detector(cfg: Sam3Config, seed: int = 0):
     """A transformers `Sam3Model` in eval mode with perturbed random weights."""
     from transformers import Sam3Model as HFSam3Model

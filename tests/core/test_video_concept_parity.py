@@ -25,10 +25,9 @@ from sam3_core.video import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import (
     CvUtilsKernel,
-    hf_detector_config,
-    hf_tracker_config,
+    hf_concept_video_model,
+    hf_concept_video_processor,
     mask_iou,
-    write_clip_tokenizer_files,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -51,54 +50,13 @@ ASSOC = AssociationConfig(
 RELEASED = dataclasses.replace(ASSOC, det_nms_thresh=0.1, fill_hole_area=16)
 
 
-def hf_video_model(model, assoc: AssociationConfig):
-    cfg = transformers.Sam3VideoConfig(
-        detector_config=hf_detector_config(CFG).to_dict(),
-        tracker_config=hf_tracker_config(CFG).to_dict(),
-        score_threshold_detection=assoc.score_threshold_detection,
-        new_det_thresh=assoc.new_det_thresh,
-        det_nms_thresh=assoc.det_nms_thresh,
-        recondition_every_nth_frame=assoc.recondition_every_nth_frame,
-        recondition_on_trk_masks=assoc.recondition_on_trk_masks,
-        high_conf_thresh=assoc.high_conf_thresh,
-        high_iou_thresh=assoc.high_iou_thresh,
-        fill_hole_area=assoc.fill_hole_area,
-        max_num_objects=assoc.max_num_objects,
-    )
-    hf = transformers.Sam3VideoModel(cfg).eval()
-    missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
-    assert not missing and not unexpected
-    return hf
-
-
-def hf_processor(folder):
-    from transformers import (
-        CLIPTokenizer,
-        Sam2VideoVideoProcessor,
-        Sam3ImageProcessor,
-        Sam3VideoProcessor,
-    )
-
-    write_clip_tokenizer_files(folder)
-    s, half, m = CFG.image_size, [0.5, 0.5, 0.5], 4 * CFG.image_size // CFG.vit.patch_size
-    return Sam3VideoProcessor(
-        image_processor=Sam3ImageProcessor(
-            size={"height": s, "width": s}, mask_size={"height": m, "width": m}
-        ),
-        video_processor=Sam2VideoVideoProcessor(
-            size={"height": s, "width": s}, image_mean=half, image_std=half
-        ),
-        tokenizer=CLIPTokenizer.from_pretrained(str(folder)),
-    )
-
-
 def make_video(n: int = T) -> np.ndarray:
     base = make_image(H, W, seed=3)
     return np.stack([np.roll(base, (2 * t, 3 * t), (0, 1)) for t in range(n)])
 
 
 def reference_tracks(model, frames, folder, assoc, prompts, start, direction):
-    hf, proc = hf_video_model(model, assoc), hf_processor(folder)
+    hf, proc = hf_concept_video_model(model, assoc), hf_concept_video_processor(CFG, folder)
     sess = proc.init_video_session(video=list(frames), inference_device="cpu")
     proc.add_text_prompt(sess, prompts)
     # backward, the reference starts at start_frame_idx - 1 (the frame before a forward pass)
