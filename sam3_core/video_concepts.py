@@ -81,7 +81,6 @@ def concept_step(
     outputs: Outputs = {}
     lost: list[int] = []
     if tracked:
-        trk = trk.clone()
         if cfg.suppress_overlap_thresh > 0:
             default = [ALWAYS_OCCLUDED if i in ended else NEVER_OCCLUDED for i in ids]
             last = [states[i].last_occluded for i in ids]
@@ -108,12 +107,13 @@ def concept_step(
             low = trk[i : i + 1] if d is None else masks[d][None]
             outputs[obj.obj_id] = (obj, low, r.score.float().sigmoid().reshape(()))
     new_items = []
-    for d, oid in zip(assoc.new, new_ids):
+    shown = fill_small_regions(masks[assoc.new], cfg.fill_hole_area)  # outputs only
+    for j, (d, oid) in enumerate(zip(assoc.new, new_ids)):
         obj = TrackedObject(oid, label=int(labels[d]))
         session.objects[oid] = obj
         states[oid] = TrackState(t, cfg.init_trk_keep_alive)
         new_items.append((obj, session._mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
-        outputs[oid] = (obj, fill_small_regions(masks[d][None], cfg.fill_hole_area), scores[d])
+        outputs[oid] = (obj, shown[j : j + 1], scores[d])
     session._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
     for tid in ended:  # false starts and duplicates: hidden on the held frames too
         session.remove_object(tid)
