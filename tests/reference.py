@@ -255,6 +255,22 @@ def perturb_(module: torch.nn.Module, seed: int = 0) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * (1.2 / math.sqrt(fan_in)))
 
 
+def ulp_perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A copy of `model` with every weight scaled by (1 + N(0, 2^-24)): one fp32 rounding step.
+
+    How far the reference moves under this is its own sensitivity to fp32 rounding; a faithful
+    re-implementation, whose kernels sum in another order, can differ from it by about as much.
+    """
+    import copy
+
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.mul_(1 + 2**-24 * torch.randn(p.shape, generator=gen))
+    return model
+
+
 def write_clip_tokenizer_files(folder) -> None:
     """Hub-style vocab.json + merges.txt from the vocabulary that sam3_core ships."""
     import json

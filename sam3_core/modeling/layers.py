@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -85,9 +86,12 @@ def linear_activation(x: Tensor, linear: nn.Linear, activation: str) -> Tensor:
     filled with the bias, multiplied into, then read and written again by the activation.
     Under autocast it computes in the autocast dtype, as `linear` would.
     """
-    if not _fusable(x, linear.weight) or x.numel() // x.shape[-1] * linear.out_features < 2**16:
+    if x.numel() // x.shape[-1] * linear.out_features < 2**16:
         return ACTIVATIONS[activation](linear(x))  # small outputs: the plain ops' call is cheaper
-    x = autocast_input(x)
+    cast = autocast_input(x)
+    if not _fusable(cast, linear.weight):
+        return ACTIVATIONS[activation](linear(x))
+    x = cast
     weight, bias = linear.weight.to(x.dtype), linear.bias
     bias = None if bias is None else bias.to(x.dtype)
     algorithm = "none" if activation == "gelu" else ""
@@ -95,19 +99,36 @@ def linear_activation(x: Tensor, linear: nn.Linear, activation: str) -> Tensor:
 
 
 def _fusable(x: Tensor, weight: Tensor) -> bool:
-    """Whether oneDNN's fused linear can run here: CPU, fp32/bf16, no autograd."""
+    """Whether oneDNN's fused linear can run here: CPU, fp32 (bf16 only where oneDNN has bf16
+    kernels: without them it refuses the primitive), no autograd."""
+    dtypes = FUSED_LINEAR_DTYPES
     return (
-        _HAS_FUSED_LINEAR
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and weight.dtype in (torch.float32, torch.bfloat16)
+        x.device.type == "cpu"
+        and x.dtype in dtypes
+        and weight.dtype in (torch.float32, x.dtype)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     )
 
 
-_HAS_FUSED_LINEAR = torch.backends.mkldnn.is_available() and hasattr(
-    torch.ops.mkldnn, "_linear_pointwise"
-)
+def fused_linear_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes oneDNN's fused linear + activation serves on this CPU; () when it is off.
+
+    `SAM3_FUSED_KERNELS=0` turns the fused CPU kernels off (plain ops everywhere, for checks).
+    bf16 needs oneDNN's bf16 support (AVX512-BF16 or AMX): on other CPUs (AVX2-only machines)
+    oneDNN cannot create the bf16 primitive, so bf16 takes the plain ops there.
+    """
+    if os.environ.get("SAM3_FUSED_KERNELS", "1") == "0":
+        return ()
+    if not (
+        torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    ):
+        return ()
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return (torch.float32, torch.bfloat16)
+    return (torch.float32,)
+
+
+FUSED_LINEAR_DTYPES = fused_linear_dtypes()
 
 
 class HeadMLP(nn.Module):

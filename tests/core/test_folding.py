@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from sam3_core.modeling.layers import apply_rope, linear_activation
+from sam3_core.modeling.layers import apply_rope, fused_linear_dtypes, linear_activation
 from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.modeling.memory import memory_rope
 from tests.core.helpers import tiny_model
@@ -82,6 +82,17 @@ def test_fused_linear_activation_equals_linear_then_activation() -> None:
         trained = linear_activation(x, linear, name)
         assert trained.requires_grad
         torch.testing.assert_close(trained, act(linear(x)))
+
+
+def test_fused_kernels_follow_the_cpu_and_the_switch(monkeypatch) -> None:
+    """bf16 is fused only where oneDNN has bf16 kernels (else it refuses the primitive, as on
+    AVX2-only CPUs); SAM3_FUSED_KERNELS=0 turns the fused kernels off."""
+    monkeypatch.setenv("SAM3_FUSED_KERNELS", "1")
+    dtypes = fused_linear_dtypes()
+    assert torch.float32 in dtypes
+    assert (torch.bfloat16 in dtypes) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    monkeypatch.setenv("SAM3_FUSED_KERNELS", "0")
+    assert fused_linear_dtypes() == ()
 
 
 def test_box_bias_same_with_and_without_autograd() -> None:
