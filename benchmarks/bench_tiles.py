@@ -50,8 +50,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from sam3_core.build import build_model
+    from sam3_core.large.tiling import segment_tiled
     from sam3_core.predictor import ImagePredictor
-    from sam3_core.tiling import segment_tiled
 
     device = pick_device(args.device)
     precision = "bf16" if device.type == "cuda" else "fp32"

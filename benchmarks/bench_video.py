@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import sync
 from sam3_core.device import autocast, pick_device
-from sam3_core.frames import FrameSource
+from sam3_core.video.frames import FrameSource
 
 CLICKS = {1: ([[0.3, 0.3]], [1]), 2: ([[0.7, 0.6], [0.2, 0.8]], [1, 0])}
 """Object id -> (points as fractions of W, H; labels)."""
@@ -101,7 +101,7 @@ def run_reference(hf, proc, frames, n: int, device, precision: str) -> float:
 def concept_association():
     """Thresholds low enough for random weights to start tracks; NMS and hole filling off (the
     reference skips both without its hub kernel) and lost tracks kept, as the reference."""
-    from sam3_core.association import AssociationConfig
+    from sam3_core.video.association import AssociationConfig
 
     return AssociationConfig(
         score_threshold_detection=0.2,
@@ -149,9 +149,9 @@ def rss_mb() -> float:
 def memory_run(device, frames: int, size: tuple[int, int], concept: bool) -> tuple[float, ...]:
     """(RSS after 50 frames, RSS after `frames`, session bytes) with the tiny config, tracking
     the clicked objects or a concept."""
-    from sam3_core.association import AssociationConfig
     from sam3_core.build import build_model
-    from sam3_core.video import VideoPredictor
+    from sam3_core.video.association import AssociationConfig
+    from sam3_core.video.session import VideoPredictor
 
     torch.manual_seed(0)  # the random detector's behaviour depends on its weights
     vp = VideoPredictor(build_model("sam3_tiny"), device=device)
@@ -186,7 +186,7 @@ def main() -> None:
 
     from sam3_core.build import build_model
     from sam3_core.config import get_config
-    from sam3_core.video import VideoPredictor
+    from sam3_core.video.session import VideoPredictor
     from tests.reference import hf_tracker_video_processor, hf_video_tracker
 
     torch.set_grad_enabled(False)

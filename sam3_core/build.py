@@ -31,7 +31,7 @@ def load_model(
 
     Accepts the official `sam3.pt` layout and the transformers `model.safetensors` layout.
     """
-    from sam3_core import checkpoint as ckpt
+    from sam3_core.weights import checkpoint as ckpt
 
     path = ckpt.resolve_checkpoint(checkpoint, token=token)
     state = ckpt.to_our_layout(ckpt.load_state_dict(path))

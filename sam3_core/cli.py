@@ -160,9 +160,9 @@ def segment(args: argparse.Namespace) -> int:
     """Run `sam3 segment`; returns the exit code (1 if any image failed)."""
     from tqdm import tqdm
 
-    from sam3_core.coco import CocoWriter
-    from sam3_core.io import ImageReadError, iter_image_files, load_image
-    from sam3_core.overlay import draw_overlay
+    from sam3_core.formats.coco import CocoWriter
+    from sam3_core.formats.images import ImageReadError, iter_image_files, load_image
+    from sam3_core.formats.overlay import draw_overlay
     from sam3_core.predictor import ImagePredictor
     from sam3_core.prompts import normalize_concepts
 
@@ -244,9 +244,9 @@ def track(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from sam3_core.association import AssociationConfig
-    from sam3_core.frames import VideoReadError, open_frames
-    from sam3_core.video import VideoPredictor
+    from sam3_core.video.association import AssociationConfig
+    from sam3_core.video.frames import VideoReadError, open_frames
+    from sam3_core.video.session import VideoPredictor
 
     clicked = bool(args.point) or args.box is not None
     if not clicked and not args.concept and not args.exemplar:
@@ -342,7 +342,7 @@ def _write_overlay(frames, indices: list[int], out: Path, fps: float) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from sam3_core.overlay import draw_overlay
+    from sam3_core.formats.overlay import draw_overlay
     from sam3_core.postprocess import rle_to_mask
     from sam3_core.results import Instances
 

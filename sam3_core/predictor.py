@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from sam3_core.device import autocast, pick_device, precision_dtype
-from sam3_core.io import load_image
-from sam3_core.modeling.detector import ImageFeatures
+from sam3_core.formats.images import load_image
+from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
+from sam3_core.modeling.tokenizer import ClipTokenizer
 from sam3_core.postprocess import detections_to_instances, masks_to_instances
 from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
-from sam3_core.tokenizer import ClipTokenizer
 
-ImageLike = Any  # path, numpy array or PIL image: see `sam3_core.io.load_image`
+ImageLike = Any  # path, numpy array or PIL image: see `sam3_core.formats.images.load_image`
 
 
 @dataclass
@@ -97,7 +97,7 @@ class ImagePredictor:
         return self.set_images([image])[0]
 
     # ----------------------------------------------------------------- prompts
-    def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt features [N, L, C] and valid masks [N, L], from the per-concept cache."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
@@ -148,7 +148,7 @@ class ImagePredictor:
                 )
             return self._segment_objects(state, points, point_labels, boxes, mask_input, multimask)
         batch = normalize_concepts(concepts, exemplars, state.size)
-        out = self._detect(state, batch)
+        out = self.detect_concepts(state, batch)
         return detections_to_instances(
             out,
             state.size,
@@ -207,9 +207,11 @@ class ImagePredictor:
         low_res = out.low_res_masks[0][rows, best].float()
         return masks_to_instances(low_res, out.iou_scores[0][rows, best].float(), state.size)
 
-    def _detect(self, state: ImageState, batch: ConceptBatch):
+    def detect_concepts(self, state: ImageState, batch: ConceptBatch) -> DetectorOutput:
+        """The detector's raw output for every concept of `batch` on one cached image (one
+        row per concept: scores [n, Q], boxes, mask logits), before thresholds."""
         n = len(batch.texts)
-        text, valid = self._encode_texts(batch.texts)
+        text, valid = self.encode_texts(batch.texts)
         image = state.features.repeat(n)
         boxes, labels, box_valid = batch.box_tensors(self.device)
         with autocast(self.device, self.precision):

@@ -184,7 +184,7 @@ def hf_tracker_video_processor(cfg: Sam3Config):
 
 def hf_concept_video_model(model, assoc):
     """transformers `Sam3VideoModel` holding our weights, with the thresholds of `assoc` (a
-    `sam3_core.association.AssociationConfig`)."""
+    `sam3_core.video.association.AssociationConfig`)."""
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
     cfg = Sam3VideoConfig(
@@ -276,7 +276,7 @@ def write_clip_tokenizer_files(folder) -> None:
     import json
     from pathlib import Path
 
-    from sam3_core.tokenizer import vocab_and_merges_from_bpe_gz
+    from sam3_core.modeling.tokenizer import vocab_and_merges_from_bpe_gz
 
     folder = Path(folder)
     vocab, merges = vocab_and_merges_from_bpe_gz()

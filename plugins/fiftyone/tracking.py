@@ -11,7 +11,7 @@ def get_video_predictor(checkpoint: str | None, config_name: str, device: str | 
     key = ("video", checkpoint or None, config_name, device or None)
     with _LOCK:
         if key not in _CACHE:
-            from sam3_core.video import VideoPredictor
+            from sam3_core.video.session import VideoPredictor
 
             _CACHE[key] = VideoPredictor.from_pretrained(
                 checkpoint, config=config_name, device=device
@@ -49,7 +49,7 @@ def track_samples(
         )
     association = None
     if score_threshold is not None:
-        from sam3_core.association import AssociationConfig
+        from sam3_core.video.association import AssociationConfig
 
         new_track = max(float(score_threshold), AssociationConfig.new_det_thresh)
         association = AssociationConfig(float(score_threshold), new_det_thresh=new_track)

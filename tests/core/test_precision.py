@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sam3_core.association import AssociationConfig
+from sam3_core.large.tiling import segment_tiled
 from sam3_core.predictor import ImagePredictor
 from sam3_core.results import Exemplar
-from sam3_core.tiling import segment_tiled
-from sam3_core.video import VideoPredictor
+from sam3_core.video.association import AssociationConfig
+from sam3_core.video.session import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import mask_iou
 

@@ -139,7 +139,7 @@ def test_grayscale_rgba_and_16bit_images_are_converted(pair):
 
 
 def test_unreadable_and_empty_images_error(pair, tmp_path):
-    from sam3_core.io import ImageReadError
+    from sam3_core.formats.images import ImageReadError
 
     _, _, pred = pair
     bad = tmp_path / "broken.png"

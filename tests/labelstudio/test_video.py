@@ -10,9 +10,9 @@ from sam3_labelstudio.server import create_app
 from sam3_labelstudio.video import drawn_boxes, track_sequence, videorectangle_result
 from starlette.testclient import TestClient
 
-from sam3_core.association import AssociationConfig
+from sam3_core.video.association import AssociationConfig
 
-pytest.importorskip("sam3_core.video")
+pytest.importorskip("sam3_core.video.session")
 
 CONFIG = """<View>
   <Video name="video" value="$video" frameRate="10"/>
@@ -47,7 +47,7 @@ def test_video_config():
 @pytest.fixture(scope="module")
 def client(tiny_checkpoint, images_dir):
     from tests.core.helpers import make_image
-    from tests.core.test_video import write_mp4
+    from tests.core.video.test_video import write_mp4
 
     frames = np.stack([np.roll(make_image(64, 80, seed=3), 2 * t, axis=1) for t in range(5)])
     write_mp4(images_dir / "clip.mp4", frames)

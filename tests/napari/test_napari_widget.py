@@ -123,14 +123,14 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot):
     if os.environ.get("SAM3_UPDATE_DOCS") == "1" or not SCREENSHOT.exists():
         _save_small_png(shot, SCREENSHOT)
 
-    # tiled: the same concept through sam3_core.tiling on 128 px tiles
+    # tiled: the same concept through sam3_core.large.tiling on 128 px tiles
     w.scope.value = "tiled (large plane)"
     w.tile_size.value, w.overlap.value = 128, 32
     out.data[:] = 0
     run(qtbot, w, w.segment_concept)
     assert out.data.max() >= 1 and (user.data == 7).all()
 
-    # whole stack: ids linked through z by sam3_core.stacks
+    # whole stack: ids linked through z by sam3_core.large.stacks
     stack = viewer.open_sample("sam3-tools", "stack")[0]
     w.reset_choices()
     w.image.value, w.scope.value, w.exemplars.value = stack, "whole stack (z/t)", None

@@ -139,7 +139,9 @@ class Backend:
         context = ((payload.get("params") or {}).get("context")) or {}
         if schema.media_tag == "Video":
             if self.video is None:
-                raise BackendError("Video tasks need sam3_core.video.VideoPredictor: upgrade.", 501)
+                raise BackendError(
+                    "Video tasks need sam3_core.video.session.VideoPredictor: upgrade.", 501
+                )
             return {"results": [self.video.predict(t, schema, context) for t in tasks]}
         if context.get("result"):
             if not tasks:

@@ -154,10 +154,10 @@ class ImageFetcher:
             raise ImageFetchError(f"Cannot reach {target} ({exc}): is the host up?") from exc
 
     def fetch_image(self, url: str) -> np.ndarray:
-        """A task image as uint8 HxWx3 (`sam3_core.io.load_image` handles gray, RGBA, 16-bit)."""
+        """A task image as uint8 HxWx3 (`sam3_core.formats.images.load_image` handles gray, RGBA, 16-bit)."""
         from PIL import Image
 
-        from sam3_core.io import load_image
+        from sam3_core.formats.images import load_image
 
         data = self.fetch_bytes(url)
         try:

@@ -76,16 +76,16 @@ def drawn_boxes(items: list[dict], width: int, height: int) -> list[tuple[str, i
 
 
 class VideoAnnotator:
-    """Runs `sam3_core.video.VideoPredictor` on the backend's model, on its model thread."""
+    """Runs `sam3_core.video.session.VideoPredictor` on the backend's model, on its model thread."""
 
     def __init__(self, backend, max_frames: int = 300) -> None:
-        from sam3_core.video import VideoPredictor
+        from sam3_core.video.session import VideoPredictor
 
         image = backend.predictor
         self.backend = backend
         self.predictor = VideoPredictor(image.model, image.device, image.precision)
         self.max_frames = max_frames
-        self.association = None  # sam3_core.association.AssociationConfig; None: its defaults
+        self.association = None  # sam3_core.video.association.AssociationConfig; None: its defaults
 
     def predict(self, task: dict, schema: Schema, context: dict) -> dict:
         """One task: concepts of every label (no context) or the drawn boxes, tracked forward."""

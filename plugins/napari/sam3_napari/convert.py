@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sam3_core.io import as_rgb8
+from sam3_core.formats.images import as_rgb8
 from sam3_core.results import Exemplar
 
 NEGATIVE_WORDS = frozenset({"0", "false", "neg", "negative", "no", "-", "background"})

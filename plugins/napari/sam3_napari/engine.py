@@ -173,8 +173,8 @@ class Engine:
         channels: Sequence[int] | None = None,
         progress: Progress = _noop,
     ) -> np.ndarray:
-        """A large plane through `sam3_core.tiling.segment_tiled` -> uint32 label image."""
-        from sam3_core.tiling import segment_tiled
+        """A large plane through `sam3_core.large.tiling.segment_tiled` -> uint32 label image."""
+        from sam3_core.large.tiling import segment_tiled
 
         pred = self.predictor(choice, progress)
 

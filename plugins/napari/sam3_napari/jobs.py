@@ -6,7 +6,7 @@ The work calls sam3_core only (through `Engine`); the GUI part writes into our L
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -16,21 +16,43 @@ from sam3_napari.engine import ModelChoice
 from sam3_napari.plane import PlaneContext, fixed_stack_index
 
 if TYPE_CHECKING:
-    from sam3_napari.widget import Sam3Widget
+    import napari
+    from magicgui.widgets import ComboBox, FloatSpinBox, Label, LineEdit, SpinBox
+
+    from sam3_napari.engine import Engine
+
+
+class JobHost(Protocol):
+    """What a job reads from the widget (`Sam3Widget` is one) on the GUI thread."""
+
+    viewer: napari.Viewer
+    engine: Engine
+    concept: LineEdit
+    exemplars: ComboBox
+    scope: ComboBox
+    score: FloatSpinBox
+    stack_method: ComboBox
+    tile_size: SpinBox
+    overlap: SpinBox
+    status: Label
+    current_object: dict | None  # the object being refined by clicks
+
+    def report(self, done: int, total: int, message: str) -> None: ...
+
 
 Job = tuple[Callable[[], Any], Callable[[Any], None]]
 
 
-def _concept_output(widget: Sam3Widget, ctx: PlaneContext, concept: str):
+def _concept_output(widget: JobHost, ctx: PlaneContext, concept: str):
     prompt = concept or "exemplar"
     return L.output_layer(widget.viewer, ctx.image, "concept", prompt, f"SAM3 {prompt}", ctx.axis)
 
 
-def concept_job(widget: Sam3Widget, ctx: PlaneContext, choice: ModelChoice) -> Job:
+def concept_job(widget: JobHost, ctx: PlaneContext, choice: ModelChoice) -> Job:
     """Every instance of the typed concept and/or exemplar boxes, in the chosen scope."""
     concept = widget.concept.value.strip()
     shapes, scope = widget.exemplars.value, widget.scope.value
-    engine, report, score = widget.engine, widget._report, float(widget.score.value)
+    engine, report, score = widget.engine, widget.report, float(widget.score.value)
     if scope.startswith("whole stack"):
         return _stack_job(widget, ctx, choice, concept)
     exemplars = L.exemplars_on_plane(shapes, ctx.image, ctx.index, ctx.axis)
@@ -61,8 +83,8 @@ def concept_job(widget: Sam3Widget, ctx: PlaneContext, choice: ModelChoice) -> J
     return plane, done
 
 
-def _stack_job(widget: Sam3Widget, ctx: PlaneContext, choice: ModelChoice, concept: str) -> Job:
-    """The whole z/t axis through `sam3_core.stacks.segment_stack` (ids linked across slices)."""
+def _stack_job(widget: JobHost, ctx: PlaneContext, choice: ModelChoice, concept: str) -> Job:
+    """The whole z/t axis through `sam3_core.large.stacks.segment_stack` (ids linked across slices)."""
     fixed, n = fixed_stack_index(ctx)
     shapes = widget.exemplars.value
     per_slice = {
@@ -72,11 +94,11 @@ def _stack_job(widget: Sam3Widget, ctx: PlaneContext, choice: ModelChoice, conce
     }
     if not concept and not per_slice:
         raise ValueError("no prompt: type a concept or draw exemplar boxes on some slice")
-    engine, report, method = widget.engine, widget._report, widget.stack_method.value
+    engine, report, method = widget.engine, widget.report, widget.stack_method.value
     score = float(widget.score.value)
 
     def work() -> np.ndarray:
-        from sam3_core.stacks import segment_stack
+        from sam3_core.large.stacks import segment_stack
 
         predictor = engine.predictor(choice, report)
         report(0, n, "reading the stack")
@@ -102,13 +124,13 @@ def _stack_job(widget: Sam3Widget, ctx: PlaneContext, choice: ModelChoice, conce
 
 
 def object_job(
-    widget: Sam3Widget, ctx: PlaneContext, choice: ModelChoice, xy: np.ndarray, labels: np.ndarray
+    widget: JobHost, ctx: PlaneContext, choice: ModelChoice, xy: np.ndarray, labels: np.ndarray
 ) -> Job:
     """One object from clicks; later clicks on the same plane refine it (its mask is reused)."""
-    current = widget._object
+    current = widget.current_object
     same = current is not None and current["key"] == ctx.key
     mask_input = current.get("logits") if same else None
-    engine, report = widget.engine, widget._report
+    engine, report = widget.engine, widget.report
 
     def work() -> Any:
         return engine.segment_object(choice, ctx.key, ctx.rgb8, xy, labels, mask_input, report)
@@ -117,12 +139,12 @@ def object_job(
         layer = L.output_layer(
             widget.viewer, ctx.image, "objects", "clicks", "SAM3 objects", ctx.axis
         )
-        if widget._object is None or widget._object["key"] != ctx.key:
-            widget._object = {"key": ctx.key, "id": int(np.max(layer.data)) + 1}
-        widget._object["logits"] = inst.low_res_logits[0]
-        L.write_object(layer, ctx.index, inst.masks[0], widget._object["id"])
+        if widget.current_object is None or widget.current_object["key"] != ctx.key:
+            widget.current_object = {"key": ctx.key, "id": int(np.max(layer.data)) + 1}
+        widget.current_object["logits"] = inst.low_res_logits[0]
+        L.write_object(layer, ctx.index, inst.masks[0], widget.current_object["id"])
         widget.status.value = (
-            f"object {widget._object['id']}: score {float(inst.scores[0]):.2f}; "
+            f"object {widget.current_object['id']}: score {float(inst.scores[0]):.2f}; "
             "click to refine, or 'Next object'"
         )
 

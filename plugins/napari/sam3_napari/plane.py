@@ -44,7 +44,7 @@ class PlaneContext:
         return image_plane(self.image.data, self.image.rgb, idx, self.axis)
 
     def rgb8(self, index: tuple[int, ...] | None = None) -> np.ndarray:
-        """The plane as uint8 RGB [H, W, 3] (percentile-normalised by sam3_core.io)."""
+        """The plane as uint8 RGB [H, W, 3] (percentile-normalised by sam3_core.formats.images)."""
         return plane_rgb8(self.raw(index), self.channels)
 
     def with_index(self, index: tuple[int, ...]) -> PlaneContext:

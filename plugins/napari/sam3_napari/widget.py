@@ -24,6 +24,7 @@ from qtpy.QtCore import QObject, Signal
 
 from sam3_napari import layers as L
 from sam3_napari.engine import DEFAULT_CHECKPOINT, Cancelled, Engine, ModelChoice
+from sam3_napari.jobs import concept_job, object_job
 from sam3_napari.plane import PlaneContext, plane_context
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class Sam3Widget(Container):
         self.viewer = viewer
         self.engine = Engine()
         self.worker = None
-        self._object: dict | None = None  # the object being refined by clicks
+        self.current_object: dict | None = None  # the object being refined by clicks
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
         self._watched = None
@@ -169,7 +170,8 @@ class Sam3Widget(Container):
         axis = None if self.channel_axis.value < 0 else int(self.channel_axis.value)
         return plane_context(self.viewer, self.image.value, axis, self.channels.value)
 
-    def _report(self, done: int, total: int, message: str) -> None:
+    def report(self, done: int, total: int, message: str) -> None:
+        """Progress from a worker thread, shown on the GUI thread (safe to call from any)."""
         self._relay.progress.emit(done, total, message)
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
@@ -244,13 +246,10 @@ class Sam3Widget(Container):
     # ------------------------------------------------------------------ the three paths
     def segment_concept(self) -> None:
         """Find every instance of the concept / exemplars: plane, whole stack or tiled."""
-        from sam3_napari.jobs import concept_job
-
         self._guard(lambda: concept_job(self, self._context(), self._choice()))
 
     def segment_object(self, quiet: bool = False) -> None:
         """Segment (or refine) one object from the clicks on the current plane."""
-        from sam3_napari.jobs import object_job
 
         def make() -> tuple[Callable, Callable] | None:
             ctx = self._context()
@@ -267,7 +266,7 @@ class Sam3Widget(Container):
 
     def start_next_object(self) -> None:
         """Keep the current object; the next clicks start a new one."""
-        self._object = None
+        self.current_object = None
         if self.clicks.value is not None:
             self.clicks.value.data = np.zeros((0, self.clicks.value.ndim))
         self.status.value = "click on the next object"

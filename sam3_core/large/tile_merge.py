@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sam3_core.sparse import TiledInstances, paste, tight_crop, union_crops
+from sam3_core.large.sparse import TiledInstances, paste, tight_crop, union_crops
 
 NMS_CELL = 256  # px: grid cell of the spatial index used by NMS
 

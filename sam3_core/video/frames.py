@@ -3,7 +3,7 @@
 `open_frames(source)` takes a video file (mp4/avi/mov/mkv/webm via PyAV), a folder of frames
 (sorted by name), a numpy array [T, H, W] or [T, H, W, C], a TIFF stack (memory-mapped) or a
 list of images, and returns a `FrameSource`: `len()`, `size` (H, W) and `source[t]` -> uint8
-RGB [H, W, 3] through the same conversions as `sam3_core.io.load_image`.
+RGB [H, W, 3] through the same conversions as `sam3_core.formats.images.load_image`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 import numpy as np
 
-from sam3_core.io import ImageReadError, as_rgb8, iter_image_files, load_image, read_stack
+from sam3_core.formats.images import (
+    ImageReadError,
+    as_rgb8,
+    iter_image_files,
+    load_image,
+    read_stack,
+)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 VIDEO_FORMATS = "MP4, AVI, MOV, MKV, WebM (any codec FFmpeg/PyAV decodes)"

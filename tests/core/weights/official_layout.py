@@ -1,6 +1,6 @@
 """Test-only: write our state dict in Meta's official `sam3.pt` layout (`detector.*`, `tracker.*`).
 
-`to_official_layout` inverts `sam3_core.checkpoint.to_our_layout`. It hand-writes no key names:
+`to_official_layout` inverts `sam3_core.weights.checkpoint.to_our_layout`. It hand-writes no key names:
 the name map comes from running the converter's own renaming (`rename_key`) over every key of the
 real official layout (`data/official_sam3_keys.json.gz`) and inverting the result. Only the
 value transforms are undone by hand: q/k/v fused back, a cls slot put back into the ViT position
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sam3_core.checkpoint_official import DROPPED, rename_key
+from sam3_core.weights.official import DROPPED, rename_key
 
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_sam3_keys.json.gz"
 

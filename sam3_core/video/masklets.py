@@ -20,7 +20,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from sam3_core.association import mask_iou
+from sam3_core.video.association import mask_iou
 
 NO_OBJECT = -10.0
 NEVER_OCCLUDED = -1

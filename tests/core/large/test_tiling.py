@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam3_core import tiling
-from sam3_core.io import normalize_percentile
+from sam3_core.formats.images import normalize_percentile
+from sam3_core.large import tiling
+from sam3_core.large.sparse import crop_to_rle, tight_crop
+from sam3_core.large.tile_merge import merge_tiles, piece_from_mask, tile_grid
 from sam3_core.postprocess import mask_to_rle
 from sam3_core.predictor import ImagePredictor
-from sam3_core.sparse import crop_to_rle, tight_crop
-from sam3_core.tile_merge import merge_tiles, piece_from_mask, tile_grid
 from tests.core.helpers import make_image, tiny_model
 
 H, W = 200, 300

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from sam3_core import bioformats
-from sam3_core.io import AxesView, open_array, to_axes
+from sam3_core.formats import bioformats
+from sam3_core.formats.images import AxesView, open_array, to_axes
 
 
 def volume(t=3, h=20, w=30):

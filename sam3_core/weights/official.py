@@ -15,7 +15,7 @@ from math import isqrt
 import torch
 from torch import Tensor
 
-from sam3_core.checkpoint import CheckpointError
+from sam3_core.weights.errors import CheckpointError
 
 # Official prefix -> our prefix; the first match wins.
 _PREFIXES = (

@@ -8,7 +8,10 @@ import tifffile
 import torch
 from PIL import Image
 
-from sam3_core.association import (
+from sam3_core.modeling.detector import DetectorOutput
+from sam3_core.modeling.mask_head import MaskLogits
+from sam3_core.prompts import PromptError
+from sam3_core.video.association import (
     AssociationConfig,
     TrackState,
     associate,
@@ -18,12 +21,9 @@ from sam3_core.association import (
     nms_masks,
     update_tracks,
 )
-from sam3_core.frames import VideoReadError, open_frames
-from sam3_core.masklets import FILLED, REMOVED, fill_small_regions, small_regions
-from sam3_core.modeling.detector import DetectorOutput
-from sam3_core.modeling.mask_head import MaskLogits
-from sam3_core.prompts import PromptError
-from sam3_core.video import VideoPredictor, VideoSession
+from sam3_core.video.frames import VideoReadError, open_frames
+from sam3_core.video.masklets import FILLED, REMOVED, fill_small_regions, small_regions
+from sam3_core.video.session import VideoPredictor, VideoSession
 from tests.core.helpers import make_image, tiny_model
 
 
@@ -216,7 +216,7 @@ def test_concept_tracking_with_forced_detections(vp, monkeypatch):
             scores, torch.full((1, 1), 10.0), z, MaskLogits.dense(masks), masks[:, :1]
         )
 
-    monkeypatch.setattr(vp.image, "_detect", fake_detect)
+    monkeypatch.setattr(vp.image, "detect_concepts", fake_detect)
     s = vp.start(moving_video(n, h, w))
     first = s.add_concept(0, concepts="blob")
     assert list(first.track_ids) == [1] and first.names() == ["blob"]
@@ -270,7 +270,7 @@ def test_lost_concept_track_ends_and_frees_memory(vp, monkeypatch, hotstart_dela
             r.low_res = blob(side, side, 12, 12, 5)[None] if there else r.low_res.clamp(max=-10)
         return out
 
-    monkeypatch.setattr(vp.image, "_detect", fake_detect)
+    monkeypatch.setattr(vp.image, "detect_concepts", fake_detect)
     monkeypatch.setattr(VideoSession, "_track", tracker_loses_it)
     # with a hot start, outputs are held back 15 frames (here: to the end), yet frames
     # 0-2 keep the lost track (only false starts and duplicates are hidden there)

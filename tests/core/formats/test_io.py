@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sam3_core.io import (
+from sam3_core.formats.images import (
     ImageReadError,
     iter_image_files,
     load_image,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam3_core import stacks
-from sam3_core.bioformats import track_rows
+from sam3_core.formats.bioformats import track_rows
+from sam3_core.large import stacks
 from sam3_core.predictor import ImagePredictor
 from sam3_core.prompts import PromptError
 from tests.core.helpers import make_image, tiny_model
@@ -115,7 +115,7 @@ def test_segment_stack_track_hook(predictor, monkeypatch):
     real_import = builtins.__import__
 
     def no_video(name, *args, **kwargs):
-        if name == "sam3_core.video":
+        if name == "sam3_core.video.session":
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 

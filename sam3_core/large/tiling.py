@@ -1,6 +1,6 @@
 """Large 2D images: segment overlapping tiles in batches, merge the instances across seams.
 
-The image may be lazy (numpy memmap, zarr, a path opened with `sam3_core.io.open_array`):
+The image may be lazy (numpy memmap, zarr, a path opened with `sam3_core.formats.images.open_array`):
 only one batch of tiles is read and converted at a time. Non-uint8 data is scaled to 8 bits
 with percentiles estimated once on a strided sample of the whole image, so every tile sees
 the same contrast. Results keep one cropped mask per instance (`TiledInstances`).
@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3_core.io import as_rgb8, open_array
+from sam3_core.formats.images import as_rgb8, open_array
+from sam3_core.large.sparse import TiledInstances
+from sam3_core.large.tile_merge import TilePiece, merge_tiles, piece_from_mask, tile_grid
 from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
 from sam3_core.postprocess import detections_to_instances
 from sam3_core.prompts import VISUAL_TEXT, ConceptBatch, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
-from sam3_core.sparse import TiledInstances
-from sam3_core.tile_merge import TilePiece, merge_tiles, piece_from_mask, tile_grid
 
 SAMPLE_SIDE = 2048  # the intensity range of non-uint8 images is estimated on ~2048^2 pixels
 LOCAL_MIN_INSIDE = 0.5  # "local" mode: an exemplar joins a tile holding this share of its box
@@ -45,12 +45,12 @@ class TileReader:
         if arr.ndim not in (2, 3):
             raise ValueError(
                 f"segment_tiled takes one 2D image [H, W] or [H, W, C]; got shape {arr.shape}. "
-                "Pick a plane first (e.g. arr[z]) or reorder axes with sam3_core.io.to_axes"
+                "Pick a plane first (e.g. arr[z]) or reorder axes with sam3_core.formats.images.to_axes"
             )
         if arr.ndim == 3 and arr.shape[-1] > 4 and channels is None:
             raise ValueError(
                 f"the image {arr.shape} has {arr.shape[-1]} channels last or is channel-first: "
-                "reorder to [H, W, C] with sam3_core.io.to_axes(arr, 'CYX', 'YXC') and/or "
+                "reorder to [H, W, C] with sam3_core.formats.images.to_axes(arr, 'CYX', 'YXC') and/or "
                 "pass channels=[...] (1 to 3 of them)"
             )
         self.array, self.channels = arr, None if channels is None else list(channels)
@@ -121,7 +121,7 @@ class _TransferPrompts:
     """Every concept's prompt tokens (text + exemplars encoded on their home tiles), [C, L, D]."""
 
     def __init__(self, predictor, reader: TileReader, tiles: np.ndarray, batch: ConceptBatch):
-        text, valid = predictor._encode_texts(batch.texts)
+        text, valid = predictor.encode_texts(batch.texts)
         parts, masks = [[t] for t in text], [[v] for v in valid]
         detector = predictor.model.detector_model
         for c, (boxes, positives) in enumerate(zip(batch.boxes, batch.positives)):
@@ -231,7 +231,7 @@ def segment_tiled(
     Tiles of `tile_size` pixels overlapping by `overlap` go through the backbone
     `batch_size` at a time; exemplars are (x0, y0, x1, y1[, positive]) in global pixels (see
     the module docstring for `exemplar_mode`). Objects cut by seams come back once, whole:
-    see `sam3_core.tile_merge`. `progress(done_tiles, total_tiles)` is called per batch
+    see `sam3_core.large.tile_merge`. `progress(done_tiles, total_tiles)` is called per batch
     (True shows a tqdm bar). Choose `overlap` above the typical object size.
     """
     if exemplar_mode not in ("transfer", "local"):

@@ -19,9 +19,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sam3_core.association import AssociationConfig
 from sam3_core.config import sam3_tiny
-from sam3_core.video import VideoPredictor
+from sam3_core.video.association import AssociationConfig
+from sam3_core.video.session import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import (
     CvUtilsKernel,

@@ -4,7 +4,7 @@ The fixture pins the exact `sam3.pt` layout (the state dict that Meta's
 `build_sam3_video_model` loads strictly) without any weights. Run it in a separate venv with
 Meta's package (`pip install torch==2.14.1 "huggingface-hub<2.0" sam3 psutil setuptools`):
 
-    python tests/core/data/dump_official_keys.py BPE_VOCAB_GZ [OUT_JSON_GZ]
+    python tests/core/weights/data/dump_official_keys.py BPE_VOCAB_GZ [OUT_JSON_GZ]
 
 `sam3` hard-codes "cuda" in a few constructors, so a torch function mode rewrites those device
 arguments to "cpu"; the model is built on CPU (about 3.5 GB of memory, 15 s) and never run.

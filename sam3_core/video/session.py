@@ -10,7 +10,7 @@
 Click tracking follows SAM 2 / transformers' `Sam3TrackerVideoModel` (conditioning frames,
 recent memories, object pointers, its multimask rules). Frames are decoded on demand, only the
 current frame's backbone features are cached, and the memory bank keeps only what can still
-be read (`sam3_core.memory_bank`), so memory stays flat however long the video is.
+be read (`sam3_core.video.memory_bank`), so memory stays flat however long the video is.
 """
 
 from __future__ import annotations
@@ -20,16 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from sam3_core.association import AssociationConfig, TrackState
 from sam3_core.device import autocast
-from sam3_core.frames import FrameSource, open_frames
-from sam3_core.memory_bank import FrameMemory, MemoryBank
-from sam3_core.modeling.detector import ImageFeatures
+from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
-from sam3_core.postprocess import masks_to_boxes
 from sam3_core.predictor import ImagePredictor, ImageState, preprocess
 from sam3_core.prompts import (
     ConceptBatch,
@@ -39,8 +34,12 @@ from sam3_core.prompts import (
     normalize_concepts,
 )
 from sam3_core.results import Concept, Exemplar, Instances
-from sam3_core.video_concepts import Outputs, concept_masks, concept_step
-from sam3_core.video_state import CurrentFrame, FrameResult, TrackedObject
+from sam3_core.video.association import AssociationConfig, TrackState
+from sam3_core.video.concepts import concept_step
+from sam3_core.video.frames import FrameSource, open_frames
+from sam3_core.video.memory_bank import FrameMemory, MemoryBank
+from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
+from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
 DIRECTIONS = ("forward", "backward", "both")
 
@@ -163,7 +162,7 @@ class VideoSession:
         """
         self._check_frame(frame)
         if obj_id is None:
-            obj_id = self._new_id()
+            obj_id = self.new_id()
         self._max_id = max(self._max_id, obj_id)
         if mask is not None and (points is not None or boxes is not None):
             raise PromptError("Give a mask, or points/boxes, for one object on a frame, not both.")
@@ -173,7 +172,7 @@ class VideoSession:
         recent = obj.memory.recent.get(frame)
         reverse = bool(recent.reverse) if recent is not None and not is_init else False
         if mask is not None:
-            result = self._mask_result(
+            result = self.mask_result(
                 feats, mask_prompt(mask, self.size, self.tracker.image_size, self.predictor.device)
             )
         else:
@@ -182,8 +181,8 @@ class VideoSession:
             multimask = self.tracker.use_multimask(is_init, labels.shape[-1])
             result = self._decode(feats.tracker, embed, coords, labels, multimask)
         self.objects[obj_id] = obj
-        self._remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
-        return self._frame_instances(self._outputs([(obj, result)]))
+        self.remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
+        return self._instances(collect_outputs([(obj, result)]))
 
     @torch.inference_mode()
     def add_concept(
@@ -204,7 +203,7 @@ class VideoSession:
         self._concept_frames[frame] = outputs
         clicked = [(o, self._cond_result(o, frame)) for o in self.objects.values()]
         clicked = [(o, r) for o, r in clicked if r is not None and o.obj_id not in outputs]
-        return self._frame_instances(self._outputs(clicked) | outputs)
+        return self._instances(collect_outputs(clicked) | outputs)
 
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking one object (its memory is freed)."""
@@ -252,7 +251,7 @@ class VideoSession:
                     continue
                 ready, held = (held, []) if delay <= 0 or t == order[-1] else (held[:1], held[1:])
                 for f, outputs in ready:
-                    yield f, self._frame_instances(outputs)
+                    yield f, self._instances(outputs)
 
     @torch.inference_mode()
     def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Outputs:
@@ -269,8 +268,8 @@ class VideoSession:
                 reused.append((obj, stored))
         fresh = self._track(pending, t, reverse, feats)
         clicked = [(o, r) for o, r in fresh if o.obj_id not in self.track_states]
-        self._remember(clicked, t, feats, binarize=False, cond=False, reverse=reverse)
-        outputs = self._outputs(reused + clicked)
+        self.remember(clicked, t, feats, binarize=False, cond=False, reverse=reverse)
+        outputs = collect_outputs(reused + clicked)
         if done is not None:
             outputs |= done
         elif self.concepts is not None:
@@ -368,12 +367,18 @@ class VideoSession:
             low[:, 0].float(), high.float(), pointer[:, 0], out.object_score_logits[:, 0]
         )
 
-    def _mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
+    # ------------------------------------------------------------------ for the concept step
+    def detect_concepts(self, image: ImageState) -> DetectorOutput:
+        """The detector's raw output for the session's concepts on one frame."""
+        return self.predictor.image.detect_concepts(image, self.concepts)
+
+    def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
+        """The tracker's output for a mask prompt [N, 1, H, W] on the current frame."""
         with autocast(self.predictor.device, self.predictor.precision):
             low, high, score, pointer = self.tracker.mask_as_output(feats.tracker, mask)
         return FrameResult(low[:, 0].float(), high.float(), pointer, score)
 
-    def _remember(
+    def remember(
         self,
         items,
         t: int,
@@ -424,15 +429,19 @@ class VideoSession:
     def _concept_objects(self) -> list[TrackedObject]:
         return [o for o in self.objects.values() if o.obj_id in self.track_states]
 
-    def _new_id(self) -> int:
+    def new_id(self) -> int:
+        """A fresh object id, above every id given so far (ids are never reused)."""
         self._max_id = max(self._max_id, *self.objects, 0) + 1
         return self._max_id
 
-    @staticmethod
-    def _outputs(items: list[tuple[TrackedObject, FrameResult]]) -> Outputs:
-        return {o.obj_id: (o, r.low_res, r.score.float().sigmoid().reshape(())) for o, r in items}
-
     # ------------------------------------------------------------------ helpers
+    def _instances(self, outputs: Outputs) -> Instances:
+        concept_ids = self.track_states.keys() | self.removed_ids | self.lost_ids
+        mask_size = self.tracker.prompt_encoder.mask_input_size
+        return frame_instances(
+            outputs, concept_ids, self.removed_ids, self.size, self.label_names, mask_size
+        )
+
     def _check_frame(self, t: int) -> None:
         if not 0 <= t < self.num_frames:
             raise IndexError(
@@ -467,34 +476,6 @@ class VideoSession:
             coords, labels = torch.cat([old_coords, coords], 2), torch.cat([old_labels, labels], 2)
         obj.clicks[frame] = (coords, labels)
         return coords.to(self.predictor.device), labels.to(self.predictor.device)
-
-    def _frame_instances(self, outputs: Outputs) -> Instances:
-        """Instances of one frame: clicked objects as decoded; concept tracks as SAM 3 outputs
-        them (ended tracks and empty masks dropped, overlaps given to the higher score)."""
-        concept_ids = self.track_states.keys() | self.removed_ids | self.lost_ids
-        clicked = sorted(i for i in outputs if i not in concept_ids)
-        concept = {i: v for i, v in outputs.items() if i in concept_ids}
-        ids, low, scores, masks = concept_masks(concept, self.removed_ids, self.size)
-        if clicked:
-            low_c = torch.cat([outputs[i][1] for i in clicked]).float()
-            scores_c = torch.stack([outputs[i][2].float().reshape(()) for i in clicked])
-            masks_c = F.interpolate(low_c[None], size=self.size, mode="bilinear")[0] > 0
-            dev = low_c.device
-            low = torch.cat([low_c, low.to(dev)]) if ids else low_c
-            scores = torch.cat([scores_c, scores.to(dev)]) if ids else scores_c
-            masks = torch.cat([masks_c, masks.to(dev)]) if ids else masks_c
-        ids = clicked + ids
-        if not ids:
-            low = torch.zeros(0, *self.tracker.prompt_encoder.mask_input_size)
-        return Instances(
-            masks=masks.cpu().numpy(),
-            boxes=masks_to_boxes(masks).cpu().numpy(),
-            scores=scores.cpu().numpy().astype(np.float32),
-            labels=np.array([outputs[i][0].label for i in ids], np.int64),
-            label_names=list(self.label_names),
-            low_res_logits=low.cpu().numpy(),
-            track_ids=np.array(ids, np.int64),
-        )
 
 
 def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests for sam3_core.checkpoint: resolving, safe reading, layout conversion and loading.
+"""Tests for sam3_core.weights.checkpoint: resolving, safe reading, layout conversion and loading.
 
 Our model's keys equal transformers' `Sam3VideoModel` keys by design, so transformers' model
 stands in for ours here. The official layout is pinned by `data/official_sam3_keys.json.gz`
@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import errors as hf_errors
 from safetensors.torch import save_file
 
-from sam3_core.checkpoint import (
+from sam3_core.weights.checkpoint import (
     CheckpointError,
     detect_layout,
     load_into,

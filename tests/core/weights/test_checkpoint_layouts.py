@@ -13,10 +13,10 @@ from safetensors.torch import save_file
 
 from sam3_core import ImagePredictor
 from sam3_core.build import load_model
-from sam3_core.checkpoint import detect_layout, to_our_layout
-from sam3_core.checkpoint_official import DROPPED
+from sam3_core.weights.checkpoint import detect_layout, to_our_layout
+from sam3_core.weights.official import DROPPED
 from tests.core.helpers import make_image, tiny_model
-from tests.core.official_layout import (
+from tests.core.weights.official_layout import (
     FOURIER,
     FOURIER_ALIAS,
     official_layout,

@@ -6,18 +6,15 @@ and specks), match detections to them, start tracks for new detections up to `ma
 starts and duplicates end), re-condition tracks on strong detections every
 `recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one,
 write the tracks' memories from their (constrained) masks, and end tracks empty for
-`end_lost_after` frames. Used by `sam3_core.video`.
+`end_lost_after` frames. Used by `sam3_core.video.session`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from sam3_core.association import (
+from sam3_core.video.association import (
     TrackState,
     associate,
     limit_new_tracks,
@@ -25,28 +22,22 @@ from sam3_core.association import (
     nms_masks,
     update_tracks,
 )
-from sam3_core.masklets import (
+from sam3_core.video.masklets import (
     ALWAYS_OCCLUDED,
     NEVER_OCCLUDED,
     NO_OBJECT,
     fill_small_regions,
-    non_overlapping,
     suppress_recently_occluded,
     suppress_shrunk,
 )
-from sam3_core.video_state import CurrentFrame, FrameResult, TrackedObject
-
-if TYPE_CHECKING:
-    from sam3_core.video import VideoSession
-
-# obj_id -> (object, low-res logits [1, h, w], score in [0, 1])
-Outputs = dict[int, tuple["TrackedObject", Tensor, Tensor]]
+from sam3_core.video.outputs import Outputs
+from sam3_core.video.state import ConceptHost, CurrentFrame, FrameResult, TrackedObject
 
 
-def detect(session: VideoSession, feats: CurrentFrame) -> tuple[Tensor, Tensor, Tensor]:
+def detect(session: ConceptHost, feats: CurrentFrame) -> tuple[Tensor, Tensor, Tensor]:
     """Detections kept on one frame: scores [N], mask logits [N, h, w], labels [N] (1-based)."""
     cfg = session.association
-    out = session.predictor.image._detect(feats.image, session.concepts)
+    out = session.detect_concepts(feats.image)
     scores = out.scores.float()
     rows, queries = (scores > cfg.score_threshold_detection).nonzero(as_tuple=True)
     scores = scores[rows, queries]
@@ -56,7 +47,7 @@ def detect(session: VideoSession, feats: CurrentFrame) -> tuple[Tensor, Tensor, 
 
 
 def concept_step(
-    session: VideoSession,
+    session: ConceptHost,
     t: int,
     feats: CurrentFrame,
     tracked: list[tuple[TrackedObject, FrameResult]],
@@ -72,7 +63,7 @@ def concept_step(
     trk_labels = torch.tensor([o.label for o, _ in tracked], device=masks.device)
     assoc = associate(masks, scores, trk, ids, cfg, labels, trk_labels)
     assoc.new = limit_new_tracks(assoc.new, scores, len(ids), cfg.max_num_objects)
-    new_ids = [session._new_id() for _ in assoc.new]
+    new_ids = [session.new_id() for _ in assoc.new]
     ended = update_tracks(states, assoc, t, cfg, reverse)
     recondition = set()
     if cfg.recondition_every_nth_frame > 0 and t % cfg.recondition_every_nth_frame == 0:
@@ -112,9 +103,9 @@ def concept_step(
         obj = TrackedObject(oid, label=int(labels[d]))
         session.objects[oid] = obj
         states[oid] = TrackState(t, cfg.init_trk_keep_alive)
-        new_items.append((obj, session._mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
+        new_items.append((obj, session.mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
         outputs[oid] = (obj, shown[j : j + 1], scores[d])
-    session._remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
+    session.remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
     for tid in ended:  # false starts and duplicates: hidden on the held frames too
         session.remove_object(tid)
         session.removed_ids.add(tid)
@@ -125,35 +116,16 @@ def concept_step(
     return outputs
 
 
-def _remember_tracks(session, tracked, trk, trk_labels, t, feats, reverse, recondition):
+def _remember_tracks(
+    session: ConceptHost, tracked, trk, trk_labels, t, feats, reverse, recondition
+):
     """Memories of the tracked masks: tracks that would shrink under the non-overlap constraint
     are written as absent; object scores come from the mask areas (+-10)."""
     masks = suppress_shrunk(trk[:, None], trk_labels)
     present = (masks > 0).flatten(1).any(1, keepdim=True)
     score = torch.where(present, 10.0, -10.0)
     embed_dtype = feats.tracker.image_embed.dtype
-    session._remember(tracked, t, feats, False, recondition, reverse, masks.to(embed_dtype), score)
+    session.remember(tracked, t, feats, False, recondition, reverse, masks.to(embed_dtype), score)
 
 
-def concept_masks(
-    outputs: Outputs, removed: set[int], size: tuple[int, int]
-) -> tuple[list[int], Tensor, Tensor, Tensor]:
-    """Output masks of concept tracks at the video size, as transformers' video processor:
-    ended tracks and empty masks dropped, then each pixel kept by its highest-scoring track.
-    Returns ids, low-res logits [N, h, w], scores [N] and bool masks [N, H, W]."""
-    ids = sorted(i for i in outputs if i not in removed)
-    if not ids:
-        return [], torch.zeros(0, 1, 1), torch.zeros(0), torch.zeros(0, *size, dtype=torch.bool)
-    low = torch.cat([outputs[i][1] for i in ids]).float()
-    scores = torch.stack([outputs[i][2].float().reshape(()) for i in ids])
-    masks = F.interpolate(low[None], size=size, mode="bilinear", align_corners=False)[0] > 0
-    keep = masks.flatten(1).any(1)
-    ids = [i for i, k in zip(ids, keep.tolist()) if k]
-    low, scores, masks = low[keep], scores[keep], masks[keep]
-    groups = torch.tensor([outputs[i][0].label for i in ids], dtype=torch.long)
-    if len(ids) > 1:
-        masks = non_overlapping(masks, scores, groups.to(masks.device))
-    return ids, low, scores, masks
-
-
-__all__ = ["concept_masks", "concept_step", "detect"]
+__all__ = ["concept_step", "detect"]

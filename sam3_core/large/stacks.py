@@ -4,7 +4,7 @@ method="link": every slice is segmented (slices batched through the backbone), t
 of consecutive slices are matched by mask IoU (Hungarian with scipy, else greedy); unmatched
 instances start new ids, so objects appearing mid-stack get their own. A track may skip up to
 `max_gap` slices without a detection and keep its id.
-method="track": the video tracker (`sam3_core.video.VideoPredictor`) propagates the concepts
+method="track": the video tracker (`sam3_core.video.session.VideoPredictor`) propagates the concepts
 and clicks through the stack with its memory, forward and backward.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sam3_core.bioformats import track_rows
+from sam3_core.formats.bioformats import track_rows
 from sam3_core.prompts import PromptError
 from sam3_core.results import Concept, Exemplar, Instances
 
@@ -120,7 +120,7 @@ def paint_volume(
 
 def _slices(stack: Any, axes: str | None):
     if axes is not None:
-        from sam3_core.io import to_axes
+        from sam3_core.formats.images import to_axes
 
         stack = to_axes(stack, axes, "ZYX(C)")
     if stack.ndim not in (3, 4):
@@ -162,10 +162,10 @@ def _segment_link(predictor, stack, concepts, exemplars, batch_size, thresholds,
 
 def _segment_track(predictor, stack, concepts, exemplars, clicks, thresholds, progress):
     try:
-        from sam3_core.video import VideoPredictor
+        from sam3_core.video.session import VideoPredictor
     except ImportError as err:
         raise NotImplementedError(
-            "method='track' needs sam3_core.video.VideoPredictor (the video tracker), which this "
+            "method='track' needs sam3_core.video.session.VideoPredictor (the video tracker), which this "
             "install lacks; use method='link'"
         ) from err
     session = VideoPredictor(predictor.model, predictor.device, predictor.precision).start(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam3_core.tokenizer import ClipTokenizer, vocab_and_merges_from_bpe_gz
+from sam3_core.modeling.tokenizer import ClipTokenizer, vocab_and_merges_from_bpe_gz
 
 transformers = pytest.importorskip("transformers")
 

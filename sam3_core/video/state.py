@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from sam3_core.memory_bank import ObjectMemory
 from sam3_core.modeling.tracker import TrackerImageFeatures
 from sam3_core.predictor import ImageState
+from sam3_core.video.memory_bank import ObjectMemory
+
+if TYPE_CHECKING:
+    from sam3_core.modeling.detector import DetectorOutput
+    from sam3_core.prompts import ConceptBatch
+    from sam3_core.video.association import AssociationConfig, TrackState
 
 
 @dataclass
@@ -46,3 +53,35 @@ class CurrentFrame:
     index: int
     image: ImageState
     tracker: TrackerImageFeatures
+
+
+class ConceptHost(Protocol):
+    """What one frame of concept tracking needs from its session (`VideoSession` is one):
+    the thresholds, the tracks' state, and the session's detector, tracker and memory."""
+
+    association: AssociationConfig
+    concepts: ConceptBatch | None
+    objects: dict[int, TrackedObject]
+    track_states: dict[int, TrackState]
+    removed_ids: set[int]
+    lost_ids: set[int]
+
+    def detect_concepts(self, image: ImageState) -> DetectorOutput: ...
+
+    def new_id(self) -> int: ...
+
+    def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult: ...
+
+    def remember(
+        self,
+        items: list[tuple[TrackedObject, FrameResult]],
+        t: int,
+        feats: CurrentFrame,
+        binarize: bool,
+        cond: bool | Container[int],
+        reverse: bool,
+        masks: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+    ) -> None: ...
+
+    def remove_object(self, obj_id: int) -> None: ...

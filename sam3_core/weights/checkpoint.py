@@ -24,6 +24,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from sam3_core.weights.errors import CheckpointError
+from sam3_core.weights.official import convert_official
+
 __all__ = [
     "DEFAULT_REPO",
     "CheckpointError",
@@ -47,10 +50,6 @@ OUR_PREFIXES = ("detector_model.", "tracker_model.", "tracker_neck.")
 MAX_LISTED = 10
 
 Layout = Literal["ours", "hf_detector", "official"]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be found, read, recognised or loaded; the message says the fix."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,8 +297,6 @@ def to_our_layout(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return _fill_aliases(dict(sd))
     if layout == "hf_detector":
         return {"detector_model." + k: v for k, v in sd.items()}
-    from sam3_core.checkpoint_official import convert_official
-
     return _fill_aliases(convert_official(sd))
 
 

@@ -1,0 +1,1 @@
+"""Videos: the tracking session, its state and memory bank, concept tracking, lazy frames."""
