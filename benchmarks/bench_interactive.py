@@ -1,7 +1,8 @@
 """One click after `set_image`: ours vs transformers' Sam3TrackerModel given precomputed embeddings.
 
-Same weights on both sides; both start from cached image embeddings and end with the mask at
-the image size. Prints medians and, last, `click_ms=T click_ratio=R` (R = reference / ours).
+Same weights on both sides; both start from cached image embeddings, pick the best of the
+three candidate masks by predicted IoU, and upsample and threshold only that one to the image
+size (the same work on both sides). Prints the mask areas (both sides must agree), medians and, last, `click_ms=T click_ratio=R` (R = reference / ours).
 `python benchmarks/bench_interactive.py` (full size; `--config sam3_tiny` for a smoke test).
 """
 
@@ -61,12 +62,13 @@ def main() -> None:
     def reference():
         with autocast(device, precision):
             out = hf(image_embeddings=embeds, input_points=points, input_labels=labels)
-            masks = (
-                torch.nn.functional.interpolate(out.pred_masks[0].float(), (h, w), mode="bilinear")
-                > 0
-            )
-            return masks.cpu()
+            best = out.iou_scores[0, 0].float().argmax()
+            low = out.pred_masks[0, 0, best][None, None].float()
+            masks = torch.nn.functional.interpolate(low, (h, w), mode="bilinear") > 0
+            return masks[0].cpu()
 
+    ref_area, our_area = int(reference().sum()), int(ours().masks.sum())
+    print(f"mask area: reference {ref_area} px | ours {our_area} px")
     t_ref = median_time(reference, args.runs, device, warmup=3)
     t_ours = median_time(ours, args.runs, device, warmup=3)
     print(f"device={device} precision={precision} config={args.config} runs={args.runs}")

@@ -42,16 +42,21 @@ def peak_rss_mb() -> float:
 
 
 def paired_models(config_name: str, device: torch.device):
-    """(transformers Sam3Model, our Sam3Model) holding identical random weights."""
+    """(transformers Sam3Model, our Sam3Model) holding identical random weights, perturbed as
+    the parity tests do so that scores vary and some queries pass the threshold (with default
+    initialisation every score is about 0.28 and no side would compute a mask)."""
     from transformers import Sam3Model as HFSam3Model
 
     from sam3_core.build import build_model
     from sam3_core.config import get_config
-    from tests.reference import hf_detector_config
+    from tests.reference import hf_detector_config, perturb_
 
     cfg = get_config(config_name)
     torch.manual_seed(0)
-    hf = HFSam3Model(hf_detector_config(cfg)).eval().to(device)
+    hf = HFSam3Model(hf_detector_config(cfg)).eval()
+    with torch.no_grad():
+        perturb_(hf, 0)
+    hf = hf.to(device)
     ours = build_model(cfg)
     ours.detector_model.load_state_dict(hf.state_dict())
     return hf, ours.to(device), cfg
