@@ -176,3 +176,19 @@ def test_label_studio_round_trip(label_studio, backend_url, tmp_path):
                       json={"task": task.id, "context": bad})  # fmt: skip
     assert "422" in str(r.json().get("errors"))
     assert requests.get(backend_url + "/health", auth=("ls", "secret")).status_code == 200
+
+    # a batch where one file is not an image: that task gets no prediction (and the backend says
+    # why in its log), the other task of the same request gets its prediction
+    Image.fromarray(make_image(64, 80, seed=2)).save(tmp_path / "more.png")
+    (tmp_path / "broken.png").write_bytes(b"<html>not an image</html>")
+    with open(tmp_path / "more.png", "rb") as good, open(tmp_path / "broken.png", "rb") as bad:
+        r = requests.post(f"{base}/api/projects/{project.id}/import", headers=auth,
+                          files={"good": good, "bad": bad})  # fmt: skip
+    assert r.status_code == 201, r.text
+    new = {t.data["image"].rsplit("-", 1)[-1]: t for t in ls.tasks.list(project=project.id)}
+    assert {"more.png", "broken.png"} <= set(new)
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                      selected_items={"all": True, "excluded": []})  # fmt: skip
+    [more] = list(ls.predictions.list(task=new["more.png"].id))
+    assert more.result and more.result[0]["original_width"] == 80
+    assert list(ls.predictions.list(task=new["broken.png"].id)) == []

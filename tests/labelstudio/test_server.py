@@ -22,6 +22,10 @@ CONFIG = """<View>
 </View>"""
 TASK_A = {"id": 1, "data": {"image": "/data/local-files/?d=a.png"}}
 TASK_B = {"id": 2, "data": {"image": "/data/local-files/?d=b.png"}}
+NO_LABELS = """<View><Image name="image" value="$image"/>
+  <BrushLabels name="brush" toName="image"/>
+  <RectangleLabels name="rect" toName="image"><Label value="Cell"/></RectangleLabels>
+</View>"""
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"ls:secret").decode()}
 
 
@@ -138,6 +142,25 @@ def test_smart_box_and_text_prompt(client):
                                                             "value": {"x": 500, "y": 1}}]}}},
          422, "outside"),
         ({"label_config": CONFIG}, 400, "tasks"),
+        ({"tasks": ["a.png"], "label_config": CONFIG}, 400, "a list of task objects"),
+        ({"tasks": [{"id": 3, "data": "a.png"}], "label_config": CONFIG}, 400,
+         "Task 3's data must be a JSON object"),
+        ({"tasks": [TASK_A], "label_config": CONFIG, "params": "x"}, 400, "params must be"),
+        ({"tasks": [TASK_A], "label_config": CONFIG, "params": {"context": {"result": "x"}}},
+         400, "params.context.result must be a list"),
+        ({"tasks": [TASK_A], "label_config": CONFIG, "params": {"context": {"result": [1]}}},
+         400, "params.context.result must be a list"),
+        ({"tasks": [TASK_A], "label_config": CONFIG,
+          "params": {"context": {"result": [{"type": "keypointlabels", "value": "x"}]}}},
+         422, "has no 'value' object"),
+        ({"tasks": [TASK_A], "label_config": CONFIG, "params": {"context": {"result": [
+            {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": "w", "height": 5}}]}}},
+         422, "needs numeric value.x, value.y (and width, height)"),
+        ({"tasks": [TASK_A], "label_config": 5}, 422, "as an XML string, not int"),
+        ({"tasks": [TASK_A], "label_config": NO_LABELS}, 422,
+         '<BrushLabels name="brush"> has no <Label> children: add <Label value="..."/>'),
+        ({"tasks": [{"id": 8, "data": {"image": "/data/local-files/?d="}}], "label_config": CONFIG},
+         422, "names no file"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_json_error_and_the_server_lives(client, body, status, needle, caplog):
@@ -169,3 +192,32 @@ def test_concurrent_requests_share_one_model_thread(client, backend):
         hook.remove()
     assert codes == [200] * 6
     assert len(threads) == 1  # every model call ran on the one model thread
+
+
+@pytest.mark.parametrize(("config", "needle"), [
+    (NO_LABELS, '<BrushLabels name="brush"> has no <Label> children: add <Label value="..."/>'),
+    (5, "as an XML string"),
+])  # fmt: skip
+def test_setup_refuses_a_config_naming_the_tag(client, config, needle):
+    resp = client.post("/setup", json={"project": "1.1", "schema": config})
+    assert resp.status_code == 422, resp.text
+    assert needle in resp.json()["error"]
+
+
+def test_lone_strings_where_label_studio_sends_lists(client, backend, monkeypatch):
+    calls = []
+    real = backend.predictor.predict
+    monkeypatch.setattr(
+        backend.predictor, "predict", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    point = {"type": "keypointlabels", "value": {"x": 40, "y": 50, "keypointlabels": "WBC"}}
+    text = {"type": "textarea", "value": {"text": "white cell"}}
+    labels = []
+    for item in (point, text):
+        body = {"tasks": [TASK_A], "label_config": CONFIG,
+                "params": {"context": {"result": [item]}}}  # fmt: skip
+        resp = client.post("/predict", json=body)
+        assert resp.status_code == 200, resp.text
+        labels.append({r["value"]["brushlabels"][0] for r in resp.json()["results"][0]["result"]})
+    assert labels == [{"WBC"}, {"RBC"}]  # the clicked label, not "W"; no label matches the text
+    assert calls[1]["concepts"] == ["white cell"]  # not "w h i t e   c e l l"

@@ -12,8 +12,6 @@ from starlette.testclient import TestClient
 
 from sam3_core.video.association import AssociationConfig
 
-pytest.importorskip("sam3_core.video.session")
-
 CONFIG = """<View>
   <Video name="video" value="$video" frameRate="10"/>
   <Labels name="labels" toName="video"><Label value="Car" concept="car"/><Label value="Bus"/></Labels>
@@ -26,7 +24,9 @@ def test_track_sequence_closes_spans_and_counts_frames_from_one():
     seq = track_sequence(boxes, width=100, height=200, fps=10)
     assert [s["frame"] for s in seq] == [1, 2, 3, 6]
     assert [s["enabled"] for s in seq] == [True, True, False, False]
-    assert seq[0] | {} == seq[0] and (seq[1]["x"], seq[1]["y"], seq[1]["width"]) == (10, 10, 20)
+    assert seq[0] == {"frame": 1, "x": 10.0, "y": 10.0, "width": 20.0, "height": 20.0,
+                      "rotation": 0, "enabled": True, "time": 0.0}  # fmt: skip
+    assert (seq[1]["x"], seq[1]["y"], seq[1]["width"]) == (10, 10, 20)
     assert seq[3]["time"] == 0.5
     out = OutputTag("box", "video", "VideoRectangle", {"Car": "car"})
     res = videorectangle_result(seq, out, "Car", frames=8, fps=10, score=0.7)
@@ -82,3 +82,36 @@ def test_video_concepts_and_drawn_box(client):
     assert region["id"] == "abc" and region["value"]["labels"] == ["Car"]
     frames = [s["frame"] for s in region["value"]["sequence"]]
     assert frames[0] == 2 and frames == sorted(frames) and frames[-1] <= 5
+
+
+def drawn_box(**key) -> dict:
+    seq = [{"frame": 2, "x": 20, "y": 20, "width": 40, "height": 50} | key]
+    return {"id": "abc", "type": "videorectangle", "value": {"labels": ["Car"], "sequence": seq}}
+
+
+@pytest.mark.parametrize(("item", "needle"), [
+    (drawn_box(height=None), "needs a sequence whose last keyframe has numeric frame"),
+    (drawn_box(frame=9), "A box is drawn on frame 9, but the video has 5 frames (1..5)"),
+    ({"type": "videorectangle", "value": {"sequence": "x"}}, "needs a sequence"),
+])  # fmt: skip
+def test_a_bad_drawn_box_is_a_422_naming_it(client, item, needle):
+    task = {"id": 4, "data": {"video": "/data/local-files/?d=clip.mp4"}}
+    body = {"tasks": [task], "label_config": CONFIG, "params": {"context": {"result": [item]}}}
+    resp = client.post("/predict", json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"].startswith("Task 4: Bad video prompt: ")
+    assert needle in resp.json()["error"]
+
+
+def test_an_unreadable_video_fails_its_own_task(client, images_dir):
+    (images_dir / "broken.mp4").write_bytes(b"not a video")
+    tasks = [{"id": 5, "data": {"video": "/data/local-files/?d=broken.mp4"}},
+             {"id": 6, "data": {"video": "/data/local-files/?d=nothing.mp4"}},
+             {"id": 7, "data": {"video": "/data/local-files/?d=clip.mp4"}}]  # fmt: skip
+    resp = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG})
+    assert resp.status_code == 200, resp.text
+    broken, missing, good = resp.json()["results"]
+    assert "result" not in broken and broken["status"] == 422
+    assert broken["error"].startswith("Task 5: Cannot read the video /data/local-files/?d=broken")
+    assert missing["error"].startswith("Task 6: Cannot read the video /data/local-files/?d=nothing")
+    assert good["result"] and good["result"][0]["type"] == "videorectangle"

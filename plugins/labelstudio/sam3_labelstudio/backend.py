@@ -33,6 +33,27 @@ class Settings:
     max_in_flight: int = 4  # requests decoding / predicting / converting at once; others wait
 
 
+def json_object(value, where: str) -> dict:
+    """`value` when a JSON object, {} when absent, else a 400 naming the field."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BackendError(f"{where} must be a JSON object, not {type(value).__name__}.", 400)
+    return value
+
+
+def task_url(task: dict, schema: Schema) -> str:
+    """The image / video URL of a task (`data.<value of the media tag>`), else a 422."""
+    url = json_object(task.get("data"), f"Task {task.get('id')}'s data").get(schema.data_key)
+    if not isinstance(url, str) or not url:
+        raise BackendError(
+            f"Task {task.get('id')} has no data.{schema.data_key}: import tasks with a URL under "
+            f"'{schema.data_key}' (the {schema.media_tag} tag's value=\"${schema.data_key}\").",
+            422,
+        )
+    return url
+
+
 class ImageCache:
     """LRU of `ImageState`s keyed by (task id, image URL): clicks reuse the embedding."""
 
@@ -99,21 +120,17 @@ class Backend:
 
     def _state(self, task: dict, schema: Schema):
         """The encoded image of a task (LRU-cached); the download happens off the model thread."""
-        url = (task.get("data") or {}).get(schema.data_key)
-        if not isinstance(url, str) or not url:
-            raise BackendError(
-                f"Task {task.get('id')} has no data.{schema.data_key}: import tasks with an image "
-                f"URL under '{schema.data_key}' (the Image tag's value=\"${schema.data_key}\").",
-                422,
-            )
+        url = task_url(task, schema)
         key = (task.get("id"), url)
         state = self.run(lambda: self.cache.get(key, None) if self.cache.has(key) else None)
         if state is not None:
             return state
         try:
             image = self.fetcher.fetch_image(url)
-        except Exception as exc:
-            raise BackendError(f"Task {task.get('id')}: {exc}", 502) from exc
+        except Exception as exc:  # ImageFetchError: 502 (source failed) or 422 (its data)
+            raise BackendError(
+                f"Task {task.get('id')}: {exc}", getattr(exc, "status", 502)
+            ) from exc
         return self.run(self._encode, key, image)
 
     def _encode(self, key, image):
@@ -133,21 +150,55 @@ class Backend:
 
     def _predict(self, payload: dict) -> dict:
         tasks = payload.get("tasks")
-        if not isinstance(tasks, list):
-            raise BackendError("The request has no 'tasks' list: send {\"tasks\": [...]}.", 400)
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise BackendError(
+                "The request needs 'tasks', a list of task objects: send "
+                '{"tasks": [{"id": 1, "data": {...}}], "label_config": "<View>...</View>"}.',
+                400,
+            )
         schema = self.schema(payload.get("label_config") or "")
-        context = ((payload.get("params") or {}).get("context")) or {}
+        params = json_object(payload.get("params"), "params")
+        context = json_object(params.get("context"), "params.context")
+        items = context.get("result") or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise BackendError("params.context.result must be a list of region objects.", 400)
         if schema.media_tag == "Video":
             if self.video is None:
                 raise BackendError(
-                    "Video tasks need sam3_core.video.session.VideoPredictor: upgrade.", 501
+                    "This backend was built without video support: build it with "
+                    "sam3_labelstudio.cli.make_backend (or call video.attach_video on it).",
+                    501,
                 )
-            return {"results": [self.video.predict(t, schema, context) for t in tasks]}
-        if context.get("result"):
+            return {
+                "results": self.each_task(tasks, lambda t: self.video.predict(t, schema, items))
+            }
+        if items:
             if not tasks:
                 raise BackendError("An interactive request needs its task.", 400)
-            return {"results": [self.interactive(tasks[0], schema, context["result"])]}
-        return {"results": [self.pre_annotate(t, schema) for t in tasks]}
+            return {"results": [self.interactive(tasks[0], schema, items)]}
+        return {"results": self.each_task(tasks, lambda t: self.pre_annotate(t, schema))}
+
+    def each_task(self, tasks: list[dict], fn) -> list[dict]:
+        """`fn(task)` for each task, in order. In a batch, a task that fails gets an error entry
+        (no `result`: Label Studio logs and skips it) and the others their predictions; a single
+        task's error, or every task failing, is the request's error."""
+        out, errors = [], []
+        for task in tasks:
+            try:
+                out.append(fn(task))
+            except BackendError as exc:
+                if len(tasks) == 1:
+                    raise
+                log.error("task %s skipped: %s", task.get("id"), exc)
+                errors.append(exc)
+                entry = {"task": task.get("id"), "error": str(exc), "status": exc.status}
+                out.append(entry | {"model_version": self.model_version})
+        if errors and len(errors) == len(tasks):
+            raise BackendError(
+                f"{errors[0]} (all {len(tasks)} tasks failed: see the backend log)",
+                errors[0].status,
+            )
+        return out
 
     def pre_annotate(self, task: dict, schema: Schema) -> dict:
         """Every label's concept on the task's image, in one batched `predict` call."""

@@ -9,9 +9,24 @@ import sys
 from pathlib import Path
 
 from sam3_labelstudio.backend import Backend, Settings
-from sam3_labelstudio.images import ImageFetcher
+from sam3_labelstudio.images import DEFAULT_MAX_MB, MAX_MB_ENV, ImageFetcher
+from sam3_labelstudio.video import attach_video
 
 log = logging.getLogger("sam3_labelstudio")
+
+
+def size_mb(text: str) -> float:
+    """A file size limit in MB (> 0), for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size in MB > 0 (from --max-image-mb or env {MAX_MB_ENV}): "
+            "give e.g. 500"
+        )
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", default="sam3", help="model config name (sam3, sam3_tiny)")
     s.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="fp32 (default, exact); bf16 is faster on recent GPUs and AMX CPUs only (a warning "
+        "is logged when the choice is slow or inexact on this device)",
+    )
     s.add_argument(
         "--basic-auth",
         default=os.environ.get("SAM3_LS_BASIC_AUTH"),
@@ -54,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-files-root",
         default=os.environ.get("LOCAL_FILES_DOCUMENT_ROOT"),
         help="read Label Studio local-storage files from this folder directly",
+    )
+    s.add_argument(
+        "--max-image-mb",
+        type=size_mb,
+        default=os.environ.get(MAX_MB_ENV) or str(DEFAULT_MAX_MB),
+        help=f"refuse task files (images, downloaded videos) larger than this (env {MAX_MB_ENV}, "
+        f"default {DEFAULT_MAX_MB:g})",
     )
     s.add_argument("--score-threshold", type=float, default=0.5)
     s.add_argument("--mask-threshold", type=float, default=0.5)
@@ -87,17 +115,13 @@ def make_backend(args: argparse.Namespace, predictor=None) -> Backend:
         args.label_studio_token,
         tuple(args.allow_host),
         args.local_files_root,
+        max_mb=args.max_image_mb,
     )
     settings = Settings(
         args.score_threshold, args.mask_threshold, args.cache_size, args.max_in_flight
     )
     backend = Backend(predictor, model_version(args.checkpoint, args.config), fetcher, settings)
-    try:
-        from sam3_labelstudio.video import attach_video
-
-        attach_video(backend)
-    except ImportError:  # sam3_core without a video predictor: image tasks only
-        pass
+    attach_video(backend)
     return backend
 
 
@@ -123,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log.info("loading SAM 3 (%s, %s)...", args.config, args.checkpoint or "facebook/sam3")
     backend = make_backend(args)
+    from sam3_core.device import precision_note
+
+    note = precision_note(backend.predictor.device, args.precision)
+    if note:
+        log.warning(note)
     log.info(
         "model %s ready; listening on http://%s:%d", backend.model_version, args.host, args.port
     )

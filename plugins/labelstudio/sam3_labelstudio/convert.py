@@ -42,33 +42,46 @@ def parse_context(items: list[dict], width: int, height: int) -> Prompt:
     """
     prompt = Prompt()
     for item in items or []:
-        kind = item.get("type", "")
-        value = item.get("value") or {}
+        kind = item.get("type", "") if isinstance(item, dict) else None
+        value = item.get("value") if isinstance(item, dict) else None
+        if not isinstance(value, dict):
+            if kind in ("textarea", "keypointlabels", "rectanglelabels"):
+                raise PromptError(f"A {kind} item has no 'value' object: {item}")
+            continue
         if kind == "textarea":
-            text = " ".join(t for t in value.get("text", []) if isinstance(t, str)).strip()
-            prompt.text = text or prompt.text
+            text = as_list(value.get("text"))
+            prompt.text = " ".join(t for t in text if isinstance(t, str)).strip() or prompt.text
             continue
         if kind not in ("keypointlabels", "rectanglelabels"):
             continue
         try:
             x = float(value["x"]) * width / 100.0
             y = float(value["y"]) * height / 100.0
+            w = float(value.get("width", 0)) * width / 100.0
+            h = float(value.get("height", 0)) * height / 100.0
         except (KeyError, TypeError, ValueError) as exc:
-            raise PromptError(f"A {kind} item lacks numeric value.x/value.y: {value}") from exc
-        labels = value.get(kind) or []
+            raise PromptError(
+                f"A {kind} item needs numeric value.x, value.y (and width, height): {value}"
+            ) from exc
+        labels = [lab for lab in as_list(value.get(kind)) if isinstance(lab, str)]
         prompt.label = labels[0] if labels else prompt.label
         if kind == "keypointlabels":
             prompt.points.append((x, y))
             prompt.point_labels.append(1 if item.get("is_positive", True) else 0)
         else:
-            w = float(value.get("width", 0)) * width / 100.0
-            h = float(value.get("height", 0)) * height / 100.0
             if w <= 0 or h <= 0:
                 raise PromptError(
                     f"A rectangle prompt has no area ({w:g}x{h:g} px): draw it again."
                 )
             prompt.box = (x, y, x + w, y + h)
     return prompt
+
+
+def as_list(value) -> list:
+    """A JSON field that should be a list: a lone value becomes a one-item list, None []."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _base(out: OutputTag, label: str, width: int, height: int, score: float) -> dict:

@@ -81,7 +81,12 @@ def parse_config(label_config: str) -> Schema:
     """Parse a labeling config (XML) with label-studio-sdk's `LabelInterface` into a `Schema`."""
     from label_studio_sdk.label_interface import LabelInterface
 
-    if not label_config or not label_config.strip():
+    if not isinstance(label_config, str):
+        raise ConfigError(
+            "label_config must be the labeling config as an XML string, not "
+            f"{type(label_config).__name__}: check the client that called the backend."
+        )
+    if not label_config.strip():
         raise ConfigError("The request has no label_config: connect the backend to a project.")
     try:
         interface = LabelInterface(label_config)
@@ -103,6 +108,8 @@ def parse_config(label_config: str) -> Schema:
         labels = {n: label_concept(t.attr) for n, t in (control.labels_attrs or {}).items()}
         if not labels and control.tag == "VideoRectangle":
             labels = _video_labels(interface, targets[0])
+        if not labels:
+            raise ConfigError(no_labels_message(control.tag, control.name, targets[0]))
         outputs.append(OutputTag(control.name, targets[0], control.tag, labels))
     if not outputs:
         raise ConfigError(
@@ -116,6 +123,19 @@ def parse_config(label_config: str) -> Schema:
     except ValueError as exc:
         raise ConfigError(f"Video frameRate={rate!r} is not a number: write e.g. 25.") from exc
     return Schema(obj.tag, obj.name, obj.value_name, outputs, prompts, frame_rate)
+
+
+def no_labels_message(tag: str, name: str, media: str) -> str:
+    """The error for an output tag without labels: which tag, and the XML that fixes it."""
+    if tag == "VideoRectangle":
+        return (
+            f'<VideoRectangle name="{name}"> has no labels: add <Labels name="labels" '
+            f'toName="{media}"><Label value="..."/></Labels>, a <Label> per concept to track.'
+        )
+    return (
+        f'<{tag} name="{name}"> has no <Label> children: add <Label value="..."/> inside it, one '
+        "per concept SAM 3 should find (or remove the tag)."
+    )
 
 
 def _video_labels(interface, video_name: str) -> dict[str, str]:

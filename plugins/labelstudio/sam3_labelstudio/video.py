@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from sam3_labelstudio.convert import region_id
+from sam3_labelstudio.convert import PromptError, as_list, region_id
+from sam3_labelstudio.images import ImageFetchError, local_storage_path
 from sam3_labelstudio.labeling import Schema
 
 log = logging.getLogger("sam3_labelstudio")
@@ -64,14 +65,21 @@ def drawn_boxes(items: list[dict], width: int, height: int) -> list[tuple[str, i
     """User-drawn videorectangles in a context: (region id, frame from 0, xyxy px, labels)."""
     boxes = []
     for item in items or []:
-        value = item.get("value") or {}
-        if item.get("type") != "videorectangle" or not value.get("sequence"):
+        value = item.get("value")
+        if item.get("type") != "videorectangle" or not isinstance(value, dict):
             continue
-        key = value["sequence"][-1]
-        x, y = key["x"] * width / 100, key["y"] * height / 100
-        box = (x, y, x + key["width"] * width / 100, y + key["height"] * height / 100)
-        boxes.append((item.get("id") or region_id(), int(key["frame"]) - 1, box,
-                      value.get("labels") or []))  # fmt: skip
+        try:
+            key = value["sequence"][-1]
+            x, y = float(key["x"]) * width / 100, float(key["y"]) * height / 100
+            w, h = float(key["width"]) * width / 100, float(key["height"]) * height / 100
+            frame = int(key["frame"]) - 1
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise PromptError(
+                "A drawn videorectangle needs a sequence whose last keyframe has numeric "
+                f"frame, x, y, width and height: {value.get('sequence')}"
+            ) from exc
+        boxes.append((item.get("id") or region_id(), frame, (x, y, x + w, y + h),
+                      as_list(value.get("labels"))))  # fmt: skip
     return boxes
 
 
@@ -87,48 +95,50 @@ class VideoAnnotator:
         self.max_frames = max_frames
         self.association = None  # sam3_core.video.association.AssociationConfig; None: its defaults
 
-    def predict(self, task: dict, schema: Schema, context: dict) -> dict:
-        """One task: concepts of every label (no context) or the drawn boxes, tracked forward."""
-        from sam3_labelstudio.backend import BackendError
+    def predict(self, task: dict, schema: Schema, items: list[dict]) -> dict:
+        """One task: concepts of every label (no `items`) or the drawn boxes, tracked forward."""
+        from sam3_labelstudio.backend import BackendError, task_url
         from sam3_labelstudio.convert import prediction
 
-        url = (task.get("data") or {}).get(schema.data_key)
-        if not isinstance(url, str) or not url:
-            raise BackendError(f"Task {task.get('id')} has no data.{schema.data_key}.", 422)
+        url = task_url(task, schema)
         try:
-            data = self.backend.fetcher.fetch_bytes(url)
-        except Exception as exc:
-            raise BackendError(f"Task {task.get('id')}: {exc}", 502) from exc
+            results = self._track_url(url, schema, items)
+        except (ImageFetchError, BackendError) as exc:
+            raise BackendError(f"Task {task.get('id')}: {exc}", exc.status) from exc
+        return prediction(results, self.backend.model_version)
+
+    def _track_url(self, url: str, schema: Schema, items: list[dict]) -> list[dict]:
+        """Track the video at `url`: a local-storage file in place, else downloaded to a temp."""
+        local = local_storage_path(url, self.backend.fetcher.local_root)
+        if local is not None:  # no copy, no download limit
+            return self.backend.run(self._track, local, url, schema, items)
+        data = self.backend.fetcher.fetch_bytes(url)
         query = parse_qs(urlparse(url).query).get("d") or [urlparse(url).path]
-        suffix = Path(query[-1]).suffix or ".mp4"
-        out = schema.outputs[0]
-        fd, path = tempfile.mkstemp(suffix=suffix)
+        fd, path = tempfile.mkstemp(suffix=Path(query[-1]).suffix or ".mp4")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            items = context.get("result") or []
-            results = self.backend.run(self._track, path, schema, out, items)
+            return self.backend.run(self._track, path, url, schema, items)
         finally:
             os.unlink(path)
-        return prediction(results, self.backend.model_version)
 
-    def _track(self, path: str, schema: Schema, out, items: list[dict]) -> list[dict]:
+    def _track(self, path: str, url: str, schema: Schema, items: list[dict]) -> list[dict]:
         """Open the video in a session, track, and turn tracks into videorectangles."""
         from sam3_labelstudio.backend import BackendError
 
         try:
             session = self.predictor.start(path, association=self.association)
         except Exception as exc:
-            raise BackendError(f"Cannot read the video: {exc}", 422) from exc
+            raise BackendError(f"Cannot read the video {url}: {exc}", 422) from exc
         try:
-            return self._run(session, schema, out, items)
+            return self._run(session, schema, schema.outputs[0], items)
+        except ValueError as exc:  # convert/sam3_core PromptError: a bad box, frame out of range
+            raise BackendError(f"Bad video prompt: {exc}", 422) from exc
         finally:
             session.frames.close()
 
     def _run(self, session, schema: Schema, out, items: list[dict]) -> list[dict]:
         """Prompt the session (drawn boxes, else every label's concept) and collect tracks."""
-        from sam3_labelstudio.backend import BackendError
-
         h, w = session.size
         n = min(session.num_frames, self.max_frames)
         fps = schema.frame_rate
@@ -136,13 +146,16 @@ class VideoAnnotator:
         drawn = drawn_boxes(items, w, h)
         if drawn:
             for k, (rid, frame, box, names) in enumerate(drawn, start=1):
+                if not 0 <= frame < session.num_frames:
+                    raise PromptError(
+                        f"A box is drawn on frame {frame + 1}, but the video has "
+                        f"{session.num_frames} frames (1..{session.num_frames}): draw it again."
+                    )
                 label = names[0] if names else next(iter(out.concepts), "object")
                 session.add_prompt(frame, obj_id=k, boxes=np.asarray(box, np.float32))
                 labels[k], ids[k] = label, rid
         else:
             concepts = list(dict.fromkeys(out.concepts.values()))
-            if not concepts:
-                raise BackendError("Add <Labels> with a <Label> per concept for the video.", 422)
             session.add_concept(0, concepts=concepts)
             by_concept = {c: lab for lab, c in out.concepts.items()}
         tracks: dict[int, dict[int, np.ndarray]] = {}
@@ -167,5 +180,5 @@ class VideoAnnotator:
 
 
 def attach_video(backend, max_frames: int = 300) -> None:
-    """Give `backend` video support when sam3_core has a VideoPredictor (ImportError if not)."""
+    """Give `backend` video support (`sam3_core.video.session.VideoPredictor` on its model)."""
     backend.video = VideoAnnotator(backend, max_frames)
