@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 import fiftyone.core.labels as fol
+from sam3_core.large.sparse import tight_crop
 from sam3_core.results import Concept, Exemplar, Instances
 
 Box = tuple[float, float, float, float]
@@ -147,17 +148,15 @@ def instances_to_detections(
         if instances.track_ids is not None:
             attrs["index"] = int(instances.track_ids[i])
         if output == "masks":
-            mask = instances.masks[i]
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            if len(rows) == 0:
+            cropped = tight_crop(instances.masks[i])
+            if cropped is None:
                 continue
-            y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            attrs["bounding_box"] = [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h]
-            attrs["mask"] = np.ascontiguousarray(mask[y0:y1, x0:x1])
+            box, attrs["mask"] = cropped
         else:
-            x0, y0, x1, y1 = np.clip(instances.boxes[i], 0, [w, h, w, h]).tolist()
-            if x1 <= x0 or y1 <= y0:
+            box = np.clip(instances.boxes[i], 0, [w, h, w, h])
+            if box[2] <= box[0] or box[3] <= box[1]:
                 continue
-            attrs["bounding_box"] = [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        attrs["bounding_box"] = [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h]
         dets.append(fol.Detection(**attrs))
     return fol.Detections(detections=dets)

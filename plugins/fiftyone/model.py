@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,34 +10,9 @@ import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
 
 from . import convert
+from .predictors import cached_predictor
 
-_CACHE: OrderedDict[tuple, Any] = OrderedDict()
-_CACHE_SIZE = 2
-_LOCK = threading.Lock()
 OUTPUTS = ("masks", "boxes")
-
-
-def get_predictor(
-    checkpoint: str | None = None,
-    config_name: str = "sam3",
-    device: str | None = None,
-    precision: str = "fp32",
-):
-    """The sam3_core `ImagePredictor` for these settings, loaded on first use and cached."""
-    key = (checkpoint or None, config_name, device or None, precision)
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        from sam3_core import ImagePredictor
-
-        predictor = ImagePredictor.from_pretrained(
-            checkpoint, config=config_name, device=device, precision=precision
-        )
-        _CACHE[key] = predictor
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-        return predictor
 
 
 class Sam3ModelConfig(foc.Config):
@@ -120,9 +93,9 @@ class Sam3Model(fom.SamplesMixin, fom.Model):
 
     @property
     def predictor(self):
-        """The cached sam3_core predictor (loaded on first use)."""
+        """The cached sam3_core `ImagePredictor` (loaded on first use, shared across runs)."""
         c = self.config
-        return get_predictor(c.checkpoint, c.config_name, c.device, c.precision)
+        return cached_predictor("image", c.checkpoint, c.config_name, c.device, c.precision)
 
     def predict(self, arg: Any, sample: Any = None) -> fol.Detections:
         """Segment one image (uint8 HxWxC array, path or PIL image)."""

@@ -220,7 +220,8 @@ class TrackVideos(_Sam3Operator):
         return types.Property(inputs, view=types.View(label="SAM 3: track in videos"))
 
     def execute(self, ctx) -> dict:
-        from .tracking import get_video_predictor, track_samples
+        from .predictors import cached_predictor
+        from .tracking import track_samples
 
         p = ctx.params
         concepts = concepts_from(p)
@@ -229,7 +230,7 @@ class TrackVideos(_Sam3Operator):
         cfg = model_config(p)
         report = track_samples(
             ctx.target_view(),
-            get_video_predictor(cfg["checkpoint"], cfg["config_name"]),
+            cached_predictor("video", cfg["checkpoint"], cfg["config_name"]),
             p["output_field"],
             concepts,
             prompt_field=p.get("prompt_field") or None,

@@ -3,20 +3,6 @@
 from __future__ import annotations
 
 from .jobs import JobReport, Progress, check_output_field
-from .model import _CACHE, _LOCK
-
-
-def get_video_predictor(checkpoint: str | None, config_name: str, device: str | None = None):
-    """The sam3_core `VideoPredictor` for these settings, loaded on first use and cached."""
-    key = ("video", checkpoint or None, config_name, device or None)
-    with _LOCK:
-        if key not in _CACHE:
-            from sam3_core.video.session import VideoPredictor
-
-            _CACHE[key] = VideoPredictor.from_pretrained(
-                checkpoint, config=config_name, device=device
-            )
-        return _CACHE[key]
 
 
 def track_samples(
@@ -58,7 +44,7 @@ def track_samples(
     for i, sample in enumerate(samples.select(ids, ordered=True)):
         if progress is not None:
             progress(i / len(ids), f"SAM 3: {i}/{len(ids)} videos")
-        if skip_labeled and any(f.get_field(field) is not None for f in sample.frames.values()):
+        if skip_labeled and any(frame_label(f, field) is not None for f in sample.frames.values()):
             report.skipped += 1
             continue
         try:
@@ -69,7 +55,7 @@ def track_samples(
             report.fail(sample.id, sample.filepath, e)
             continue
         for number, frame in sample.frames.items():  # stale labels of an earlier run go
-            if number not in frames and frame.get_field(field) is not None:
+            if number not in frames and frame_label(frame, field) is not None:
                 frame[field] = None
         for number, dets in frames.items():
             sample.frames[number][field] = dets
@@ -79,6 +65,11 @@ def track_samples(
     if progress is not None and ids:
         progress(1.0, f"SAM 3: {len(ids)}/{len(ids)} videos")
     return report
+
+
+def frame_label(frame, field: str):
+    """The frame's value of `field`, None where unset or not yet in the dataset's schema."""
+    return frame[field] if frame.has_field(field) else None
 
 
 def _track_one(predictor, sample, concepts, prompt_field, prompt_frame, output, association):

@@ -55,9 +55,10 @@ def test_apply_model_exemplar_and_keypoint_prompts(dataset, checkpoint):
         sample.save()
     clicks = _model(checkpoint, prompt_field="clicks")
     dataset.apply_model(clicks, label_field="clicked", skip_failures=False)
-    for sample in dataset:
-        assert [d.label for d in sample.clicked.detections] in ([], ["thing"])
-    assert dataset.count("clicked.detections") >= 1
+    dataset.compute_metadata()
+    for sample in dataset:  # one object per Keypoint, with a mask, on every image
+        dets = _check_masks(sample, "clicked")
+        assert [d.label for d in dets] == ["thing"] and dets[0].mask.any()
 
 
 def test_model_needs_a_prompt_and_caches_the_predictor(checkpoint):
@@ -65,3 +66,25 @@ def test_model_needs_a_prompt_and_caches_the_predictor(checkpoint):
     with pytest.raises(ValueError, match="classes="):
         model.predict(np.zeros((32, 32, 3), np.uint8))
     assert _model(checkpoint).predictor is model.predictor  # loaded once per settings
+
+
+def test_image_and_video_predictors_share_one_model(checkpoint, tmp_path, monkeypatch):
+    """Tracking reuses the model (and the lock) of the image predictor of the same settings."""
+    import shutil
+
+    import sam3_core.build
+
+    predictors = load_plugin_module("predictors")
+    loads = []
+    load_model = sam3_core.build.load_model
+    monkeypatch.setattr(
+        sam3_core.build, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k)
+    )
+    path = str(shutil.copy(checkpoint, tmp_path / "own.safetensors"))  # a key of its own
+    video = predictors.cached_predictor("video", path, "sam3_tiny", "cpu")
+    image = _model(path).predictor
+    assert len(loads) == 1
+    assert video.model is image.model and video.image is image
+    assert predictors.cached_predictor("video", path, "sam3_tiny", "cpu") is video
+    with pytest.raises(ValueError, match="'image' or 'video'"):
+        predictors.cached_predictor("audio", path)
