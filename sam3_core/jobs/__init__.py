@@ -1,0 +1,27 @@
+"""Dataset jobs: label many images by concept, in this process or on a Ray cluster, resumable.
+
+`run_job(JobSpec(...), out_dir)` writes per-image records to `out_dir/shards/*.parquet` as
+batches finish; `write_coco` / `write_labelstudio` turn them into import files.
+"""
+
+from sam3_core.jobs.inputs import InputError, list_inputs
+from sam3_core.jobs.records import RECORD_SCHEMA, iter_records
+from sam3_core.jobs.run import JobSummary, run_job
+from sam3_core.jobs.spec import JobSpec, JobSpecError
+from sam3_core.jobs.worker import Worker
+from sam3_core.jobs.writers import labeling_config, write_coco, write_labelstudio
+
+__all__ = [
+    "RECORD_SCHEMA",
+    "InputError",
+    "JobSpec",
+    "JobSpecError",
+    "JobSummary",
+    "Worker",
+    "iter_records",
+    "labeling_config",
+    "list_inputs",
+    "run_job",
+    "write_coco",
+    "write_labelstudio",
+]

@@ -1,0 +1,113 @@
+"""The Ray runner: Ray Data maps planned batches over an actor pool of predictor workers.
+
+Paths travel to the actors, which decode and segment them (`Worker`); the driver receives
+records (masks as RLE, small) as blocks finish and stores them through the same shard store
+as the local runner, so output, resume and exactly-once hold the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+
+from sam3_core.jobs.spec import JobSpec, JobSpecError
+from sam3_core.jobs.worker import Worker
+
+
+def import_ray():
+    """`ray` with Ray Data, or an error naming the install command."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as err:
+        raise JobSpecError(
+            'The Ray runner needs Ray Data: pip install "sam3-tools[ray]" (or "ray[data]"); '
+            "the local runner needs nothing more."
+        ) from err
+    return ray
+
+
+def connect(address: str | None) -> bool:
+    """Join a cluster ("auto": a running one, else start a local one; or an address).
+
+    Returns whether this call connected (and so should disconnect at the end).
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    kwargs = {"logging_level": "WARNING", "log_to_driver": False}
+    if address in (None, "auto"):
+        try:
+            ray.init(address="auto", **kwargs)
+        except ConnectionError:
+            ray.init(**kwargs)
+    else:
+        ray.init(address=address, **kwargs)
+    return True
+
+
+# Ray 2.60 logs its DataContext at DEBUG with a %-format that fails ("--- Logging error ---" on
+# stderr; an exception under pytest's log capture); this logger's DEBUG output is left out.
+BROKEN_DEBUG_LOGGER = "ray.data._internal.execution.streaming_executor"
+
+
+@contextlib.contextmanager
+def quiet_broken_debug_log() -> Iterator[None]:
+    """Keep Ray Data's executor logger above DEBUG while a job runs."""
+    log = logging.getLogger(BROKEN_DEBUG_LOGGER)
+    level = log.level
+    log.setLevel(max(level, logging.INFO))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def run_ray(
+    spec: JobSpec,
+    batches: list[list[str]],
+    sink: Callable[[pa.Table], None],
+    *,
+    workers: int | None = None,
+    address: str | None = "auto",
+    cpus_per_worker: int = 1,
+) -> None:
+    """Segment the planned batches on a Ray cluster; `sink` stores records as blocks arrive.
+
+    Actors: one per GPU when the cluster has GPUs and `spec.device` allows CUDA; else
+    `workers` CPU actors (default: the cluster's CPUs // cpus_per_worker) using
+    `cpus_per_worker` threads each.
+    """
+    if not batches:
+        return
+    ray = import_ray()
+    started = connect(address)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # run_job shows one bar over images
+        context.print_on_execution_start = False
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0)) if spec.device in (None, "cuda") else 0
+        if gpus:
+            size, placement, threads = workers or gpus, {"num_gpus": 1}, None
+        else:
+            size = workers or max(1, int(resources.get("CPU", 1)) // cpus_per_worker)
+            placement, threads = {"num_cpus": cpus_per_worker}, cpus_per_worker
+        items = [{"paths": paths} for paths in batches]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            Worker,
+            fn_constructor_kwargs={"spec": spec, "threads": threads},
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=min(size, len(batches))),
+            **placement,
+        )
+        with quiet_broken_debug_log():
+            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                sink(table)
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,122 @@
+"""`run_job`: list inputs, skip finished ids, run a runner, store shards, summarise."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from sam3_core.jobs.inputs import InputError, list_inputs
+from sam3_core.jobs.records import ShardStore, plan_batches
+from sam3_core.jobs.spec import JobSpec, JobSpecError, prepare_output
+
+RUNNERS = ("local", "ray")
+EXPORTS = ("coco", "labelstudio")
+MAX_ERRORS_KEPT = 20
+
+
+@dataclass
+class JobSummary:
+    """What one run of a job did. total: images listed; skipped: finished before this run;
+    processed / errors / instances: this run's records, error records and instances;
+    failed: (id, error) of the first error records; exports: files written at the end."""
+
+    out_dir: Path
+    total: int = 0
+    skipped: int = 0
+    processed: int = 0
+    errors: int = 0
+    instances: int = 0
+    seconds: float = 0.0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    exports: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        """Images processed per second of this run."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, table: pa.Table) -> None:
+        """Count one stored shard's records."""
+        self.processed += len(table)
+        self.instances += sum(len(i) for i in table["instances"].to_pylist())
+        for image_id, error in zip(table["id"].to_pylist(), table["error"].to_pylist()):
+            if error is not None:
+                self.errors += 1
+                if len(self.failed) < MAX_ERRORS_KEPT:
+                    self.failed.append((image_id, error))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.processed} images segmented ({self.errors} errors, {self.instances} "
+            f"instances), {self.skipped} already done, of {self.total} -> {self.out_dir} "
+            f"in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s)"
+        )
+
+
+def run_job(
+    spec: JobSpec,
+    out_dir: str | os.PathLike,
+    *,
+    runner: str = "local",
+    ray_address: str | None = "auto",
+    workers: int | None = None,
+    progress: bool = True,
+    restart: bool = False,
+    exports: Sequence[str] = (),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> JobSummary:
+    """Label every input image; records go to `out_dir/shards/*.parquet` as batches finish.
+
+    Re-running with the same `out_dir` skips finished images; other prompts, thresholds or
+    weights are refused unless `restart` (the old output is moved aside, never deleted).
+    runner: "local" (in this process) or "ray" (`ray_address`: "auto" joins a running
+    cluster or starts a local one, or "host:port"; `workers` actors). exports: "coco"
+    (annotations.json) and/or "labelstudio" (labelstudio.json), written at the end.
+    on_progress(done, total) is called after each stored batch.
+    """
+    if runner not in RUNNERS:
+        raise JobSpecError(f"runner must be one of {RUNNERS}; got {runner!r}.")
+    unknown = [e for e in exports if e not in EXPORTS]
+    if unknown:
+        raise JobSpecError(f"Unknown export(s) {unknown}; choose from {EXPORTS}.")
+    ids = list_inputs(spec.inputs)
+    if not ids:
+        raise InputError(f"No images found in {', '.join(spec.inputs)}; check the paths.")
+    out = prepare_output(spec, out_dir, restart)
+    store = ShardStore(out)
+    batches = plan_batches(ids, store.done, spec.batch_size)
+    summary = JobSummary(out, total=len(ids), skipped=len(ids) - sum(map(len, batches)))
+    start = time.perf_counter()
+    from tqdm import tqdm
+
+    with tqdm(
+        total=len(ids), initial=summary.skipped, unit="img", desc="sam3 job", disable=not progress
+    ) as bar:
+
+        def sink(table: pa.Table) -> None:
+            stored = store.write(table)
+            summary.add(stored)
+            bar.update(len(stored))
+            if on_progress is not None:
+                on_progress(summary.skipped + summary.processed, summary.total)
+
+        if runner == "local":
+            from sam3_core.jobs.local import run_local
+
+            run_local(spec, batches, sink)
+        else:
+            from sam3_core.jobs.ray_runner import run_ray
+
+            run_ray(spec, batches, sink, workers=workers, address=ray_address)
+    summary.seconds = time.perf_counter() - start
+    from sam3_core.jobs import writers
+
+    for name in exports:
+        write = writers.write_coco if name == "coco" else writers.write_labelstudio
+        summary.exports[name] = write(out)
+    return summary

@@ -1,0 +1,185 @@
+"""What a dataset job computes (`JobSpec`), its signature, and the `job.json` kept beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sam3_core.prompts import PromptError, normalize_concepts, to_exemplar
+from sam3_core.results import Exemplar
+
+JOB_FILE = "job.json"
+SHARDS_DIR = "shards"
+# What a job writes into its output folder; `restart=True` moves exactly these aside.
+OWNED_NAMES = (JOB_FILE, SHARDS_DIR, "annotations.json", "labelstudio.json", "overlays")
+FINGERPRINT_BYTES = 8 << 20  # head and tail of a weights file hashed into the signature
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class JobSpecError(ValueError):
+    """Job settings that cannot run, or that clash with the output folder; says what to do."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A labeling job: inputs, prompts, thresholds and model settings.
+
+    inputs: files, folders, globs, `.txt`/`.parquet` lists of paths or URIs (see `list_inputs`);
+    exemplars: (x0, y0, x1, y1[, positive]) pixel boxes joined to every concept, as in
+    `ImagePredictor.predict`; max_pixels: larger images become error records, not decoded.
+    """
+
+    inputs: tuple[str, ...]
+    concepts: tuple[str, ...] = ()
+    exemplars: tuple[Exemplar, ...] = ()
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    checkpoint: str | None = None
+    config: str = "sam3"
+    device: str | None = None
+    precision: str = "fp32"
+    batch_size: int = 4
+    max_pixels: int = 1 << 27
+    token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        inputs = (self.inputs,) if isinstance(self.inputs, (str, os.PathLike)) else self.inputs
+        concepts = (self.concepts,) if isinstance(self.concepts, str) else self.concepts
+        object.__setattr__(self, "inputs", tuple(str(i) for i in inputs))
+        object.__setattr__(self, "concepts", tuple(concepts))
+        try:
+            object.__setattr__(self, "exemplars", tuple(to_exemplar(e) for e in self.exemplars))
+            self.names()
+        except PromptError as err:
+            raise JobSpecError(str(err)) from None
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", str(self.checkpoint))
+        if not self.inputs:
+            raise JobSpecError("A job needs inputs: image files, folders, globs or a .txt list.")
+        for name in ("score_threshold", "mask_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise JobSpecError(f"{name} must lie in [0, 1]; got {value!r}.")
+        if self.precision not in PRECISIONS:
+            raise JobSpecError(f"precision must be one of {PRECISIONS}; got {self.precision!r}.")
+        if int(self.batch_size) < 1 or int(self.max_pixels) < 1:
+            raise JobSpecError(
+                f"batch_size and max_pixels must be at least 1; got {self.batch_size}, "
+                f"{self.max_pixels}."
+            )
+
+    def names(self) -> list[str]:
+        """The category name of each concept, in order (exemplars alone: "exemplar")."""
+        return concept_names(self.concepts, self.exemplars)
+
+    def signature(self) -> dict:
+        """What the results depend on: prompts, thresholds, weights, config, precision."""
+        return {
+            "concepts": list(self.concepts),
+            "exemplars": [[*e.box, e.positive] for e in self.exemplars],
+            "score_threshold": float(self.score_threshold),
+            "mask_threshold": float(self.mask_threshold),
+            "weights": weights_fingerprint(self.checkpoint),
+            "config": self.config,
+            "precision": self.precision,
+            "max_pixels": int(self.max_pixels),
+        }
+
+
+def concept_names(concepts: Sequence[str], exemplars: Sequence) -> list[str]:
+    """Category names of a job's prompts, in order; raises PromptError for bad prompts."""
+    return normalize_concepts(
+        list(concepts) or None, list(exemplars) or None, (1 << 30, 1 << 30)
+    ).names
+
+
+def read_job(out_dir: str | os.PathLike) -> dict:
+    """The `job.json` of an output folder (signature and settings)."""
+    path = Path(out_dir) / JOB_FILE
+    if not path.is_file():
+        raise JobSpecError(
+            f"{path} not found: pass the output folder of a job (run_job's out_dir)."
+        )
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JobSpecError(
+            f"{path} is unreadable ({err}); pass restart=True to move the old output aside."
+        ) from None
+
+
+def weights_fingerprint(checkpoint: str | None) -> dict:
+    """A local weights file -> name, size and sha256 of its head and tail; a hub id -> the id."""
+    if checkpoint is None or not Path(checkpoint).expanduser().exists():
+        from sam3_core.weights.checkpoint import DEFAULT_REPO
+
+        return {"hub": checkpoint or DEFAULT_REPO}
+    from sam3_core.weights.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        digest.update(fh.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            fh.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(fh.read())
+    return {"file": path.name, "size": size, "sha256_head_tail": digest.hexdigest()}
+
+
+def prepare_output(spec: JobSpec, out_dir: str | os.PathLike, restart: bool = False) -> Path:
+    """Create or check `out_dir` for `spec`; write `job.json`; returns the folder.
+
+    An output of a job with another signature is refused; `restart` starts over, moving any
+    earlier output (never deleting it) into `out_dir/replaced-<time>/`.
+    """
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise JobSpecError(f"The output {out} is a file; pass a folder (it is created if missing).")
+    out.mkdir(parents=True, exist_ok=True)
+    signature = spec.signature()
+    job_file = out / JOB_FILE
+    has_shards = any((out / SHARDS_DIR).glob("*.parquet"))
+    if restart and (job_file.exists() or has_shards):
+        move_aside(out)
+    old = read_job(out)["signature"] if job_file.is_file() else None
+    if (old is not None or has_shards) and old != signature and not restart:
+        raise JobSpecError(refusal(out, old, signature))
+    if old != signature:
+        settings = {"inputs": list(spec.inputs), "batch_size": spec.batch_size}
+        record = {"signature": signature, "settings": settings, "created": time.time()}
+        job_file.write_text(json.dumps(record, indent=1))
+    return out
+
+
+def refusal(out: Path, old: dict | None, new: dict) -> str:
+    """Why a resume is refused, naming the settings that differ, and the ways on."""
+    if old is None:
+        what = "Parquet shards but no job.json, so what made them is unknown"
+    else:
+        keys = [k for k in new if old.get(k) != new[k]]
+        what = "a job with other " + ", ".join(f"{k} ({old.get(k)!r} there)" for k in keys)
+    return (
+        f"The output folder {out} holds {what}. Resume with the same settings, choose another "
+        "output folder, or pass restart=True (sam3 segment --restart) to move the old output "
+        "into a replaced-<time>/ subfolder and start over."
+    )
+
+
+def move_aside(out: Path) -> Path:
+    """Move the job-owned entries of `out` into a new `replaced-<time>` subfolder."""
+    target = out / time.strftime("replaced-%Y%m%d-%H%M%S")
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    target.mkdir()
+    for name in OWNED_NAMES:
+        if (out / name).exists():
+            (out / name).rename(target / name)
+    return target

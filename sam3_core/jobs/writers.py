@@ -1,0 +1,191 @@
+"""A job's Parquet shards -> COCO `annotations.json` and a Label Studio import file, streamed.
+
+Both read records one at a time in id order (`iter_records`), so the files are the same
+whatever the shard layout (a resumed job writes the same bytes as an uninterrupted one).
+Error records are left out of both; `run_job`'s summary lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+from sam3_core.jobs.records import iter_records
+from sam3_core.jobs.spec import concept_names, read_job
+
+SIZE_COLUMNS = ("id", "width", "height", "error")
+
+
+def job_names(out_dir: str | os.PathLike) -> list[str]:
+    """The category names of the job that wrote `out_dir`, in prompt order."""
+    signature = read_job(out_dir)["signature"]
+    return concept_names(signature["concepts"], signature["exemplars"])
+
+
+def write_json_array(fh, items: Iterator) -> None:
+    """Write `[item, item, ...]` one item at a time."""
+    fh.write("[")
+    for n, item in enumerate(items):
+        fh.write(("," if n else "") + "\n" + json.dumps(item))
+    fh.write("\n]")
+
+
+def write_coco(out_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """COCO instances JSON (masks as compressed RLE, bbox from the predicted box, score kept);
+    image `file_name` is the record id. Default path: `out_dir/annotations.json`."""
+    out_dir = Path(out_dir)
+    target = Path(path) if path is not None else out_dir / "annotations.json"
+    names = job_names(out_dir)
+    category = {n: i + 1 for i, n in enumerate(names)}
+    images = {}
+
+    def image_rows() -> Iterator[dict]:
+        for rec in iter_records(out_dir, SIZE_COLUMNS):
+            if rec["error"] is None:
+                images[rec["id"]] = len(images) + 1
+                yield {
+                    "id": images[rec["id"]],
+                    "file_name": rec["id"],
+                    "height": rec["height"],
+                    "width": rec["width"],
+                }
+
+    def annotation_rows() -> Iterator[dict]:
+        n = 0
+        for rec in iter_records(out_dir):
+            for inst in rec["instances"]:
+                n += 1
+                yield coco_annotation(n, images[rec["id"]], category[inst["concept"]], inst)
+
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write('{"images": ')
+        write_json_array(fh, image_rows())
+        fh.write(', "annotations": ')
+        write_json_array(fh, annotation_rows())
+        fh.write(', "categories": ')
+        fh.write(json.dumps([{"id": i, "name": n} for n, i in category.items()]) + "}\n")
+    os.replace(tmp, target)
+    return target
+
+
+def coco_annotation(ann_id: int, image_id: int, category_id: int, inst: dict) -> dict:
+    """One record instance -> a COCO annotation (area from the RLE)."""
+    from pycocotools import mask as mask_utils
+
+    rle = inst["segmentation"]
+    x0, y0, x1, y1 = inst["box"]
+    area = mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle,
+        "area": int(area),
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "score": inst["score"],
+        "iscrowd": 0,
+    }
+
+
+def labeling_config(names: list[str], kind: str = "brush") -> str:
+    """A Label Studio labeling config matching `write_labelstudio`'s results."""
+    tag = "BrushLabels" if kind == "brush" else "RectangleLabels"
+    labels = "".join(f"<Label value={quoteattr(n)}/>" for n in names)
+    return (
+        f'<View><Image name="image" value="$image"/>'
+        f'<{tag} name="label" toName="image">{labels}</{tag}></View>'
+    )
+
+
+def write_labelstudio(
+    out_dir: str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    kind: str = "brush",
+    url_for: Callable[[str], str] | None = None,
+    model_version: str = "sam3",
+) -> Path:
+    """A Label Studio import file: one task per image with one prediction of all instances.
+
+    kind: "brush" (brushlabels, masks as Label Studio RLE; needs label-studio-sdk) or
+    "rectangle" (rectanglelabels from the boxes; no extra package). url_for maps a record id
+    to the task's image URL (default: the id itself; for local files served by Label Studio,
+    e.g. `lambda p: "/data/local-files/?d=" + relative_path(p)`). The prediction's score is
+    the mean instance score. Results fit `labeling_config(names, kind)`.
+    Default path: `out_dir/labelstudio.json`.
+    """
+    if kind not in ("brush", "rectangle"):
+        raise ValueError(f"kind must be 'brush' or 'rectangle'; got {kind!r}")
+    mask2rle = brush_encoder() if kind == "brush" else None
+    out_dir = Path(out_dir)
+    target = Path(path) if path is not None else out_dir / "labelstudio.json"
+    url_for = url_for or str
+
+    def tasks() -> Iterator[dict]:
+        for rec in iter_records(out_dir):
+            if rec["error"] is not None:
+                continue
+            results = [
+                labelstudio_region(n, rec, inst, mask2rle)
+                for n, inst in enumerate(rec["instances"])
+            ]
+            scores = [inst["score"] for inst in rec["instances"]]
+            prediction = {
+                "model_version": model_version,
+                "score": sum(scores) / len(scores) if scores else 0.0,
+                "result": results,
+            }
+            yield {"data": {"image": url_for(rec["id"])}, "predictions": [prediction]}
+
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w") as fh:
+        write_json_array(fh, tasks())
+    os.replace(tmp, target)
+    return target
+
+
+def brush_encoder() -> Callable:
+    """label_studio_sdk's `mask2rle`, or an error naming the install command."""
+    try:
+        from label_studio_sdk.converter.brush import mask2rle
+    except ImportError as err:
+        raise ImportError(
+            'Brush masks for Label Studio need label-studio-sdk: pip install "sam3-tools'
+            '[labelstudio]", or pass kind="rectangle" for boxes only.'
+        ) from err
+    return mask2rle
+
+
+def labelstudio_region(n: int, rec: dict, inst: dict, mask2rle: Callable | None) -> dict:
+    """One instance -> a Label Studio result (brushlabels RLE, or rectanglelabels in percent)."""
+    from sam3_core.postprocess import rle_to_mask
+
+    width, height = rec["width"], rec["height"]
+    region = {
+        "id": f"r{n}",
+        "from_name": "label",
+        "to_name": "image",
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "score": inst["score"],
+    }
+    if mask2rle is not None:
+        mask = rle_to_mask(inst["segmentation"])
+        rle = mask2rle(mask.astype("uint8") * 255)
+        value = {"format": "rle", "rle": [int(v) for v in rle], "brushlabels": [inst["concept"]]}
+        return {**region, "type": "brushlabels", "value": value}
+    x0, y0, x1, y1 = inst["box"]
+    value = {
+        "x": 100.0 * x0 / width,
+        "y": 100.0 * y0 / height,
+        "width": 100.0 * (x1 - x0) / width,
+        "height": 100.0 * (y1 - y0) / height,
+        "rotation": 0,
+        "rectanglelabels": [inst["concept"]],
+    }
+    return {**region, "type": "rectanglelabels", "value": value}
