@@ -15,6 +15,7 @@ from sam3_core.formats.images import ImageReadError, load_image, open_array, to_
 from sam3_core.predictor import ImagePredictor, ImageState
 from sam3_core.prompts import PromptError
 from sam3_core.results import Concept, Exemplar, Instances
+from sam3_core.weights.errors import CheckpointError, MissingPartError
 
 if TYPE_CHECKING:
     from sam3_core.large.sparse import TiledInstances
@@ -48,12 +49,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CONFIGS",
     "AssociationConfig",
+    "CheckpointError",
     "Concept",
     "Exemplar",
     "ImagePredictor",
     "ImageReadError",
     "ImageState",
     "Instances",
+    "MissingPartError",
     "PromptError",
     "Sam3Config",
     "StackResult",

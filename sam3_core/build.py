@@ -29,22 +29,26 @@ def load_model(
 ) -> Sam3Model:
     """Build the model and load weights: a local file, or a hub repo id (default `facebook/sam3`).
 
-    Accepts the official `sam3.pt` layout and the transformers `model.safetensors` layout.
+    Accepts Meta's `sam3.pt` and the transformers layouts: `Sam3VideoModel` (the hub's
+    `model.safetensors`), `Sam3Model` (detector only) and `Sam3TrackerModel` /
+    `Sam3TrackerVideoModel` (tracker only). Parts a checkpoint lacks are never used at random:
+    `model.loaded_parts` records what it held, and a call that needs more raises
+    `MissingPartError` naming the part.
     """
     from sam3_core.weights import checkpoint as ckpt
 
+    cfg = get_config(config) if isinstance(config, str) else config  # a typo fails before I/O
     path = ckpt.resolve_checkpoint(checkpoint, token=token)
     state = ckpt.to_our_layout(ckpt.load_state_dict(path))
     with torch.device("meta"):
-        model = Sam3Model(get_config(config) if isinstance(config, str) else config)
-    model = model.to_empty(device="cpu")
-    ckpt.load_into(model, state)
+        model = Sam3Model(cfg)
+    ckpt.load_into(model, state)  # assigns the loaded tensors; absent parts become NaN
     model.apply(_reset_buffers)
     return model.eval()
 
 
 def _reset_buffers(module: torch.nn.Module) -> None:
-    """Recompute non-persistent buffers (RoPE tables etc.) that `to_empty` left uninitialised."""
+    """Recompute non-persistent buffers (RoPE tables) that building on meta left unallocated."""
     reset = getattr(module, "reset_buffers", None)
     if callable(reset):
         reset()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sam3_core.config import CONFIGS
 from sam3_core.prompts import PromptError
+
+TILE_ABOVE = 4096  # px: `sam3 segment` tiles images with a longer side
+TILE_SIZE = 1008  # px: tile size when tiling is automatic (the model's input size)
+INTERRUPTED = 130  # exit code after Ctrl-C (128 + SIGINT), as shells report it
 
 
 def parse_exemplar(text: str):
@@ -31,15 +38,39 @@ def parse_exemplar(text: str):
     return Exemplar(box, positive=not negative)
 
 
-def parse_positive_int(text: str) -> int:
-    """A count of at least 1, e.g. '--max-objects 5'."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def parse_number(
+    kind: type = float, low: float | None = None, high: float | None = None
+) -> Callable[[str], float]:
+    """An argparse type: a `kind` (int or float) number within [low, high], else a usage error."""
+    noun = "a whole number" if kind is int else "a number"
+    bounds = (
+        f"between {low} and {high}"
+        if low is not None and high is not None
+        else f"of at least {low}"
+        if low is not None
+        else "in range"
+    )
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {noun} {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+parse_positive_int = parse_number(int, 1)
+parse_fraction = parse_number(float, 0.0, 1.0)
+parse_count = parse_number(int, 0)
 
 
 def parse_point(text: str) -> tuple[float, float, int]:
@@ -73,7 +104,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="local .safetensors/.pt file or hub repo id (default facebook/sam3)",
     )
-    p.add_argument("--config", default="sam3", help="model config preset (default sam3)")
+    p.add_argument(
+        "--config", default="sam3", choices=sorted(CONFIGS), help="model config (default sam3)"
+    )
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument(
@@ -99,10 +132,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="x0,y0,x1,y1[,neg] box around an example, in pixels; repeat for more",
     )
     seg.add_argument("--out", required=True, type=Path, help="output folder")
-    seg.add_argument("--score-threshold", type=float, default=0.5)
-    seg.add_argument("--mask-threshold", type=float, default=0.5)
-    seg.add_argument("--batch-size", type=int, default=2, help="images per backbone pass")
+    seg.add_argument("--score-threshold", type=parse_fraction, default=0.5)
+    seg.add_argument("--mask-threshold", type=parse_fraction, default=0.5)
+    seg.add_argument(
+        "--batch-size", type=parse_positive_int, default=2, help="images (or tiles) per pass"
+    )
     seg.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    seg.add_argument(
+        "--tile",
+        type=parse_positive_int,
+        default=None,
+        metavar="SIZE",
+        help="segment every image in tiles of SIZE px (e.g. 1008); default: only large images",
+    )
+    seg.add_argument(
+        "--tile-above",
+        type=parse_positive_int,
+        default=TILE_ABOVE,
+        metavar="PX",
+        help=f"tile images with a side over PX pixels (default {TILE_ABOVE}) or too large to "
+        "read at once",
+    )
+    seg.add_argument(
+        "--tile-overlap", type=parse_count, default=128, help="tile overlap in px (default 128)"
+    )
+    seg.add_argument(
+        "--save-every",
+        type=parse_positive_int,
+        default=25,
+        metavar="N",
+        help="rewrite annotations.json every N images (default 25), so a stopped run keeps them",
+    )
     _add_model_args(seg)
     trk = sub.add_parser(
         "track", help="track clicked objects or concepts through a video -> per-frame JSON + mp4"
@@ -129,17 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="x0,y0,x1,y1 box around the clicked object on --frame",
     )
-    trk.add_argument("--frame", type=int, default=0, help="frame the prompts are on (default 0)")
+    trk.add_argument(
+        "--frame", type=parse_count, default=0, help="frame the prompts are on (default 0)"
+    )
     trk.add_argument("--direction", default="forward", choices=["forward", "backward", "both"])
     trk.add_argument(
         "--score-threshold",
-        type=float,
+        type=parse_fraction,
         default=0.5,
         help="concept detections below this score are ignored (default 0.5)",
     )
     trk.add_argument(
         "--new-track-threshold",
-        type=float,
+        type=parse_fraction,
         default=0.7,
         help="score a concept detection needs to start a new track (default 0.7)",
     )
@@ -156,24 +218,151 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def overlay_name(image: Path, root: Path) -> Path:
+    """Overlay path of an image, unique per file: its path below `root` + '.png' (a/x.jpg.png)."""
+    rel = Path(os.path.relpath(os.path.abspath(image), root))
+    return rel.parent / f"{rel.name}.png"
+
+
+class SegmentRun:
+    """The results of one `sam3 segment` run, written as they come (COCO file, overlays)."""
+
+    def __init__(self, args: argparse.Namespace, files: list[Path], names: list[str]) -> None:
+        from sam3_core.formats.coco import CocoWriter
+
+        self.args, self.coco, self.failed = args, CocoWriter(names), []
+        self.path = args.out / "annotations.json"
+        parents = [os.path.dirname(os.path.abspath(f)) for f in files]
+        self.root = Path(os.path.commonpath(parents))
+        self.unsaved = 0
+
+    def failure(self, file: Path, err: Exception) -> None:
+        """Report an image that could not be segmented; the run goes on."""
+        from tqdm import tqdm
+
+        self.failed.append((file, str(err)))
+        tqdm.write(f"sam3: skipped {file}: {err}", file=sys.stderr)
+
+    def done(self, file: Path, instances, image=None, tiled=None) -> None:
+        """Record one image's results: `instances` on its uint8 [H, W, 3] `image`, or `tiled`.
+
+        `tiled` (`TiledInstances`) is drawn on the thumbnail of `image`, then a `TileReader`.
+        """
+        from sam3_core.formats.overlay import draw_overlay, draw_tiled_overlay
+
+        if tiled is None:
+            self.coco.add(str(file), instances.image_size, instances)
+        else:
+            self.coco.add_tiled(str(file), tiled)
+        if not self.args.no_overlays:
+            target = self.args.out / "overlays" / overlay_name(file, self.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            picture = (
+                draw_overlay(image, instances)
+                if tiled is None
+                else draw_tiled_overlay(*image.thumbnail(), tiled)
+            )
+            picture.save(target)
+        self.unsaved += 1
+        if self.unsaved >= self.args.save_every:
+            self.save()
+
+    def save(self) -> None:
+        """Rewrite annotations.json (atomically) with every image finished so far."""
+        self.coco.write(self.path)
+        self.unsaved = 0
+
+
+def _segment_tiled(run: SegmentRun, predictor, file: Path) -> None:
+    """One image through `segment_tiled` (read lazily where the format allows)."""
+    from sam3_core.formats.images import open_array
+    from sam3_core.large.tiling import TileReader, segment_tiled
+
+    args = run.args
+    reader = TileReader(open_array(file))
+    tiled = segment_tiled(
+        predictor,
+        reader,
+        args.concept or None,
+        args.exemplar or None,
+        tile_size=args.tile or TILE_SIZE,
+        overlap=args.tile_overlap,
+        batch_size=args.batch_size,
+        score_threshold=args.score_threshold,
+        mask_threshold=args.mask_threshold,
+    )
+    run.done(file, None, reader, tiled)
+
+
+def _segment_batch(run: SegmentRun, predictor, chunk: list[Path], bar) -> None:
+    """Images of one batch: large ones tiled one by one, the others in one backbone pass."""
+    from sam3_core.formats.images import (
+        ImageReadError,
+        ImageTooLargeError,
+        load_image,
+        read_image_size,
+    )
+
+    args = run.args
+    files, arrays = [], []
+    for f in chunk:
+        try:
+            tiled = args.tile is not None or max(read_image_size(f)) > args.tile_above
+            if not tiled:
+                try:
+                    arrays.append(load_image(f))
+                    files.append(f)
+                    continue
+                except ImageTooLargeError:
+                    pass
+            _segment_tiled(run, predictor, f)
+        except (ImageReadError, PromptError, ValueError) as err:
+            run.failure(f, err)
+        bar.update(1)
+    states = predictor.set_images(arrays) if arrays else []
+    for f, arr, state in zip(files, arrays, states):
+        try:
+            inst = predictor.predict(
+                state,
+                args.concept or None,
+                args.exemplar or None,
+                score_threshold=args.score_threshold,
+                mask_threshold=args.mask_threshold,
+            )
+            run.done(f, inst, arr)
+        except PromptError as err:
+            run.failure(f, err)
+        bar.update(1)
+
+
 def segment(args: argparse.Namespace) -> int:
-    """Run `sam3 segment`; returns the exit code (1 if any image failed)."""
+    """Run `sam3 segment`; returns the exit code (1 if any image failed, 130 if interrupted).
+
+    annotations.json is rewritten atomically every `--save-every` images and when the run
+    ends, stops on Ctrl-C or crashes, so the images finished so far are never lost.
+    """
     from tqdm import tqdm
 
-    from sam3_core.formats.coco import CocoWriter
-    from sam3_core.formats.images import ImageReadError, iter_image_files, load_image
-    from sam3_core.formats.overlay import draw_overlay
+    from sam3_core.formats.images import iter_image_files
     from sam3_core.predictor import ImagePredictor
     from sam3_core.prompts import normalize_concepts
 
     files: list[Path] = []
     for item in args.inputs:
         files.extend(iter_image_files(item))
+    files = list(dict.fromkeys(files))  # an image named twice is segmented once
     if not files:
         print(f"sam3: no images found in {' '.join(args.inputs)}", file=sys.stderr)
         return 2
     if not args.concept and not args.exemplar:
         print("sam3: give at least one --concept or --exemplar", file=sys.stderr)
+        return 2
+    if args.tile_overlap >= (args.tile or TILE_SIZE):
+        print(
+            f"sam3: error: --tile-overlap {args.tile_overlap} must be smaller than the tile "
+            f"size {args.tile or TILE_SIZE} (--tile)",
+            file=sys.stderr,
+        )
         return 2
     names = normalize_concepts(args.concept or None, args.exemplar or None, (10**9, 10**9)).names
     predictor = ImagePredictor.from_pretrained(
@@ -184,48 +373,25 @@ def segment(args: argparse.Namespace) -> int:
         token=args.token,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.no_overlays:
-        (args.out / "overlays").mkdir(exist_ok=True)
-    coco = CocoWriter(names)
-    failed: list[tuple[Path, str]] = []
-    with tqdm(total=len(files), unit="img", desc="segment") as bar:
-        for start in range(0, len(files), args.batch_size):
-            chunk, arrays = [], []
-            for f in files[start : start + args.batch_size]:
-                try:
-                    arrays.append(load_image(f))
-                    chunk.append(f)
-                except ImageReadError as err:
-                    failed.append((f, str(err)))
-                    tqdm.write(f"sam3: skipped {f}: {err}", file=sys.stderr)
-                    bar.update(1)
-            if not arrays:
-                continue
-            for f, arr, state in zip(chunk, arrays, predictor.set_images(arrays)):
-                try:
-                    inst = predictor.predict(
-                        state,
-                        args.concept or None,
-                        args.exemplar or None,
-                        score_threshold=args.score_threshold,
-                        mask_threshold=args.mask_threshold,
-                    )
-                except PromptError as err:
-                    failed.append((f, str(err)))
-                    tqdm.write(f"sam3: skipped {f}: {err}", file=sys.stderr)
-                    bar.update(1)
-                    continue
-                coco.add(str(f), state.size, inst)
-                if not args.no_overlays:
-                    draw_overlay(arr, inst).save(args.out / "overlays" / f"{f.stem}.png")
-                bar.update(1)
-    coco.write(args.out / "annotations.json")
-    print(
-        f"sam3: {len(coco.images)} images, {len(coco.annotations)} instances -> {args.out / 'annotations.json'}"
-    )
-    if failed:
+    run = SegmentRun(args, files, names)
+    try:
+        with tqdm(total=len(files), unit="img", desc="segment") as bar:
+            for start in range(0, len(files), args.batch_size):
+                _segment_batch(run, predictor, files[start : start + args.batch_size], bar)
+    except KeyboardInterrupt:
         print(
-            f"sam3: {len(failed)} image(s) failed: " + ", ".join(str(f) for f, _ in failed),
+            f"sam3: interrupted; {len(run.coco.images)} of {len(files)} images saved in {run.path}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    finally:
+        run.save()  # also when stopped or crashed: what finished is kept
+    print(
+        f"sam3: {len(run.coco.images)} images, {len(run.coco.annotations)} instances -> {run.path}"
+    )
+    if run.failed:
+        print(
+            f"sam3: {len(run.failed)} image(s) failed: " + ", ".join(str(f) for f, _ in run.failed),
             file=sys.stderr,
         )
         return 1
@@ -244,6 +410,8 @@ def track(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from sam3_core.formats.coco import instance_records
+    from sam3_core.formats.overlay import write_track_overlay
     from sam3_core.video.association import AssociationConfig
     from sam3_core.video.frames import VideoReadError, open_frames
     from sam3_core.video.session import VideoPredictor
@@ -296,7 +464,7 @@ def track(args: argparse.Namespace) -> int:
             "frame": t,
             "height": session.size[0],
             "width": session.size[1],
-            "instances": _instance_records(inst),
+            "instances": instance_records(inst),
         }
         (args.out / "frames" / f"{t:06d}.json").write_text(json.dumps(record))
         written.add(t)
@@ -310,68 +478,11 @@ def track(args: argparse.Namespace) -> int:
     }
     (args.out / "video.json").write_text(json.dumps(meta, indent=1))
     if not args.no_overlay:
-        _write_overlay(frames, sorted(written), args.out, getattr(frames, "fps", None) or 10.0)
+        fps = getattr(frames, "fps", None) or 10.0
+        write_track_overlay(frames, sorted(written), args.out, fps)
     frames.close()
     print(f"sam3: {len(written)} frames -> {args.out / 'frames'}")
     return 0
-
-
-def _instance_records(inst) -> list[dict]:
-    """Instances -> JSON-ready dicts with track id, label, score, box and RLE mask."""
-    from sam3_core.postprocess import mask_to_rle
-
-    names = inst.names()
-    return [
-        {
-            "track_id": int(inst.track_ids[i]),
-            "label": names[i],
-            "score": float(inst.scores[i]),
-            "box": [float(v) for v in inst.boxes[i]],
-            "segmentation": mask_to_rle(inst.masks[i]),
-        }
-        for i in range(len(inst))
-    ]
-
-
-def _write_overlay(frames, indices: list[int], out: Path, fps: float) -> None:
-    """OUT/overlay.mp4 from the written per-frame JSON (libx264 when available, else mpeg4)."""
-    import json
-    from fractions import Fraction
-
-    import av
-    import numpy as np
-    from tqdm import tqdm
-
-    from sam3_core.formats.overlay import draw_overlay
-    from sam3_core.postprocess import rle_to_mask
-    from sam3_core.results import Instances
-
-    h, w = frames.size
-    try:
-        av.codec.Codec("libx264", "w")
-        codec = "libx264"
-    except Exception:  # noqa: BLE001 - PyAV raises different errors across versions
-        codec = "mpeg4"
-    with av.open(str(out / "overlay.mp4"), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.height, stream.width, stream.pix_fmt = h + h % 2, w + w % 2, "yuv420p"
-        for t in tqdm(indices, unit="frame", desc="overlay"):
-            rec = json.loads((out / "frames" / f"{t:06d}.json").read_text())["instances"]
-            names = sorted({r["label"] for r in rec})
-            masks = [rle_to_mask(r["segmentation"]) for r in rec]
-            inst = Instances(
-                np.stack(masks) if masks else np.zeros((0, h, w), bool),
-                np.array([r["box"] for r in rec], np.float32).reshape(-1, 4),
-                np.array([r["score"] for r in rec], np.float32),
-                np.array([names.index(r["label"]) for r in rec], np.int64),
-                names,
-                np.zeros((len(rec), 1, 1), np.float32),
-                track_ids=np.array([r["track_id"] for r in rec], np.int64),
-            )
-            image = np.asarray(draw_overlay(frames[t], inst))
-            image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +23,20 @@ from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, norma
 from sam3_core.results import Concept, Exemplar, Instances
 
 ImageLike = Any  # path, numpy array or PIL image: see `sam3_core.formats.images.load_image`
+CONCEPT_PARTS = ("vision encoder", "detector")
+CLICK_PARTS = ("vision encoder", "tracker")
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def serialized(method: _Method) -> _Method:
+    """Run a predictor method under its lock and in inference mode (caches are shared state)."""
+
+    @functools.wraps(method)
+    def locked(self: ImagePredictor, *args: Any, **kwargs: Any) -> Any:
+        with self.lock, torch.inference_mode():
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 @dataclass
@@ -47,6 +63,8 @@ class ImagePredictor:
 
     `set_image` runs the backbone once; every `predict` on that state reuses it. All concepts
     of one call go through the detector as one batch; text embeddings are cached per concept.
+    One predictor may be shared between threads: its calls take turns (`lock`), since they
+    share the model, the text cache and the states' caches.
     """
 
     def __init__(
@@ -65,6 +83,7 @@ class ImagePredictor:
         self.image_size = model.config.image_size
         self._text_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._text_cache_size = text_cache_size
+        self.lock = threading.RLock()
 
     @classmethod
     def from_pretrained(
@@ -82,7 +101,7 @@ class ImagePredictor:
         return cls(load_model(checkpoint, config=config, token=token), device, precision)
 
     # ----------------------------------------------------------------- images
-    @torch.inference_mode()
+    @serialized
     def set_images(self, images: Sequence[ImageLike]) -> list[ImageState]:
         """Encode a batch of images with one backbone pass; returns one state per image."""
         arrays = [load_image(im) for im in images]
@@ -97,8 +116,10 @@ class ImagePredictor:
         return self.set_images([image])[0]
 
     # ----------------------------------------------------------------- prompts
+    @serialized
     def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt features [N, L, C] and valid masks [N, L], from the per-concept cache."""
+        self.model.require_parts(*CONCEPT_PARTS, task="concepts and exemplars")
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
             ids, valid = self.tokenizer(missing)
@@ -113,7 +134,7 @@ class ImagePredictor:
         feats, valid = zip(*(self._text_cache[t] for t in texts))
         return torch.stack(feats), torch.stack(valid)
 
-    @torch.inference_mode()
+    @serialized
     def predict(
         self,
         state: ImageState,
@@ -157,7 +178,7 @@ class ImagePredictor:
             mask_threshold=mask_threshold,
         )
 
-    @torch.inference_mode()
+    @serialized
     def refine(
         self,
         state: ImageState,
@@ -177,8 +198,10 @@ class ImagePredictor:
             multimask=multimask,
         )
 
+    @serialized
     def tracker_features(self, state: ImageState):
         """The tracker head's view of the cached backbone output, computed once per image."""
+        self.model.require_parts(*CLICK_PARTS, task="clicks, boxes and video")
         if "tracker" not in state.cache:
             vit = state.features.vit.permute(0, 3, 1, 2)
             with autocast(self.device, self.precision):
@@ -207,6 +230,7 @@ class ImagePredictor:
         low_res = out.low_res_masks[0][rows, best].float()
         return masks_to_instances(low_res, out.iou_scores[0][rows, best].float(), state.size)
 
+    @serialized
     def detect_concepts(self, state: ImageState, batch: ConceptBatch) -> DetectorOutput:
         """The detector's raw output for every concept of `batch` on one cached image (one
         row per concept: scores [n, Q], boxes, mask logits), before thresholds."""
@@ -218,6 +242,7 @@ class ImagePredictor:
             out = self.model.detector_model(image, text, valid, boxes, labels, box_valid)
         return out
 
+    @serialized
     def predict_batch(
         self,
         images: Sequence[ImageLike],

@@ -32,7 +32,8 @@ def to_exemplar(item: Exemplar | Sequence[float] | Sequence) -> Exemplar:
 
 
 def check_box(box: Sequence[float], size: tuple[int, int], what: str = "exemplar box") -> None:
-    """Raise unless x0 < x1, y0 < y1 and the box overlaps the H x W image."""
+    """Raise unless x0 < x1, y0 < y1, the box overlaps the H x W image and reaches at most
+    half the image's width (height) past its left and right (top and bottom) edges."""
     x0, y0, x1, y1 = box
     h, w = size
     if not (x1 > x0 and y1 > y0):
@@ -40,10 +41,17 @@ def check_box(box: Sequence[float], size: tuple[int, int], what: str = "exemplar
             f"The {what} {tuple(box)} is empty or inverted: give (x0, y0, x1, y1) with x1 > x0 "
             "and y1 > y0, in pixels."
         )
-    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h or x0 < -0.5 * w or y0 < -0.5 * h:
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         raise PromptError(
             f"The {what} {tuple(box)} lies outside the {w}x{h} image: give pixel coordinates "
             "of the original image (x0, y0, x1, y1)."
+        )
+    if x0 < -0.5 * w or x1 > 1.5 * w or y0 < -0.5 * h or y1 > 1.5 * h:
+        raise PromptError(
+            f"The {what} {tuple(box)} reaches more than half the image's size past an edge of "
+            f"the {w}x{h} image (x must lie in [{-0.5 * w:g}, {1.5 * w:g}], y in "
+            f"[{-0.5 * h:g}, {1.5 * h:g}]): give pixel coordinates of this image, not "
+            "normalised ones or another image's."
         )
 
 
@@ -58,7 +66,9 @@ class ConceptBatch:
     size: tuple[int, int]
 
     def box_tensors(self, device: torch.device) -> tuple[torch.Tensor | None, ...]:
-        """Right-padded boxes [N, K, 4] normalised cxcywh, labels [N, K], valid [N, K]."""
+        """Right-padded boxes [N, K, 4] normalised cxcywh (not clipped: a box partly outside
+        the image goes in as given, as in transformers' `Sam3Processor`), labels [N, K],
+        valid [N, K]."""
         k = max((len(b) for b in self.boxes), default=0)
         if k == 0:
             return None, None, None
@@ -69,8 +79,6 @@ class ConceptBatch:
         valid = torch.zeros(n, k, dtype=torch.bool)
         for i, (bs, ps) in enumerate(zip(self.boxes, self.positives)):
             for j, ((x0, y0, x1, y1), p) in enumerate(zip(bs, ps)):
-                x0, x1 = max(x0, 0.0), min(x1, float(w))
-                y0, y1 = max(y0, 0.0), min(y1, float(h))
                 boxes[i, j] = torch.tensor(
                     [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
                 )

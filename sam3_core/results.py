@@ -64,15 +64,19 @@ class Instances:
         return [self.label_names[i] for i in self.labels]
 
     def semantic_map(self, concept: int = 0) -> np.ndarray:
-        """float32 [H, W] probability map of one concept at the image size."""
+        """float32 [H, W] probability map of one concept at the image size.
+
+        As the reference (transformers `Sam3Processor.post_process_semantic_segmentation`):
+        sigmoid at the model's resolution, then bilinear resize; threshold it (> 0.5) for a mask.
+        """
         import torch
         import torch.nn.functional as F
 
         if self.semantic_logits is None:
             raise ValueError("These instances carry no semantic map (interactive results).")
-        logits = torch.from_numpy(self.semantic_logits[concept])[None, None]
-        up = F.interpolate(logits, size=self.image_size, mode="bilinear", align_corners=False)
-        return up.sigmoid()[0, 0].numpy()
+        probs = torch.from_numpy(self.semantic_logits[concept])[None, None].float().sigmoid()
+        up = F.interpolate(probs, size=self.image_size, mode="bilinear", align_corners=False)
+        return up[0, 0].numpy()
 
     def __getitem__(self, index) -> Instances:
         """Select instances by an index array, a slice or a bool mask."""

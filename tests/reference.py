@@ -160,6 +160,20 @@ def hf_image_tracker(model):
     return hf.eval()
 
 
+def hf_released_image_tracker(model):
+    """transformers `Sam3TrackerModel` with the released four FPN levels (as the hub's
+    `Sam3TrackerModel.from_pretrained("facebook/sam3")` builds it), holding our model's
+    backbone, tracker neck and tracker head."""
+    from transformers import Sam3TrackerModel
+
+    config = hf_image_tracker_config(hf_tracker_config(model.config, coarsest_level=True))
+    hf = Sam3TrackerModel(config)
+    missing, _ = hf.load_state_dict(_tracker_weights(model), strict=False)  # memory keys unused
+    if missing:
+        raise RuntimeError(f"reference weights missing: {missing[:5]}")
+    return hf.eval()
+
+
 def hf_video_tracker(model):
     """transformers `Sam3TrackerVideoModel` (with its vision encoder) holding our weights."""
     from transformers import Sam3TrackerVideoModel

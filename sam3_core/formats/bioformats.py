@@ -72,16 +72,76 @@ def write_label_zarr(path: str | os.PathLike, labels: np.ndarray, chunks=None, d
     return arr
 
 
-def track_rows(volume: np.ndarray) -> np.ndarray:
-    """int64 [K, 4] (label, first frame, last frame, parent 0) of every id in [T, H, W] labels."""
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
+def label_frames(volume: np.ndarray) -> dict[int, list[int]]:
+    """Every id of [T, H, W] labels -> the sorted frames that hold it (one frame read at a time)."""
+    frames: dict[int, list[int]] = {}
     for t in range(len(volume)):
         for i in np.unique(np.asarray(volume[t])).tolist():
             if i:
-                first.setdefault(i, t)
-                last[i] = t
-    return np.array([(i, first[i], last[i], 0) for i in sorted(first)], np.int64).reshape(-1, 4)
+                frames.setdefault(int(i), []).append(t)
+    return dict(sorted(frames.items()))
+
+
+def track_rows(volume: np.ndarray) -> np.ndarray:
+    """int64 [K, 4] (label, first frame, last frame, parent 0) of every id in [T, H, W] labels."""
+    rows = [(i, ts[0], ts[-1], 0) for i, ts in label_frames(volume).items()]
+    return np.array(rows, np.int64).reshape(-1, 4)
+
+
+def split_track_gaps(
+    volume: np.ndarray, tracks: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[int, dict[int, int]]]:
+    """CTC rows for [T, H, W] labels, each track split where its label skips frames.
+
+    The CTC format requires a label in every frame from its begin B to its end E. A label
+    missing from some frames keeps its id up to the first gap; each later run of frames gets
+    a new id (above every id in use) whose parent is the run before it. Returns the rows
+    int64 [K, 4] (label, begin, end, parent) and, per frame, {old id: new id} for the pixels to
+    relabel. `tracks` (label, begin, end, parent) supply parents; their begin and end must be
+    the label's first and last frame; a child's parent becomes the parent's run that ends
+    last before the child begins.
+    """
+    frames = label_frames(volume)
+    parents: dict[int, int] = {}
+    if tracks is not None:
+        tracks = np.asarray(tracks, np.int64).reshape(-1, 4)
+        missing = set(frames) - set(tracks[:, 0].tolist())
+        if missing:
+            raise ValueError(f"labels {sorted(missing)[:5]} have no track row; pass tracks=None")
+        for label, begin, end, parent in tracks.tolist():
+            held = frames.get(label)
+            if held is None or (begin, end) != (held[0], held[-1]):
+                where = f"frames {held[0]}..{held[-1]}" if held else "no frame"
+                raise ValueError(
+                    f"track row {label} {begin} {end} {parent}: label {label} is in {where} "
+                    "of the volume; fix the row or pass tracks=None"
+                )
+            parents[label] = parent
+    next_id = max(frames, default=0) + 1
+    runs: dict[int, list[tuple[int, int, int]]] = {}  # label -> [(id, begin, end)]
+    relabel: dict[int, dict[int, int]] = {}
+    for label, ts in frames.items():
+        cuts = [k for k in range(1, len(ts)) if ts[k] != ts[k - 1] + 1]
+        starts, ends = [0, *cuts], [*cuts, len(ts)]
+        runs[label] = []
+        for n, (a, b) in enumerate(zip(starts, ends)):
+            new = label if n == 0 else next_id
+            next_id += n > 0
+            runs[label].append((new, ts[a], ts[b - 1]))
+            for t in ts[a:b] if n else ():
+                relabel.setdefault(t, {})[label] = new
+    rows = []
+    for label, pieces in runs.items():
+        for n, (new, begin, end) in enumerate(pieces):
+            if n:
+                rows.append((new, begin, end, pieces[n - 1][0]))
+                continue
+            parent = parents.get(label, 0)
+            if parent in runs:
+                before = [r for r in runs[parent] if r[2] < begin] or runs[parent][:1]
+                parent = before[-1][0]
+            rows.append((new, begin, end, parent))
+    return np.array(sorted(rows), np.int64).reshape(-1, 4), relabel
 
 
 def write_ctc(
@@ -89,24 +149,27 @@ def write_ctc(
 ) -> Path:
     """Write a [T, H, W] label time-lapse in Cell Tracking Challenge format (masks + tracks).
 
-    tracks: int [K, 4] (label, begin, end, parent); derived from the volume (no parents) when
-    None. Every label in the volume must have a row, each row's frames must hold its label.
+    tracks: int [K, 4] (label, begin, end, parent), or None to derive them (no parents).
+    Every label in the volume needs a row spanning its first to last frame. A label that skips
+    frames is split into one track per run of frames (`split_track_gaps`): the later runs get
+    new ids in the written masks and `res_track.txt`, each the child of the run before.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"a CTC time-lapse is [T, H, W] labels; got shape {volume.shape}")
-    tracks = track_rows(volume) if tracks is None else np.asarray(tracks, np.int64).reshape(-1, 4)
-    present = set(np.unique(volume).tolist()) - {0}
-    missing = present - set(tracks[:, 0].tolist())
-    if missing:
-        raise ValueError(f"labels {sorted(missing)[:5]} have no track row; pass tracks=None")
-    dtype = _label_dtype(volume, np.uint16 if volume.max(initial=0) <= 65535 else np.uint32)
+    _label_dtype(volume)
+    rows, relabel = split_track_gaps(volume, tracks)
+    top = int(rows[:, 0].max()) if len(rows) else 0
+    dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     digits = 3 if len(volume) <= 1000 else 4
     for t, frame in enumerate(volume):
-        tifffile.imwrite(out / f"mask{t:0{digits}d}.tif", frame.astype(dtype), compression="zlib")
-    lines = [" ".join(str(int(v)) for v in row) for row in tracks]
+        written = frame.astype(dtype)
+        for old, new in relabel.get(t, {}).items():
+            written[frame == old] = new
+        tifffile.imwrite(out / f"mask{t:0{digits}d}.tif", written, compression="zlib")
+    lines = [" ".join(str(int(v)) for v in row) for row in rows]
     (out / CTC_TRACKS).write_text("\n".join(lines) + ("\n" if lines else ""))
     return out
 

@@ -7,8 +7,10 @@ float data (percentile-normalised to 8 bits), multichannel and channel-first TIF
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sam3_core.formats.axes import AxesView, to_axes  # noqa: F401 (public here too)
 
 if TYPE_CHECKING:
     import zarr
@@ -29,10 +33,125 @@ SUPPORTED = "PNG, JPEG, TIFF/OME-TIFF, BMP, WebP, GIF, JPEG 2000, PPM/PGM"
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # Percentiles are estimated on at most this many evenly strided pixels (speed on huge images).
 PERCENTILE_SAMPLES = 1 << 22
+EXIF_ORIENTATION = 0x0112  # EXIF tag: values 5..8 swap width and height
 
 
 class ImageReadError(ValueError):
     """An image that cannot be found, read or shown as RGB; the message says what to do."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image too large to read at once (`max_load_pixels`); segment it in tiles instead."""
+
+
+def max_load_pixels() -> int | None:
+    """Most pixels (H x W) `load_image` reads at once: PIL's decompression-bomb limit, or None."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels."""
+    file = _existing_file(path)
+    try:
+        if _is_tiff(file):
+            with tifffile.TiffFile(file) as tif:
+                if not tif.series or not tif.series[0].shape:
+                    raise ImageReadError(
+                        f"image {file} holds no pixels; check that it is not corrupt"
+                    )
+                axes, shape = tif.series[0].axes, tif.series[0].shape
+            if "Y" in axes and "X" in axes:
+                return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+            return int(shape[-2]), int(shape[-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _pil_limit(None), Image.open(file) as image:  # the header only
+                w, h = image.size
+                rotated = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+                return (w, h) if rotated else (h, w)
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError) as err:
+        raise ImageReadError(
+            f"cannot read image {file}: {err}. Supported formats: {SUPPORTED}; "
+            "check that the file is complete and not corrupt"
+        ) from err
+
+
+def _too_large(path: Path, pixels: int | None) -> str:
+    """The message of an `ImageTooLargeError`: names the tiled way to segment the image."""
+    count = f"{pixels / 1e6:.3g} Mpx, " if pixels else ""
+    limit = max_load_pixels() or 0
+    return (
+        f"image {path} ({count}more than the {limit / 1e6:.3g} Mpx read at once) is too large "
+        "to segment whole; segment it in tiles: "
+        "segment_tiled(predictor, open_array(path), concepts) in Python, "
+        "or `sam3 segment --tile 1008` (automatic above --tile-above pixels per side)"
+    )
+
+
+def sample_pixels(arr, max_samples: int | None = None, channel_axis: bool = False) -> np.ndarray:
+    """An evenly strided sample of a (lazy) array, read with one strided slice.
+
+    Small axes are kept whole and the budget (`PERCENTILE_SAMPLES` by default) is spread over
+    the others, so a [Z, H, W] stack of few slices samples every slice. With `channel_axis`,
+    the last axis is kept whole. Returns a numpy array of the array's number of axes.
+    """
+    budget = float(max_samples or PERCENTILE_SAMPLES)
+    shape = tuple(int(n) for n in arr.shape)
+    spatial = shape[:-1] if channel_axis else shape
+    steps = [1] * len(spatial)
+    order = sorted(range(len(spatial)), key=lambda i: spatial[i])
+    for left, i in zip(range(len(order), 0, -1), order):
+        per_axis = max(budget, 1.0) ** (1.0 / left)
+        steps[i] = max(1, int(np.ceil(spatial[i] / per_axis)))
+        budget /= -(-spatial[i] // steps[i]) if spatial[i] else 1
+    key = tuple(slice(None, None, s) for s in steps) + ((slice(None),) if channel_axis else ())
+    return np.asarray(arr[key])
+
+
+def intensity_range(
+    arr,
+    low: float = 1.0,
+    high: float = 99.8,
+    channels: Sequence[int] | None = None,
+    per_channel: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) percentiles of a (lazy) array, estimated on `sample_pixels` (infinities ignored).
+
+    `channels` picks entries of the last axis first. One range for all the values (float64
+    scalars), or with `per_channel` one per entry of the last axis (float64 [C]). Used to
+    scale every tile or slice of one image or volume alike (`scale_to_uint8`).
+    """
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+    last = per_channel or channels is not None
+    sample = sample_pixels(arr, channel_axis=last)
+    if channels is not None:
+        sample = sample[..., list(channels)]
+    sample = sample.astype(np.float64)
+    sample = sample.reshape(-1, sample.shape[-1]) if per_channel else sample.reshape(-1)
+    finite = np.where(np.isfinite(sample), sample, np.nan)
+    if not np.isfinite(finite).any():
+        zero = np.zeros(sample.shape[-1]) if per_channel else np.float64(0.0)
+        return zero, zero.copy()
+    with warnings.catch_warnings():  # an all-NaN channel gives NaN, made 0 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanpercentile(finite, [low, high], axis=0)
+    return np.nan_to_num(lo), np.nan_to_num(hi)
+
+
+def scale_to_uint8(block, lo, hi) -> np.ndarray:
+    """Scale numbers to uint8: lo..hi (scalars, or per last-axis channel) -> 0..255, clipped.
+
+    NaNs become 0, +inf 255, -inf 0; where hi <= lo the result is 0. Same shape as `block`.
+    """
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    values = np.asarray(block, dtype=np.float64)
+    scale = 255.0 / np.maximum(hi - lo, 1e-12)
+    scaled = np.nan_to_num((values - lo) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.where(hi > lo, np.clip(np.rint(scaled), 0, 255), 0).astype(np.uint8)
 
 
 def normalize_percentile(arr: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -40,18 +159,7 @@ def normalize_percentile(arr: np.ndarray, low: float = 1.0, high: float = 99.8) 
 
     NaNs become 0 and infinities are ignored for the percentiles; a constant image gives 0.
     """
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
-    values = np.asarray(arr, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8)
-    sample = finite[:: max(1, finite.size // PERCENTILE_SAMPLES)]
-    lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return scale_to_uint8(arr, *intensity_range(arr, low, high))
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -172,14 +280,26 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def _read_file(path: Path) -> np.ndarray:
-    """Decode a file: TIFF via tifffile (first series, full resolution), others via PIL."""
+def _read_file(path: Path, limited: bool = True) -> np.ndarray:
+    """Decode a file: TIFF via tifffile (first series, full resolution), others via PIL.
+
+    With `limited`, an image over `max_load_pixels` raises `ImageTooLargeError` before decoding.
+    """
+    limit = max_load_pixels() if limited else None
+    if limit is not None:
+        h, w = read_image_size(path)
+        if h * w > limit:
+            raise ImageTooLargeError(_too_large(path, h * w))
     try:
         if _is_tiff(path):
             arr = tifffile.imread(path)
         else:
-            with Image.open(path) as image:
-                arr = _pil_to_array(image)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with _pil_limit(limit), Image.open(path) as image:
+                    arr = _pil_to_array(image)
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(_too_large(path, None)) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageReadError(
             f"cannot read image {path}: {err}. Supported formats: {SUPPORTED}; "
@@ -190,6 +310,20 @@ def _read_file(path: Path) -> np.ndarray:
             f"image {path} holds no pixels (shape {arr.shape}); check that it is not corrupt"
         )
     return arr
+
+
+@contextlib.contextmanager
+def _pil_limit(limit: int | None):
+    """PIL's decompression-bomb check lifted for limit None (a large image asked for), else kept."""
+    if limit is not None:
+        yield
+        return
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def load_image(source: ImageSource, channels: Sequence[int] | None = None) -> np.ndarray:
@@ -287,8 +421,9 @@ def _open_zarr(path: Path, level: int):
 def open_array(source: str | os.PathLike | np.ndarray, level: int = 0):
     """A lazily read array: zarr (incl. OME-Zarr groups) / TIFF (memmap or zarr) / .npy (memmap).
 
-    Arrays pass through unchanged. Other image formats load fully (`load_image`'s decoders).
-    Lazy arrays are read on slicing: `arr[y0:y1, x0:x1]` reads one block only.
+    Arrays pass through unchanged. Other image formats (PNG, JPEG, ...) load fully, without
+    `load_image`'s size limit. Lazy arrays are read on slicing: `arr[y0:y1, x0:x1]` reads one
+    block only.
     """
     if hasattr(source, "shape") and hasattr(source, "__getitem__"):
         return source
@@ -301,93 +436,4 @@ def open_array(source: str | os.PathLike | np.ndarray, level: int = 0):
         return np.load(path, mmap_mode="r")
     if _is_tiff(path):
         return read_stack(path)
-    return _read_file(path)
-
-
-class AxesView:
-    """A lazy reordering of an array's axes: slicing reads only the selected block."""
-
-    def __init__(self, source, order: list[int], squeeze: list[int], expand: list[int]) -> None:
-        self.source, self._order, self._squeeze, self._expand = source, order, squeeze, expand
-        kept = [source.shape[i] for i in order]
-        for pos in expand:
-            kept.insert(pos, 1)
-        self.shape, self.dtype, self.ndim = tuple(kept), np.dtype(source.dtype), len(kept)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype=None, copy=None):
-        arr = self[...]
-        return arr if dtype is None else arr.astype(dtype)
-
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        if len(key) != self.ndim or not all(isinstance(k, (int, np.integer, slice)) for k in key):
-            raise IndexError(f"index an AxesView with ints and slices for its {self.ndim} axes")
-        own = [k for pos, k in enumerate(key) if pos not in self._expand]
-        src_key: list = [slice(None)] * self.source.ndim
-        for i in self._squeeze:
-            src_key[i] = 0
-        for i, k in zip(self._order, own):
-            src_key[i] = k
-        block = np.asarray(self.source[tuple(src_key)])
-        wanted = [i for i, k in zip(self._order, own) if isinstance(k, slice)]
-        block = np.transpose(block, [sorted(wanted).index(i) for i in wanted])
-        for pos, k in enumerate(key):
-            if pos in self._expand and isinstance(k, slice):
-                at = sum(isinstance(q, slice) for q in key[:pos])
-                block = np.expand_dims(block, at)
-        return block
-
-
-def _parse_want(want: str) -> tuple[str, set[str]]:
-    """'ZYX(C)' -> ('ZYXC', {'C'}): letters in parentheses are optional."""
-    letters, optional, inside = [], set(), False
-    for ch in want.upper():
-        if ch in "()":
-            inside = ch == "("
-        elif ch.strip():
-            letters.append(ch)
-            if inside:
-                optional.add(ch)
-    return "".join(letters), optional
-
-
-def to_axes(arr, axes: str, want: str = "ZYX(C)"):
-    """Reorder an array from its `axes` (e.g. 'TZCYX') to `want` (e.g. 'ZYX(C)', 'TYXC').
-
-    Letters in parentheses are optional (kept when present); a missing required axis is added
-    with size 1; an axis not wanted must have size 1 (it is dropped). numpy arrays come back as
-    views, lazy arrays (zarr, memmap-like) as an `AxesView` that reads on slicing.
-    """
-    axes = axes.upper().replace("S", "C")
-    order_s, optional = _parse_want(want)
-    if len(axes) != arr.ndim or len(set(axes)) != len(axes):
-        raise ValueError(
-            f"axes={axes!r} does not fit an array of shape {tuple(arr.shape)}: give one distinct "
-            f"letter per axis ({arr.ndim}), e.g. 'TZCYX'"
-        )
-    if len(set(order_s)) != len(order_s):
-        raise ValueError(f"want={want!r} repeats an axis; give each letter once, e.g. 'ZYX(C)'")
-    for pos, letter in enumerate(axes):
-        if letter not in order_s and arr.shape[pos] != 1:
-            raise ValueError(
-                f"axis {letter} has {arr.shape[pos]} entries but want={want!r} has no {letter}: "
-                f"select one first (e.g. arr[{':, ' * pos}i]) or add {letter} to want"
-            )
-    present = [a for a in order_s if a in axes or a not in optional]
-    order = [axes.index(a) for a in present if a in axes]
-    squeeze = [i for i, a in enumerate(axes) if a not in present]
-    expand = [pos for pos, a in enumerate(present) if a not in axes]
-    if isinstance(arr, np.ndarray):
-        out = np.transpose(arr, order + squeeze)
-        out = out.reshape(out.shape[: len(order)])
-        for pos in expand:
-            out = np.expand_dims(out, pos)
-        return out
-    return AxesView(arr, order, squeeze, expand)
+    return _read_file(path, limited=False)

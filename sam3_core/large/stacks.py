@@ -3,9 +3,13 @@
 method="link": every slice is segmented (slices batched through the backbone), then instances
 of consecutive slices are matched by mask IoU (Hungarian with scipy, else greedy); unmatched
 instances start new ids, so objects appearing mid-stack get their own. A track may skip up to
-`max_gap` slices without a detection and keep its id.
+`max_gap` slices without a detection and keep its id (0: no gap).
 method="track": the video tracker (`sam3_core.video.session.VideoPredictor`) propagates the concepts
 and clicks through the stack with its memory, forward and backward.
+
+Either way slices are read one at a time (numpy, memmap, zarr or `to_axes` views stay lazy),
+and a volume that is not uint8 is scaled to 8 bits with one intensity range for all its slices
+(`normalize_stack`), so an object keeps its brightness from slice to slice.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sam3_core.formats.bioformats import track_rows
+from sam3_core.formats.images import as_rgb8, intensity_range, scale_to_uint8
 from sam3_core.prompts import PromptError
 from sam3_core.results import Concept, Exemplar, Instances
 
@@ -33,6 +38,56 @@ class StackResult:
     tracks: np.ndarray
     track_labels: np.ndarray
     label_names: list[str]
+
+
+class NormalizedStack:
+    """A [Z, H, W(, C)] (lazy) stack read slice by slice: `[z]` -> uint8 RGB [H, W, 3].
+
+    Data that is not uint8 is scaled with one intensity range for the whole volume
+    (`range`, from a strided sample: `sam3_core.formats.images.intensity_range`); two
+    channels, or picked `channels`, get one range per channel.
+    """
+
+    def __init__(self, stack: Any, channels: Sequence[int] | None = None) -> None:
+        if getattr(stack, "ndim", 0) not in (3, 4):
+            raise ValueError(
+                f"a stack is [Z, H, W] or [Z, H, W, C]; got shape {getattr(stack, 'shape', None)}"
+            )
+        self.stack, self.channels = stack, None if channels is None else list(channels)
+        dtype = np.dtype(stack.dtype)
+        per_channel = stack.ndim == 4 and (channels is not None or stack.shape[-1] == 2)
+        picked = self.channels
+        if picked is None and stack.ndim == 4 and stack.shape[-1] == 4:
+            picked = [0, 1, 2]  # RGBA: alpha is dropped
+        self.range = (
+            None
+            if dtype in (np.uint8, np.bool_)
+            else intensity_range(stack, channels=picked, per_channel=per_channel)
+        )
+        self._picked = picked if stack.ndim == 4 else None
+        self.shape = (int(stack.shape[0]), *self[0].shape)
+        self.ndim, self.dtype = 4, np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        """Slice z as uint8 RGB [H, W, 3]."""
+        if not isinstance(z, (int, np.integer)):
+            raise TypeError(f"index a NormalizedStack with one slice number, got {z!r}")
+        block = np.asarray(self.stack[z])
+        if self._picked is not None:
+            block = block[..., self._picked]
+        if block.dtype == np.bool_:
+            block = block.astype(np.uint8) * 255
+        elif self.range is not None:
+            block = scale_to_uint8(block, *self.range)
+        return as_rgb8(block)
+
+
+def normalize_stack(stack: Any, channels: Sequence[int] | None = None) -> NormalizedStack:
+    """A [Z, H, W(, C)] stack as lazily read uint8 RGB slices with one volume-wide contrast."""
+    return stack if isinstance(stack, NormalizedStack) else NormalizedStack(stack, channels)
 
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,14 +130,16 @@ def link_slices(
 ) -> list[np.ndarray]:
     """Per-slice bool masks [N_z, H, W] -> per-slice int64 ids [N_z] (1, 2, ...) across slices.
 
-    An instance continues the track whose latest mask (at most `max_gap` slices back, same
-    label) overlaps it best; unmatched instances open new tracks.
+    An instance continues the track whose latest mask (same label; with at most `max_gap`
+    empty slices in between) overlaps it best; unmatched instances open new tracks.
     """
+    if max_gap < 0:
+        raise ValueError(f"max_gap={max_gap}: give the number of slices a track may skip, >= 0")
     active: dict[int, tuple[np.ndarray, int, int]] = {}  # id -> (mask, slice, label)
     next_id, out = 1, []
     for z, cur in enumerate(masks):
         cur_labels = np.zeros(len(cur), np.int64) if labels is None else np.asarray(labels[z])
-        live = [k for k, (_, last, _) in active.items() if z - last <= max_gap]
+        live = [k for k, (_, last, _) in active.items() if z - last - 1 <= max_gap]
         ids = np.zeros(len(cur), np.int64)
         if live:
             prev = np.stack([active[k][0] for k in live])
@@ -161,16 +218,9 @@ def _segment_link(predictor, stack, concepts, exemplars, batch_size, thresholds,
 
 
 def _segment_track(predictor, stack, concepts, exemplars, clicks, thresholds, progress):
-    try:
-        from sam3_core.video.session import VideoPredictor
-    except ImportError as err:
-        raise NotImplementedError(
-            "method='track' needs sam3_core.video.session.VideoPredictor (the video tracker), which this "
-            "install lacks; use method='link'"
-        ) from err
-    session = VideoPredictor(predictor.model, predictor.device, predictor.precision).start(
-        np.asarray(stack)
-    )
+    from sam3_core.video.session import VideoPredictor
+
+    session = VideoPredictor(predictor.model, predictor.device, predictor.precision).start(stack)
     if concepts is not None or exemplars:
         frame = min(exemplars) if isinstance(exemplars, Mapping) and exemplars else 0
         ex = exemplars.get(frame) if isinstance(exemplars, Mapping) else exemplars
@@ -218,11 +268,13 @@ def segment_stack(
     concepts apply to every slice; exemplars are boxes for every slice, or {slice: boxes}
     (with "link", each slice uses its own; with "track", the first prompted slice seeds it).
     clicks ("track" only): {slice: [dict(points=..., point_labels=...) | dict(boxes=...)]}.
-    `axes` names the stack's axes (e.g. 'TCYX') to reorder it to ZYX(C).
+    `axes` names the stack's axes (e.g. 'TCYX') to reorder it to ZYX(C). Slices are read one
+    at a time; non-uint8 data gets one intensity range for the whole volume (`normalize_stack`).
+    `max_gap` ("link"): slices a track may miss and keep its id.
     """
     if method not in ("link", "track"):
         raise ValueError(f"method={method!r}: use 'link' (per-slice IoU linking) or 'track'")
-    stack = _slices(stack, axes)
+    stack = normalize_stack(_slices(stack, axes))
     thresholds = (score_threshold, mask_threshold)
     if method == "track":
         masks, ids, labels, scores, names = _segment_track(

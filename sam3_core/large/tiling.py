@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3_core.formats.images import as_rgb8, open_array
+from sam3_core.formats.images import as_rgb8, intensity_range, open_array, scale_to_uint8
 from sam3_core.large.sparse import TiledInstances
 from sam3_core.large.tile_merge import TilePiece, merge_tiles, piece_from_mask, tile_grid
 from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
@@ -31,7 +31,6 @@ from sam3_core.postprocess import detections_to_instances
 from sam3_core.prompts import VISUAL_TEXT, ConceptBatch, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 
-SAMPLE_SIDE = 2048  # the intensity range of non-uint8 images is estimated on ~2048^2 pixels
 LOCAL_MIN_INSIDE = 0.5  # "local" mode: an exemplar joins a tile holding this share of its box
 
 Progress = Callable[[int, int], Any]
@@ -68,26 +67,29 @@ class TileReader:
     def _fit_range(self) -> tuple[np.ndarray, np.ndarray] | None:
         if np.dtype(self.array.dtype) in (np.uint8, np.bool_):
             return None
-        step = max(1, max(self.size) // SAMPLE_SIDE)
-        sample = self._pick(self.array[::step, ::step]).astype(np.float64)
-        per_channel = self.channels is not None
-        axis = (0, 1) if per_channel else None
-        finite = np.where(np.isfinite(sample), sample, np.nan)
-        lo = np.nanpercentile(finite, 1.0, axis=axis)
-        hi = np.nanpercentile(finite, 99.8, axis=axis)
-        return np.nan_to_num(np.asarray(lo)), np.nan_to_num(np.asarray(hi))
+        if self.array.ndim == 2:
+            return intensity_range(self.array)
+        picked = self.channels
+        if picked is None and self.array.shape[-1] == 4:
+            picked = [0, 1, 2]  # RGBA: alpha is dropped
+        return intensity_range(self.array, channels=picked, per_channel=self.channels is not None)
 
     def read(self, rect: np.ndarray) -> np.ndarray:
         """uint8 [h, w, 3] pixels of the tile rect (x0, y0, x1, y1)."""
         x0, y0, x1, y1 = (int(v) for v in rect)
-        block = self._pick(self.array[y0:y1, x0:x1])
+        return self._convert(self.array[y0:y1, x0:x1])
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, int]:
+        """(uint8 [h, w, 3] every step-th pixel, step): the whole image, longest side <= max_side."""
+        step = max(1, -(-max(self.size) // max_side))
+        return self._convert(self.array[::step, ::step]), step
+
+    def _convert(self, block: np.ndarray) -> np.ndarray:
+        block = self._pick(block)
         if block.dtype == np.bool_:
             block = block.astype(np.uint8) * 255
         elif self.range is not None:
-            lo, hi = self.range
-            scale = 255.0 / np.maximum(hi - lo, 1e-12)
-            scaled = np.nan_to_num((block.astype(np.float32) - lo) * scale, nan=0.0)
-            block = np.where(hi > lo, np.clip(np.rint(scaled), 0, 255), 0).astype(np.uint8)
+            block = scale_to_uint8(block, *self.range)
         return as_rgb8(block)
 
 
@@ -141,7 +143,7 @@ class _TransferPrompts:
                 )
                 b, lab, ok = one.box_tensors(predictor.device)
                 feats = state.features
-                with torch.inference_mode(), _autocast(predictor):
+                with predictor.lock, torch.inference_mode(), _autocast(predictor):
                     geo, geo_ok = detector.geometry_encoder(
                         b, lab, ok, feats.fpn[-1], feats.fpn_pos[-1]
                     )
@@ -173,7 +175,7 @@ def _detect_transfer(predictor, states, prompts: _TransferPrompts, names, thresh
     )
     rows = torch.arange(len(states), device=predictor.device).repeat_interleave(c)
     n = len(states)
-    with _autocast(predictor):
+    with predictor.lock, _autocast(predictor):  # the model is shared with other threads' calls
         out = predictor.model.detector_model(
             feats.select(rows), prompts.prompt.repeat(n, 1, 1), prompts.valid.repeat(n, 1)
         )
@@ -226,7 +228,8 @@ def segment_tiled(
     channels: Sequence[int] | None = None,
     progress: Progress | bool | None = None,
 ) -> TiledInstances:
-    """Every instance of the concepts in a large image [H, W(, C)] (array, lazy array or path).
+    """Every instance of the concepts in a large image [H, W(, C)] (array, lazy array, path or
+    `TileReader`).
 
     Tiles of `tile_size` pixels overlapping by `overlap` go through the backbone
     `batch_size` at a time; exemplars are (x0, y0, x1, y1[, positive]) in global pixels (see
@@ -238,7 +241,7 @@ def segment_tiled(
         raise ValueError(f"exemplar_mode={exemplar_mode!r}: use 'transfer' or 'local'")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: give 1 or more tiles per backbone pass")
-    reader = TileReader(image, channels)
+    reader = image if isinstance(image, TileReader) else TileReader(image, channels)
     batch = normalize_concepts(concepts, exemplars, reader.size)
     tiles = tile_grid(reader.size, tile_size, overlap)
     thresholds = (score_threshold, mask_threshold)

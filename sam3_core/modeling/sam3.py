@@ -2,6 +2,8 @@
 
 Attribute names match the released checkpoint's transformers layout
 (`detector_model.*`, `tracker_model.*`, `tracker_neck.*`), so it loads without renaming.
+A checkpoint may hold only some parts (`PARTS`); the model records which were loaded and
+`require_parts` refuses a call that needs one that was not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,37 @@ from sam3_core.config import Sam3Config
 from sam3_core.modeling.detector import Sam3Detector
 from sam3_core.modeling.neck import FPNNeck
 from sam3_core.modeling.tracker import Sam3Tracker
+from sam3_core.weights.errors import MissingPartError
+
+# The parts a checkpoint may hold, by the key prefixes they own (the first match wins), and
+# what each is for. The ViT is shared: every task needs it.
+PARTS: dict[str, tuple[str, ...]] = {
+    "vision encoder": ("detector_model.vision_encoder.backbone.",),
+    "detector": ("detector_model.",),
+    "tracker": (
+        "tracker_neck.",
+        "tracker_model.prompt_encoder.",
+        "tracker_model.mask_decoder.",
+        "tracker_model.shared_image_embedding.",
+        "tracker_model.no_memory_embedding",
+    ),
+    "video memory": ("tracker_model.",),
+}
+PART_CONTENTS = {
+    "vision encoder": "the ViT image encoder",
+    "detector": "the concept detector: text encoder, DETR, mask head",
+    "tracker": "the click tracker: prompt encoder, mask decoder, tracker neck",
+    "video memory": "the tracker's memory: memory attention and encoder, object pointers",
+}
+FULL_CHECKPOINT = "load facebook/sam3's full checkpoint (model.safetensors or sam3.pt)"
+
+
+def part_of(key: str) -> str:
+    """The part (a `PARTS` name) that owns a key of our state dict."""
+    for part, prefixes in PARTS.items():
+        if key.startswith(prefixes):
+            return part
+    raise KeyError(f"{key!r} belongs to no part of SAM 3")
 
 
 class Sam3Model(nn.Module):
@@ -24,6 +57,23 @@ class Sam3Model(nn.Module):
         self.detector_model = Sam3Detector(config)
         self.tracker_model = Sam3Tracker(config)
         self.tracker_neck = FPNNeck(config.vit.hidden_size, config.neck)
+        # The parts a checkpoint filled (see `PARTS`); None: built at random, every part usable.
+        self.loaded_parts: frozenset[str] | None = None
+
+    def require_parts(self, *parts: str, task: str) -> None:
+        """Raise MissingPartError unless every part needed for `task` holds loaded weights."""
+        if self.loaded_parts is None:
+            return
+        absent = [p for p in parts if p not in self.loaded_parts]
+        if not absent:
+            return
+        held = [p for p in PARTS if p in self.loaded_parts and p != "vision encoder"]
+        needs = " and ".join(f"the {p} ({PART_CONTENTS[p]})" for p in absent)
+        verb = "is" if len(absent) == 1 else "are"
+        raise MissingPartError(
+            f"this checkpoint holds the {' and the '.join(held)} only; {needs} {verb} needed "
+            f"for {task}: {FULL_CHECKPOINT}"
+        )
 
     @property
     def matmul_dtype(self) -> torch.dtype:

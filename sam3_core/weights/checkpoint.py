@@ -1,11 +1,18 @@
-"""Find, read and convert SAM 3 checkpoints into our state-dict layout.
+"""Read SAM 3 checkpoints safely, convert them to our state-dict layout, load them by part.
+
+Finding a checkpoint (file, folder, hub id, cache) is `sam3_core.weights.hub`.
 
 Our keys are the transformers `Sam3VideoModel` keys: `detector_model.*` (the image detector),
 `tracker_model.*` (the SAM 2-style tracker, without its own vision encoder) and
-`tracker_neck.*` (the tracker's FPN on the shared backbone). Three layouts are accepted:
+`tracker_neck.*` (the tracker's FPN on the shared backbone). Four layouts are accepted:
 
 - "ours": the hub's transformers `model.safetensors`; loads as is.
-- "hf_detector": a bare transformers `Sam3Model` file; gets the `detector_model.` prefix.
+- "hf_detector": a transformers `Sam3Model` file (detector only); gets the `detector_model.`
+  prefix.
+- "hf_tracker": a transformers `Sam3TrackerModel` / `Sam3TrackerVideoModel` file (tracker and
+  ViT, no detector), as `save_pretrained` writes it (`tracker_model.detector_model.*`,
+  `tracker_model.tracker_neck.*`, `tracker_model.*`) or as its `state_dict()` (`vision_encoder.*`,
+  `prompt_encoder.*`, ...).
 - "official": Meta's `sam3.pt` (`detector.*`, `tracker.*`), or a bare official image model;
   renamed, with fused q/k/v projections split, the ViT cls position dropped, the CLIP text
   projection transposed, the tracker's point embeddings stacked, and the precomputed RoPE
@@ -24,7 +31,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from sam3_core.modeling.sam3 import FULL_CHECKPOINT, PART_CONTENTS, part_of
 from sam3_core.weights.errors import CheckpointError
+from sam3_core.weights.hub import DEFAULT_REPO, resolve_checkpoint, resolve_local
 from sam3_core.weights.official import convert_official
 
 __all__ = [
@@ -40,141 +49,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPO = "facebook/sam3"
-HUB_FILES = ("model.safetensors", "model.safetensors.index.json", "sam3.pt")
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-ACCESS_HELP = (
-    "request access at https://huggingface.co/{}, then set HF_TOKEN or run `hf auth login`"
-)
 OUR_PREFIXES = ("detector_model.", "tracker_model.", "tracker_neck.")
 MAX_LISTED = 10
 
-Layout = Literal["ours", "hf_detector", "official"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolving a source to a local file
-# ---------------------------------------------------------------------------------------------
-
-
-def resolve_checkpoint(
-    source: str | os.PathLike | None = None,
-    *,
-    token: str | None = None,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """Return a local weights file for a file, a folder or a hub repo id (default facebook/sam3)."""
-    source = DEFAULT_REPO if source is None else source
-    if _looks_local(source):
-        return _resolve_local(Path(source).expanduser())
-    return _download(str(source), token=token, revision=revision, cache_dir=cache_dir)
-
-
-def _looks_local(source: str | os.PathLike) -> bool:
-    """Tell a path from an `owner/name` hub repo id."""
-    if isinstance(source, os.PathLike) or Path(source).expanduser().exists():
-        return True
-    text = str(source)
-    return (
-        text.startswith(("/", ".", "~"))
-        or "\\" in text
-        or text.count("/") != 1
-        or text.endswith((*WEIGHT_SUFFIXES, ".json"))
-    )
-
-
-def _resolve_local(path: Path) -> Path:
-    """Pick the weights file of a local path; a folder is searched like a hub repo."""
-    if not path.exists():
-        raise CheckpointError(
-            f"checkpoint path {str(path)!r} does not exist: pass an existing .safetensors/.pt "
-            f"file or a folder holding one, or a hub repo id such as {DEFAULT_REPO!r}"
-        )
-    if path.is_file():
-        return path
-    for name in HUB_FILES:
-        if (path / name).is_file():
-            return path / name
-    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    if len(found) == 1:
-        return found[0]
-    what = f"several ({', '.join(p.name for p in found)})" if found else "no weights file"
-    raise CheckpointError(
-        f"folder {str(path)!r} holds {what}: pass the weights file itself "
-        f"(expected one of {', '.join(HUB_FILES)})"
-    )
-
-
-def _download(
-    repo_id: str, *, token: str | None, revision: str | None, cache_dir: str | os.PathLike | None
-) -> Path:
-    """Fetch the preferred weights file of a hub repo through the huggingface_hub cache."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    def fetch(filename: str) -> Path:
-        return Path(
-            hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token)
-        )
-
-    offline = False
-    for filename in HUB_FILES:
-        try:
-            path = fetch(filename)
-            if filename.endswith(".index.json"):
-                for shard in sorted(set(json.loads(path.read_text())["weight_map"].values())):
-                    fetch(shard)
-        except GatedRepoError as err:
-            raise CheckpointError(
-                f"hub repo {repo_id!r} is gated and this account has no access or no token "
-                f"was found: {ACCESS_HELP.format(repo_id)}"
-            ) from err
-        except RepositoryNotFoundError as err:
-            raise CheckpointError(
-                f"hub repo {repo_id!r} was not found (or is private and no valid token was "
-                f"given): check the repo id, e.g. {DEFAULT_REPO!r}, or pass a local file"
-            ) from err
-        except RevisionNotFoundError as err:
-            raise CheckpointError(
-                f"revision {revision!r} does not exist in hub repo {repo_id!r}: pass an "
-                "existing branch, tag or commit, or leave revision unset"
-            ) from err
-        except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-            offline = True
-            continue
-        except EntryNotFoundError:
-            continue
-        except HfHubHTTPError as err:
-            status = getattr(getattr(err, "response", None), "status_code", None)
-            if status in (401, 403):
-                raise CheckpointError(
-                    f"the hub refused access to {repo_id!r} (HTTP {status}): "
-                    + ACCESS_HELP.format(repo_id)
-                ) from err
-            raise CheckpointError(
-                f"downloading {filename} from {repo_id!r} failed ({err}): retry, or pass a "
-                "local checkpoint file"
-            ) from err
-        return path
-    if offline:
-        raise CheckpointError(
-            f"cannot reach the hub and no weights of {repo_id!r} are cached "
-            f"(looked for {', '.join(HUB_FILES)}): connect once to download them, or pass a "
-            "local .safetensors/.pt file"
-        )
-    raise CheckpointError(
-        f"hub repo {repo_id!r} has none of {', '.join(HUB_FILES)}: pass a SAM 3 repo such as "
-        f"{DEFAULT_REPO!r} or a local checkpoint file"
-    )
+Layout = Literal["ours", "hf_detector", "hf_tracker", "official"]
+SAVED_TRACKER_PREFIXES = ("tracker_model.detector_model.", "tracker_model.tracker_neck.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +65,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a .safetensors (or its shard index) or .pt/.pth file to CPU tensors, never code."""
     from safetensors import SafetensorError
 
-    path = _resolve_local(Path(path).expanduser())
+    path = resolve_local(Path(path).expanduser())
     try:
         if path.name.endswith(".safetensors.index.json"):
             return _load_sharded(path)
@@ -256,15 +135,18 @@ _FOREIGN = (  # (description, every prefix that must occur); the first match nam
     ("a SAM 1 checkpoint (official layout)", ("image_encoder.blocks.", "mask_decoder.")),
     ("a SAM 1 checkpoint (transformers layout)", ("vision_encoder.layers.", "prompt_encoder.")),
     (
-        "a SAM 2 or SAM 3 tracker checkpoint without the concept detector (transformers layout)",
+        "a SAM 2 tracker, or a SAM 3 tracker head without its vision encoder (transformers layout)",
         ("prompt_encoder.", "mask_decoder."),
     ),
 )
+HF_TRACKER_VIT = "vision_encoder.backbone.layers."  # SAM 3's ViT in a tracker's state_dict()
 
 
 def detect_layout(sd: Mapping[str, Tensor]) -> Layout:
     """Name the key layout of a SAM 3 state dict; other checkpoints raise CheckpointError."""
     keys = list(sd)
+    if any(k.startswith(SAVED_TRACKER_PREFIXES) for k in keys):
+        return "hf_tracker"
     if any(k.startswith(OUR_PREFIXES) for k in keys):
         return "ours"
     if any(k.startswith(("detector.", "tracker.")) for k in keys):
@@ -276,6 +158,8 @@ def detect_layout(sd: Mapping[str, Tensor]) -> Layout:
     tops = {k.split(".")[0] + "." for k in keys}
     if "detr_decoder." in tops and tops & {"vision_encoder.", "text_encoder."}:
         return "hf_detector"
+    if "prompt_encoder." in tops and any(k.startswith(HF_TRACKER_VIT) for k in keys):
+        return "hf_tracker"
     what = next(
         (
             name
@@ -297,7 +181,22 @@ def to_our_layout(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return _fill_aliases(dict(sd))
     if layout == "hf_detector":
         return {"detector_model." + k: v for k, v in sd.items()}
+    if layout == "hf_tracker":
+        return _fill_aliases({_tracker_key(k): v for k, v in sd.items()})
     return _fill_aliases(convert_official(sd))
+
+
+def _tracker_key(key: str) -> str:
+    """Our key for a transformers tracker key, saved (`tracker_model.`-prefixed) or not."""
+    if key.startswith(SAVED_TRACKER_PREFIXES):
+        return key.removeprefix("tracker_model.")
+    if key.startswith("tracker_model."):
+        return key
+    if key.startswith("vision_encoder.backbone."):
+        return "detector_model." + key
+    if key.startswith("vision_encoder.neck."):
+        return "tracker_neck." + key.removeprefix("vision_encoder.neck.")
+    return "tracker_model." + key
 
 
 def _fill_aliases(sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -314,30 +213,84 @@ def _fill_aliases(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_into(model: torch.nn.Module, sd: Mapping[str, Tensor], *, strict: bool = True) -> None:
-    """Check keys and shapes against the model, cast dtypes, then load (assigning on meta)."""
+def load_into(
+    model: torch.nn.Module, sd: Mapping[str, Tensor], *, strict: bool = True
+) -> frozenset[str]:
+    """Check keys and shapes against the model, cast dtypes, load (assigning on meta); return
+    the parts (`sam3_core.modeling.sam3.PARTS`) the checkpoint filled.
+
+    A part is loaded whole or not at all: one the checkpoint holds partly is refused by name.
+    Parts it lacks entirely are recorded in `model.loaded_parts` (a call that needs one raises
+    MissingPartError); a model without that record refuses them. `strict=False` only lets
+    checkpoint keys the model does not have pass, with a warning.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     mismatched = [
         f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
         if k in sd and sd[k].shape != v.shape
     ]
-    if mismatched or (strict and (missing or unexpected)):
-        raise CheckpointError(_mismatch_report(missing, unexpected, mismatched))
-    if missing or unexpected:
+    keys_of: dict[str, list[str]] = {}
+    for k in expected:
+        keys_of.setdefault(part_of(k), []).append(k)
+    held = frozenset(p for p, ks in keys_of.items() if all(k in sd for k in ks))
+    absent = frozenset(p for p, ks in keys_of.items() if not any(k in sd for k in ks))
+    partial = [p for p in keys_of if p not in held | absent]
+    records = hasattr(model, "loaded_parts")
+    refused = [
+        k for p in (partial if records else [*partial, *absent]) for k in keys_of[p] if k not in sd
+    ]
+    if mismatched or refused or (strict and unexpected):
+        report = _mismatch_report(refused, unexpected if strict else [], mismatched)
+        if partial:
+            report += "\n  " + _partial_hint(partial, keys_of, sd)
+        raise CheckpointError(report)
+    before = getattr(model, "loaded_parts", None) or frozenset()
+    usable = held | before
+    if "vision encoder" not in usable or not usable & {"detector", "tracker"}:
+        raise CheckpointError(
+            f"this checkpoint holds {', '.join(sorted(held)) or 'no part of SAM 3'}, but "
+            "segmenting needs the ViT image encoder plus the detector (concepts) or the tracker "
+            f"(clicks): {FULL_CHECKPOINT}"
+        )
+    if unexpected:
         logger.warning(
-            "loading non-strictly: %d model keys missing from the checkpoint (%s), %d checkpoint "
-            "keys unused (%s)",
-            len(missing),
-            _listing(missing, 3),
+            "loading non-strictly: %d checkpoint keys unused (%s)",
             len(unexpected),
             _listing(unexpected, 3),
         )
+    if absent:
+        logger.info("this checkpoint holds no %s; calls that need it will raise", sorted(absent))
     cast = {k: _cast(sd[k], expected[k]) for k in expected if k in sd}
     on_meta = any(t.is_meta for t in expected.values())
-    model.load_state_dict(cast, strict=strict, assign=on_meta)
+    if on_meta:  # own, aligned memory (not the file's buffer: kernels would sum differently)
+        cast = {k: v.clone(memory_format=torch.contiguous_format) for k, v in cast.items()}
+        # never left unallocated: parts not loaded are NaN, and calls refuse them
+        nan = float("nan")
+        cast |= {
+            k: torch.full(v.shape, nan, dtype=v.dtype)
+            for k, v in expected.items()
+            if k not in cast and v.is_meta and v.is_floating_point()
+        }
+    model.load_state_dict(cast, strict=False, assign=on_meta)
+    if records:
+        model.loaded_parts = before | held
+    return held
+
+
+def _partial_hint(partial: list[str], keys_of: dict[str, list[str]], sd) -> str:
+    """Explain parts a checkpoint holds only some tensors of."""
+    counts = ", ".join(
+        f"the {p} ({PART_CONTENTS[p]}): {sum(k in sd for k in keys_of[p])} of "
+        f"{len(keys_of[p])} tensors"
+        for p in partial
+    )
+    return (
+        f"hint: the checkpoint holds parts incompletely ({counts}); a part is loaded whole or "
+        "not at all, never partly at random: the file is damaged or from another SAM 3 "
+        "version; download it again"
+    )
 
 
 def _cast(value: Tensor, target: Tensor) -> Tensor:
@@ -362,8 +315,6 @@ def _mismatch_report(missing: list[str], unexpected: list[str], mismatched: list
             "hint: pass the state dict through to_our_layout() first; if it was, the checkpoint "
             "is a SAM 3 variant this version does not support"
         )
-    elif missing and all(k.startswith(("tracker_model.", "tracker_neck.")) for k in missing):
-        parts.append("hint: it holds the image detector only; pass strict=False to load it")
     elif mismatched:
         parts.append(
             "hint: the model config differs from the checkpoint's; build the model "

@@ -108,8 +108,9 @@ def test_track_concept_writes_structure(assets):
     assert json.loads((out / "video.json").read_text())["label_names"] == ["object", "blob"]
     for r in records:
         ids = [i["track_id"] for i in r["instances"]]
-        assert len(set(ids)) == len(ids)
+        assert ids and len(set(ids)) == len(ids)  # the concept is found on every frame
         assert all(i["label"] == "blob" for i in r["instances"])
+        assert all(rle_to_mask(i["segmentation"]).any() for i in r["instances"])
     assert not (out / "overlay.mp4").exists()
 
 

@@ -76,6 +76,24 @@ def test_click_reuses_the_image_embedding(setup):
     assert len(calls) == 1
 
 
+def test_public_steps_work_outside_inference_mode(setup):
+    # Users and hosts call these directly; before, tracker_features and detect_concepts raised
+    # "Inference tensors cannot be saved for backward" and encode_texts cached autograd graphs.
+    from sam3_core.prompts import normalize_concepts
+
+    pred, _ = setup
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    state = pred.set_image(make_image(seed=7))
+    feats = pred.tracker_features(state)
+    assert pred.tracker_features(state) is feats  # computed once per image
+    text, valid = pred.encode_texts(["cell"])
+    assert not text.requires_grad and text.shape[0] == 1 and valid.shape == text.shape[:2]
+    out = pred.detect_concepts(state, normalize_concepts("cell", None, state.size))
+    assert not out.scores.requires_grad and out.scores.shape == (1, CFG.detr_decoder.num_queries)
+    click = pred.predict(state, points=[[40, 30]], point_labels=[1])
+    assert click.masks.any()
+
+
 def test_several_objects_in_one_call_equal_separate_calls(setup):
     pred, _ = setup
     state = pred.set_image(make_image(seed=5))

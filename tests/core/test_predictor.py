@@ -148,3 +148,125 @@ def test_unreadable_and_empty_images_error(pair, tmp_path):
         pred.set_image(bad)
     with pytest.raises(ImageReadError):
         pred.set_image(np.zeros((0, 10, 3), np.uint8))
+
+
+def test_semantic_map_parity_thresholded(pair):
+    # The reference applies the sigmoid at the model's resolution, then resizes; resizing the
+    # logits first (as before) flipped 38 of these 14550 pixels (IoU 0.997).
+    hf, proc, pred = pair
+    image = make_image(97, 150, seed=8)
+    inputs = proc(images=image, text="red car", return_tensors="pt")
+    with torch.no_grad():
+        out = hf(**inputs)
+    ref = proc.post_process_semantic_segmentation(
+        out, target_sizes=[image.shape[:2]], threshold=0.5, return_segmentation_scores=True
+    )[0]
+    sem = pred.predict(pred.set_image(image), "red car", score_threshold=0.0).semantic_map(0)
+    np.testing.assert_allclose(sem, ref["segmentation_scores"][0].numpy(), atol=1e-5)
+    ref_mask = ref["segmentation"].numpy().astype(bool)
+    assert 0.05 < ref_mask.mean() < 0.99  # a map with both sides, so the threshold matters
+    assert np.count_nonzero((sem > 0.5) != ref_mask) <= 2
+
+
+def test_predict_parity_exemplar_partly_outside(pair):
+    # transformers' Sam3Processor normalises boxes as given, without clipping to the image.
+    hf, proc, pred = pair
+    image = make_image(120, 90, seed=2)
+    boxes = [[-30, 20, 50, 70], [40, 60, 120, 150]]
+    ref = _reference(hf, proc, image, "visual", 0.05, boxes, [1, 1])
+    ours = pred.predict(pred.set_image(image), exemplars=boxes, score_threshold=0.05)
+    _compare(ref, ours)
+
+
+@pytest.mark.parametrize(
+    "box", [(-45, 10, 50, 40), (100, 10, 224, 40), (10, -48, 50, 40), (10, 50, 50, 145)]
+)
+def test_exemplars_may_reach_half_the_image_past_any_edge(pair, box):
+    _, _, pred = pair
+    state = pred.set_image(make_image())  # 150 x 97
+    assert pred.predict(state, exemplars=[box], score_threshold=0.0).masks.shape[1:] == (97, 150)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [(-76, 10, 50, 40), (100, 10, 226, 40), (10, -49, 50, 40), (10, 50, 50, 146), (0, 0, 1500, 40)],
+)
+def test_exemplars_farther_out_are_refused_on_every_side(pair, box):
+    _, _, pred = pair
+    state = pred.set_image(make_image())
+    with pytest.raises(PromptError, match="more than half the image's size past an edge"):
+        pred.predict(state, exemplars=[box])
+
+
+def test_outputs_vary_with_image_concept_and_exemplars(pair):
+    """Guards the tests above: a predictor that ignored an input would give equal answers."""
+    _, _, pred = pair
+    a, b = pred.set_image(make_image(seed=11)), pred.set_image(make_image(seed=12))
+    runs = {
+        "image a": pred.predict(a, "cat", score_threshold=0.0),
+        "image b": pred.predict(b, "cat", score_threshold=0.0),
+        "concept": pred.predict(a, "yellow school bus", score_threshold=0.0),
+        "exemplar": pred.predict(a, "cat", [(10, 10, 60, 50)], score_threshold=0.0),
+        "negative": pred.predict(a, "cat", [(10, 10, 60, 50, False)], score_threshold=0.0),
+        "box moved": pred.predict(a, "cat", [(80, 40, 140, 90)], score_threshold=0.0),
+    }
+    names = list(runs)
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            ra, rb = runs[x], runs[y]
+            assert np.abs(np.sort(ra.scores) - np.sort(rb.scores)).max() > 1e-3, (x, y)
+            assert np.mean(ra.masks != rb.masks) > 1e-3, (x, y)
+    assert runs["image a"].scores.std() > 1e-3
+
+
+def test_calls_from_threads_take_turns(pair):
+    # FiftyOne shares one predictor between threads. While one call encodes a new concept,
+    # another must not read or evict the text cache (nor the image states' caches).
+    import threading
+
+    pred = ImagePredictor(pair[2].model, device="cpu", text_cache_size=2)
+    state = pred.set_image(make_image(seed=13))
+    pred.encode_texts(["cat"])
+    inside, release = threading.Event(), threading.Event()
+    tokenize = pred.tokenizer
+
+    def slow_tokenizer(texts):
+        inside.set()
+        release.wait(30)
+        return tokenize(texts)
+
+    pred.tokenizer = slow_tokenizer
+    first = threading.Thread(target=pred.predict, args=(state, "dog"))
+    first.start()
+    assert inside.wait(30)
+    done: list = []
+    second = threading.Thread(target=lambda: done.append(pred.encode_texts(["cat"])))
+    second.start()
+    second.join(1.0)  # a cached concept is instant, unless it waits for the first call
+    overlapped = bool(done)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert not overlapped and len(done) == 1
+
+
+def test_one_predictor_shared_by_threads_answers_as_alone(pair):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pred = ImagePredictor(pair[2].model, device="cpu", text_cache_size=2)
+    images = [make_image(60, 70, seed=20), make_image(64, 70, seed=21)]
+    jobs = [(0, "cat"), (1, "dog"), (0, "bus"), (1, None), (0, None), (1, "cat")]
+
+    def run(job, states):
+        image, concept = job
+        if concept is None:  # a click on a shared state: fills its tracker cache
+            return pred.predict(states[image], points=[[20, 30]], point_labels=[1])
+        return pred.predict(states[image], concept, score_threshold=0.0)
+
+    alone = [run(job, [pred.set_image(im) for im in images]) for job in jobs]
+    states = [pred.set_image(im) for im in images]
+    with ThreadPoolExecutor(6) as pool:
+        shared = list(pool.map(lambda job: run(job, states), jobs))
+    for job, got, want in zip(jobs, shared, alone):
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5, err_msg=str(job))
+        assert np.array_equal(got.masks, want.masks), job

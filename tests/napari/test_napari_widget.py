@@ -164,6 +164,36 @@ def test_cancel_and_errors_reach_the_user(widget, qtbot, monkeypatch):
     assert "missing.safetensors" in shown[-1] and "checkpoint" in shown[-1]
 
 
+def test_whole_stack_keeps_one_contrast(widget, qtbot, monkeypatch):
+    """A dim and a bright slice of a 16-bit stack reach the model dim and bright (one intensity
+    range for the stack, not one per slice); with a channel axis too, per channel."""
+    from sam3_core.predictor import ImagePredictor
+
+    viewer, w = widget
+    seen = []
+    original = ImagePredictor.set_images
+    monkeypatch.setattr(
+        ImagePredictor, "set_images", lambda self, ims: seen.extend(ims) or original(self, ims)
+    )
+    ramp = np.tile(np.linspace(0, 1, 80), (64, 1))
+    gray = np.stack([1000 + 500 * ramp, 1000 + 4000 * ramp]).astype(np.uint16)  # [Z, H, W]
+    chans = np.stack([gray, 3000 - 2000 * ramp[None].repeat(2, 0)], 1).astype(np.uint16)
+    w.concept.value, w.scope.value = "nucleus", "whole stack (z/t)"
+    for data, axis, channels in ((gray, -1, ""), (chans, 1, "0, 1")):  # chans: [Z, C, H, W]
+        seen.clear()
+        image = viewer.add_image(data, name=f"dim and bright {axis}")
+        w.reset_choices()
+        w.image.value, w.channel_axis.value, w.channels.value = image, axis, channels
+        run(qtbot, w, w.segment_concept)
+        assert "through 2 slices" in w.status.value
+        dim, bright = (np.asarray(im)[..., 0].astype(int) for im in seen)
+        assert len(seen) == 2 and dim.max() < 80 and bright.max() == 255
+        assert abs(dim[:, 0] - bright[:, 0]).max() <= 1  # equal raw values, equal pixels
+        if axis == 1:  # the second channel is the same in both slices: so are its pixels
+            np.testing.assert_array_equal(seen[0][..., 1], seen[1][..., 1])
+            assert seen[0][..., 1].max() == 255 and not seen[0][..., 2].any()
+
+
 def _save_small_png(shot: np.ndarray, path: Path) -> None:
     """Save an RGBA screenshot as a small palette PNG (at most 1100 px wide)."""
     from PIL import Image

@@ -84,7 +84,11 @@ def concept_job(widget: JobHost, ctx: PlaneContext, choice: ModelChoice) -> Job:
 
 
 def _stack_job(widget: JobHost, ctx: PlaneContext, choice: ModelChoice, concept: str) -> Job:
-    """The whole z/t axis through `sam3_core.large.stacks.segment_stack` (ids linked across slices)."""
+    """The whole z/t axis through `sam3_core.large.stacks.segment_stack` (ids linked across slices).
+
+    Slices are read lazily and scaled with one intensity range for the whole stack, so an object
+    keeps its brightness from slice to slice (a plane run normalises its plane alone).
+    """
     fixed, n = fixed_stack_index(ctx)
     shapes = widget.exemplars.value
     per_slice = {
@@ -98,11 +102,11 @@ def _stack_job(widget: JobHost, ctx: PlaneContext, choice: ModelChoice, concept:
     score = float(widget.score.value)
 
     def work() -> np.ndarray:
-        from sam3_core.large.stacks import segment_stack
+        from sam3_core.large.stacks import normalize_stack, segment_stack
 
         predictor = engine.predictor(choice, report)
         report(0, n, "reading the stack")
-        stack = np.stack([ctx.rgb8((*fixed, z)) for z in range(n)])
+        stack = normalize_stack(ctx.stack(fixed), ctx.channels)  # one contrast for all slices
 
         def progress(done: int, total: int) -> None:
             engine.check()

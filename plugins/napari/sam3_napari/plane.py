@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,14 @@ class PlaneContext:
     def rgb8(self, index: tuple[int, ...] | None = None) -> np.ndarray:
         """The plane as uint8 RGB [H, W, 3] (percentile-normalised by sam3_core.formats.images)."""
         return plane_rgb8(self.raw(index), self.channels)
+
+    def stack(self, fixed: tuple[int, ...] = ()) -> Any:
+        """The [Z, H, W(, C)] block at the `fixed` leading indices, channels last, as stored
+        (a view where the layer's data allows it: numpy, dask)."""
+        data = self.image.data
+        if self.axis is not None and not self.image.rgb:
+            data = np.moveaxis(data, self.axis, -1)
+        return data[tuple(fixed)]
 
     def with_index(self, index: tuple[int, ...]) -> PlaneContext:
         """The same layer and channels on another plane."""

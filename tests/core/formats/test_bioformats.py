@@ -92,3 +92,43 @@ def test_to_axes_errors_and_optional():
         to_axes(arr, "ZCYX", "YX")
     with pytest.raises(ValueError, match="does not fit"):
         to_axes(arr, "ZYX", "ZYX")
+
+
+def test_ctc_splits_a_track_at_its_gaps(tmp_path):
+    """A label missing inside [B, E] becomes one track per run, each the child of the last."""
+    vol = np.zeros((6, 10, 10), np.uint16)
+    vol[[0, 1, 3, 5], 1:4, 1:4] = 1  # label 1: frames 0-1, 3, 5 (two gaps)
+    vol[1:3, 6:9, 6:9] = 2  # label 2: a daughter of label 1 from frame 1
+    tracks = np.array([[1, 0, 5, 0], [2, 1, 2, 1]])
+    back, rows = bioformats.read_ctc(bioformats.write_ctc(tmp_path / "01_RES", vol, tracks))
+    assert rows.tolist() == [[1, 0, 1, 0], [2, 1, 2, 1], [3, 3, 3, 1], [4, 5, 5, 3]]
+    assert [sorted(set(np.unique(f)) - {0}) for f in back] == [[1], [1, 2], [2], [3], [], [4]]
+    for label, begin, end, _ in rows:  # the CTC rule: the label is in every frame of [B, E]
+        assert all((back[t] == label).any() for t in range(begin, end + 1))
+    np.testing.assert_array_equal(back > 0, vol > 0)  # same pixels, only relabelled
+    assert vol[3, 2, 2] == 1  # the caller's volume is untouched
+    with pytest.raises(ValueError, match="frames 0..5"):
+        bioformats.write_ctc(tmp_path / "02_RES", vol, [[1, 0, 4, 0], [2, 1, 2, 1]])
+    derived = bioformats.read_ctc(bioformats.write_ctc(tmp_path / "03_RES", vol))[1]
+    assert derived.tolist() == [[1, 0, 1, 0], [2, 1, 2, 0], [3, 3, 3, 1], [4, 5, 5, 3]]
+
+
+def test_to_axes_select_picks_a_dropped_axis(tmp_path):
+    """The README's stack example: time point t of a TZYX file as a [Z, Y, X] stack, lazily."""
+    movie = np.arange(3 * 4 * 5 * 6, dtype=np.uint16).reshape(3, 4, 5, 6)
+    tifffile.imwrite(tmp_path / "embryo.tif", movie, imagej=True, metadata={"axes": "TZYX"})
+    lazy = open_array(tmp_path / "embryo.tif")
+    assert lazy.shape == (3, 4, 5, 6)
+    for source in (movie, lazy, AxesView(lazy, [0, 1, 2, 3], {}, [])):  # numpy, memmap, lazy
+        stack = to_axes(source, "TZYX", "ZYX", select={"T": 2})
+        assert stack.shape == (4, 5, 6)
+        np.testing.assert_array_equal(np.asarray(stack), movie[2])
+        np.testing.assert_array_equal(stack[1], movie[2, 1])
+    channels = to_axes(np.zeros((2, 3, 5, 6)), "CZYX", "ZYX", select={"c": -1})
+    assert channels.shape == (3, 5, 6)
+    with pytest.raises(ValueError, match=r"select=\{'T': i\}"):
+        to_axes(movie, "TZYX", "ZYX")
+    with pytest.raises(ValueError, match="entries 0..2"):
+        to_axes(movie, "TZYX", "ZYX", select={"T": 3})
+    with pytest.raises(ValueError, match="drops"):
+        to_axes(movie, "TZYX", "ZYX", select={"Z": 0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sam3_core.formats import images
 from sam3_core.formats.bioformats import track_rows
 from sam3_core.large import stacks
 from sam3_core.predictor import ImagePredictor
@@ -53,10 +54,15 @@ def test_link_slices_consistent_ids():
 def test_link_gap_labels_and_assignment():
     a = disc(30, 30, 8)
     masks = [a[None], np.zeros((0, H, W), bool), a[None], a[None]]
-    assert [list(i) for i in stacks.link_slices(masks, max_gap=1)] == [[1], [], [2], [2]]
-    assert [list(i) for i in stacks.link_slices(masks, max_gap=2)] == [[1], [], [1], [1]]
+    assert [list(i) for i in stacks.link_slices(masks, max_gap=0)] == [[1], [], [2], [2]]
+    assert [list(i) for i in stacks.link_slices(masks, max_gap=1)] == [[1], [], [1], [1]]
+    two_gaps = [a[None], *[np.zeros((0, H, W), bool)] * 2, a[None]]
+    assert [list(i) for i in stacks.link_slices(two_gaps, max_gap=1)] == [[1], [], [], [2]]
+    assert [list(i) for i in stacks.link_slices(two_gaps, max_gap=2)] == [[1], [], [], [1]]
     labels = [np.array([0]), np.zeros(0, np.int64), np.array([1]), np.array([1])]
-    assert [list(i) for i in stacks.link_slices(masks, labels, max_gap=2)] == [[1], [], [2], [2]]
+    assert [list(i) for i in stacks.link_slices(masks, labels, max_gap=1)] == [[1], [], [2], [2]]
+    with pytest.raises(ValueError, match="max_gap"):
+        stacks.link_slices(masks, max_gap=-1)
     iou = np.array([[0.9, 0.8], [0.85, 0.1]])  # greedy and optimal agree here: (0,1), (1,0)...
     pairs = stacks.assign(iou, 0.3)
     assert len(pairs) == 2 and all(iou[r, c] >= 0.3 for r, c in pairs)
@@ -109,19 +115,59 @@ def test_segment_stack_errors(predictor):
         stacks.segment_stack(predictor, tiny_stack(2), "cell", method="flow")
 
 
-def test_segment_stack_track_hook(predictor, monkeypatch):
-    import builtins
+class CountingStack:
+    """A lazy [Z, H, W] stack that records every read and refuses to be read whole."""
 
-    real_import = builtins.__import__
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.ndim, self.dtype = data, data.shape, data.ndim, data.dtype
+        self.reads: list = []
 
-    def no_video(name, *args, **kwargs):
-        if name == "sam3_core.video.session":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
+    def __len__(self) -> int:
+        return len(self.data)
 
-    monkeypatch.setattr(builtins, "__import__", no_video)
-    with pytest.raises(NotImplementedError, match="VideoPredictor"):
-        stacks.segment_stack(predictor, tiny_stack(2), "cell", method="track")
+    def __getitem__(self, key):
+        block = self.data[key]
+        self.reads.append((key, block.size))
+        return block
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole stack was read at once")
+
+
+def test_segment_stack_track_reads_slice_by_slice(predictor, monkeypatch):
+    """method='track' keeps the stack lazy: slices one at a time, plus one strided sample."""
+    monkeypatch.setattr(images, "PERCENTILE_SAMPLES", 500)
+    gray = tiny_stack(4)[..., 0].astype(np.uint16) * 100
+    lazy = CountingStack(gray)
+    res = stacks.segment_stack(
+        predictor,
+        lazy,
+        clicks={1: [{"points": [[40, 30]], "point_labels": [1]}]},
+        method="track",
+        score_threshold=0.0,
+    )
+    assert res.labels.shape == (4, H, W)
+    whole = [k for k, _ in lazy.reads if not isinstance(k, (int, np.integer))]
+    assert len(whole) == 1 and lazy.reads[0][1] <= 2 * 500  # the intensity sample, strided
+    assert all(size <= H * W for k, size in lazy.reads if isinstance(k, (int, np.integer)))
+
+
+def test_stack_has_one_intensity_range(predictor, monkeypatch):
+    """A dim and a bright slice keep their difference: one range for the volume, not per slice."""
+    ramp = np.tile(np.linspace(0, 1, W), (H, 1))
+    vol = np.stack([1000 + 500 * ramp, 1000 + 4000 * ramp]).astype(np.uint16)
+    norm = stacks.normalize_stack(vol)
+    lo, hi = images.intensity_range(vol)
+    for z in range(2):
+        np.testing.assert_array_equal(norm[z][..., 0], images.scale_to_uint8(vol[z], lo, hi))
+    assert norm[0].max() < 80 and norm[1].max() == 255 and norm.shape == (2, H, W, 3)
+    seen = []
+    set_images = predictor.set_images
+    monkeypatch.setattr(predictor, "set_images", lambda ims: seen.extend(ims) or set_images(ims))
+    stacks.segment_stack(predictor, vol, "cell", score_threshold=0.0)
+    assert len(seen) == 2
+    for z in range(2):
+        np.testing.assert_array_equal(seen[z], norm[z])  # slices go in with the volume's range
 
 
 def test_segment_stack_track_propagates_a_clicked_object_with_one_id(predictor):

@@ -63,15 +63,31 @@ def assert_same_objects(result, objs, tol=0.0):
         assert max(ious) >= 1.0 - tol
 
 
-@pytest.mark.parametrize("overlap", [30, 0])
-def test_merge_seams_exact(overlap):
+def lies_whole_in_a_tile(obj: np.ndarray, tiles: np.ndarray) -> bool:
+    """The object's box inside some tile, off its inner borders (image borders may touch)."""
+    ys, xs = np.nonzero(obj)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return any(
+        (x0 > tx0 or tx0 == 0) and (y0 > ty0 or ty0 == 0) and (x1 < tx1 or tx1 == W)
+        and (y1 < ty1 or ty1 == H)
+        for tx0, ty0, tx1, ty1 in tiles
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("overlap", "cut_objects"), [(30, 1), (0, 4)])
+def test_merge_seams_exact(overlap, cut_objects):
     tiles = tile_grid((H, W), 100, overlap)
     objs = objects()
     result = merge_tiles(simulate(objs, tiles), tiles, (H, W), ["cell"])
     assert_same_objects(result, objs)
     assert list(result.scores) == sorted(result.scores, reverse=True)
+    masks = dense(result)
+    expected_cut = [  # cut: only seen in pieces cut by inner tile borders, merged as their union
+        not lies_whole_in_a_tile(next(o for o in objs if (o == m).all()), tiles) for m in masks
+    ]
+    assert result.cut.tolist() == expected_cut and sum(expected_cut) == cut_objects
     big = int(np.argmax(result.areas()))
-    assert result.cut[big] and not result.cut[np.arange(len(result)) != big].any() or overlap == 0
+    assert result.cut[big]
     np.testing.assert_array_equal(result.boxes[big], [150, 20, 290, 190])
 
 
@@ -241,3 +257,29 @@ def test_lazy_16bit_image_reads_tiles_only(predictor, tmp_path):
     assert result.image_size == (150, 220)
     with pytest.raises(ValueError, match="to_axes"):
         tiling.TileReader(np.zeros((8, 50, 60), np.uint16).transpose(1, 2, 0))
+
+
+def test_tiled_overlay_on_a_thumbnail():
+    """Large images get their overlay on every step-th pixel: masks land where they belong."""
+    from sam3_core.formats.overlay import draw_tiled_overlay
+
+    image = np.zeros((H, W), np.uint16)
+    image[::7] = 1000  # not uint8: the thumbnail uses the image's intensity range
+    tiles = tile_grid((H, W), 100, 30)
+    objs = objects()
+    result = merge_tiles(simulate(objs, tiles), tiles, (H, W), ["cell"])
+    thumb, step = tiling.TileReader(image).thumbnail(max_side=120)
+    assert step == 3 and thumb.shape == (67, 100, 3) and thumb.dtype == np.uint8
+    overlay = np.asarray(draw_tiled_overlay(thumb, step, result))
+    assert overlay.shape == thumb.shape
+    tinted = (overlay != thumb).any(-1)
+    covered = np.zeros((H, W), bool)
+    for i in range(len(result)):
+        covered |= result.mask(i)
+    inside = covered[::step, ::step]
+    assert tinted[inside].all()  # every sampled mask pixel is tinted...
+    edges = np.zeros_like(inside)  # ...and outside the masks only box outlines and labels are
+    for x0, y0, x1, y1 in (result.boxes / step).astype(int):
+        edges[max(y0 - 2, 0) : y1 + 3, max(x0 - 2, 0) : x1 + 3] = True
+        edges[max(y0 - 2, 0) : y0 + 14, max(x0 - 2, 0) : x0 + 70] = True  # "cell 0.87"
+    assert (~inside & ~edges).sum() > 1000 and not tinted[~inside & ~edges].any()

@@ -107,6 +107,33 @@ def test_parity_outputs_depend_on_inputs(models):
     assert a.scores.std() > 1e-2
 
 
+def test_parity_outputs_depend_on_exemplar_boxes(models):
+    """Guards the exemplar parity tests: on one image and one text, moving a box, flipping its
+    label or adding it must change the answer, in the reference and in ours alike."""
+    _, ours = models
+    ids, mask = _ids([3], seed=9)
+    ids, mask = ids.expand(4, -1), mask.expand(4, -1)
+    pixels = _pixels(1, 9).expand(4, -1, -1, -1)
+    boxes = torch.tensor(
+        [[[0.3, 0.4, 0.2, 0.3]], [[0.7, 0.6, 0.3, 0.2]], [[0.3, 0.4, 0.2, 0.3]], [[0.5] * 4]]
+    )
+    labels = torch.tensor([[1], [1], [0], [1]])
+    ref, out = _run(models, pixels, ids, mask, boxes, labels)
+    _assert_close(ref, out)
+    with torch.no_grad():
+        feats = ours.vision_encoder(_pixels(1, 9))
+        plain = ours(feats, ours.encode_text(ids[:1]), mask[:1].bool())
+    rows = [out.scores[i] for i in range(4)] + [plain.scores[0]]
+    masks = [out.masks[i] > 0 for i in range(4)] + [plain.masks[0] > 0]
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            assert (rows[i] - rows[j]).abs().max() > 1e-3, (i, j)
+            assert (masks[i] != masks[j]).float().mean() > 5e-3, (i, j)
+    ref_scores = ref.pred_logits.sigmoid() * ref.presence_logits.sigmoid()
+    assert (ref_scores[0] - ref_scores[1]).abs().max() > 1e-3
+    assert (ref_scores[0] - ref_scores[2]).abs().max() > 1e-3
+
+
 def test_parity_many_prompts_on_one_image_take_the_shared_path(models):
     """Several prompts on one (expanded) image: shared self-attention and pixel-decoder split."""
     hf, ours = models

@@ -7,14 +7,12 @@ stands in for ours here. The official layout is pinned by `data/official_sam3_ke
 """
 
 import gzip
-import importlib
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import errors as hf_errors
 from safetensors.torch import save_file
 
 from sam3_core.weights.checkpoint import (
@@ -23,7 +21,6 @@ from sam3_core.weights.checkpoint import (
     load_into,
     load_state_dict,
     load_weights,
-    resolve_checkpoint,
     to_our_layout,
 )
 
@@ -134,14 +131,6 @@ def _meta_state(layout: dict[str, tuple[list[int], str]]) -> dict[str, torch.Ten
         k: torch.empty(shape, dtype=getattr(torch, dtype.removeprefix("torch.")), device="meta")
         for k, (shape, dtype) in layout.items()
     }
-
-
-def _http_error(cls, status: int, message: str):
-    """A huggingface_hub HTTP error as the hub raises it (its HTTP client differs by version)."""
-    http = importlib.import_module(hf_errors.HfHubHTTPError.__mro__[1].__module__.split(".")[0])
-    url = "https://huggingface.co/facebook/sam3/resolve/main/model.safetensors"
-    response = http.Response(status, request=http.Request("GET", url))
-    return cls(message, response=response)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,8 +380,8 @@ def test_other_models_are_named_and_refused(keys, named):
     assert "SAM 3 checkpoint is expected" in str(info.value)
 
 
-def test_tracker_without_detector_is_refused(tiny_model):
-    with pytest.raises(CheckpointError, match="tracker checkpoint without the concept detector"):
+def test_tracker_head_without_vision_encoder_is_refused(tiny_model):
+    with pytest.raises(CheckpointError, match="tracker head without its vision encoder"):
         to_our_layout(tiny_model.tracker_model.state_dict())
 
 
@@ -432,6 +421,7 @@ def test_load_into_reports_missing_unexpected_and_mismatched_keys(tiny_model):
         load_into(tiny_model, sd)
     text = str(info.value)
     assert "12 missing from the checkpoint" in text and "... and 2 more" in text
+    assert "video memory" in text and "loaded whole or not at all" in text
     assert "1 unexpected in the checkpoint: detector_model.extra.weight" in text
     assert f"{pos}: checkpoint (1, 17, 64) vs model (1, 16, 64)" in text
     assert len(re.findall(r"tracker_model\.memory_encoder\.", text)) == 10
@@ -442,14 +432,15 @@ def test_load_into_points_at_conversion_for_unconverted_keys(tiny_model):
         load_into(tiny_model, tiny_model.detector_model.state_dict())
 
 
-def test_detector_only_checkpoint_loads_non_strictly(tiny_model):
+def test_parts_missing_from_a_model_that_cannot_record_them_are_refused(tiny_model):
+    # transformers' model has no `loaded_parts`, so nothing would stop a call from using the
+    # random tracker: a detector-only file is refused, strict or not (ours records it instead:
+    # see test_partial_checkpoints.py).
     detector = to_our_layout(tiny_model.detector_model.state_dict())
     target = transformers.Sam3VideoModel(_tiny_video_config())
-    with pytest.raises(CheckpointError, match="image detector only; pass strict=False"):
-        load_into(target, detector)
-    load_into(target, detector, strict=False)
-    key = "detector_model.text_projection.weight"
-    assert torch.equal(target.state_dict()[key], detector[key])
+    for strict in (True, False):
+        with pytest.raises(CheckpointError, match="missing from the checkpoint.*tracker_"):
+            load_into(target, detector, strict=strict)
 
 
 def test_shape_mismatch_fails_even_when_not_strict(tiny_model):
@@ -495,78 +486,13 @@ def test_non_state_dict_files_are_refused(tmp_path):
         load_state_dict(tmp_path / "broken.safetensors")
 
 
-# ---------------------------------------------------------------------------------------------
-# Resolving sources
-# ---------------------------------------------------------------------------------------------
-
-
-def test_local_files_and_folders_resolve(tmp_path):
-    (tmp_path / "sam3.pt").write_bytes(b"")
-    assert resolve_checkpoint(tmp_path) == tmp_path / "sam3.pt"
-    (tmp_path / "model.safetensors").write_bytes(b"")
-    assert resolve_checkpoint(str(tmp_path)) == tmp_path / "model.safetensors"
-    assert resolve_checkpoint(tmp_path / "sam3.pt") == tmp_path / "sam3.pt"
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no weights file"):
-        resolve_checkpoint(tmp_path / "empty")
-
-
-@pytest.mark.parametrize("missing", ["./nowhere/sam3.pt", "weights/sam3.safetensors", "/no/dir"])
-def test_missing_local_paths_are_reported(missing):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        resolve_checkpoint(missing)
-
-
-def test_hub_prefers_safetensors_then_falls_back_to_sam3_pt(monkeypatch, tmp_path):
-    calls = []
-
-    def fake_download(repo_id, filename, **kwargs):
-        calls.append((repo_id, filename, kwargs["token"], kwargs["revision"]))
-        if filename != "sam3.pt":
-            raise _http_error(hf_errors.RemoteEntryNotFoundError, 404, f"{filename} not found")
-        (tmp_path / filename).write_bytes(b"")
-        return str(tmp_path / filename)
-
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
-    path = resolve_checkpoint(token="hf_x", revision="v1")
-    assert path == tmp_path / "sam3.pt"
-    assert [c[1] for c in calls] == ["model.safetensors", "model.safetensors.index.json", "sam3.pt"]
-    assert calls[0] == ("facebook/sam3", "model.safetensors", "hf_x", "v1")
-
-
-def test_gated_repo_says_how_to_get_access(monkeypatch):
-    def gated(repo_id, filename, **kwargs):
-        raise _http_error(
-            hf_errors.GatedRepoError, 401, "Access to model facebook/sam3 is restricted"
-        )
-
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", gated)
-    with pytest.raises(CheckpointError) as info:
-        resolve_checkpoint("facebook/sam3")
-    text = str(info.value)
-    assert "https://huggingface.co/facebook/sam3" in text
-    assert "HF_TOKEN" in text and "hf auth login" in text
-
-
-def test_unknown_repo_and_offline_cache_miss_are_explained(monkeypatch):
-    def not_found(repo_id, filename, **kwargs):
-        raise _http_error(hf_errors.RepositoryNotFoundError, 404, "Repository Not Found")
-
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", not_found)
-    with pytest.raises(CheckpointError, match="'someone/nothing' was not found"):
-        resolve_checkpoint("someone/nothing")
-
-    def offline(repo_id, filename, **kwargs):
-        raise hf_errors.LocalEntryNotFoundError("not in cache and outgoing traffic is disabled")
-
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
-    with pytest.raises(CheckpointError, match="pass a\\s+local .safetensors/.pt file"):
-        resolve_checkpoint()
-
-
 def test_load_weights_runs_the_whole_chain(tmp_path, tiny_model):
-    save_file(tiny_model.detector_model.state_dict(), tmp_path / "model.safetensors")
+    sd = dict(tiny_model.state_dict())
+    sd["detector_model.extra.weight"] = torch.zeros(1)  # passes only when not strict
+    save_file(sd, tmp_path / "model.safetensors")
     target = transformers.Sam3VideoModel(_tiny_video_config())
+    with pytest.raises(CheckpointError, match="1 unexpected in the checkpoint"):
+        load_weights(target, tmp_path)
     assert load_weights(target, tmp_path, strict=False) == tmp_path / "model.safetensors"
     key = "detector_model.mask_decoder.semantic_projection.weight"
     assert torch.equal(target.state_dict()[key], tiny_model.state_dict()[key])
