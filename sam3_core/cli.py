@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sam3_core.config import CONFIGS
+from sam3_core.device import pick_device, precision_note
 from sam3_core.prompts import PromptError
 
 TILE_ABOVE = 4096  # px: `sam3 segment` tiles images with a longer side
@@ -108,7 +109,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--config", default="sam3", choices=sorted(CONFIGS), help="model config (default sam3)"
     )
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="fp32 (default, exact); bf16 is faster on GPUs and AMX CPUs only (warned otherwise)",
+    )
     p.add_argument(
         "--token", default=None, help="Hugging Face token (default: HF_TOKEN or your login)"
     )
@@ -488,6 +494,9 @@ def track(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sam3` console script."""
     args = build_parser().parse_args(argv)
+    note = precision_note(pick_device(args.device), args.precision)
+    if note:
+        print(f"sam3: note: {note}", file=sys.stderr)
     try:
         if args.command == "segment":
             return segment(args)

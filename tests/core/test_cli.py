@@ -215,3 +215,17 @@ def test_segment_bad_exemplar_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["segment", str(tmp_path), "--exemplar", "1,2,3", "--out", str(tmp_path / "o")])
     assert "x0,y0,x1,y1" in capsys.readouterr().err
+
+
+def test_slow_precision_is_warned(tmp_path, capsys, monkeypatch):
+    """bf16 on a CPU without AMX is no faster than fp32: the CLI says so (before any work)."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["segment", str(empty), "--concept", "x", "--device", "cpu", "--out", str(tmp_path)]
+    main([*args, "--precision", "bf16"])  # no images: ends before loading weights
+    assert "no faster than fp32" in capsys.readouterr().err
+    main([*args, "--precision", "fp32"])
+    assert "note" not in capsys.readouterr().err
