@@ -50,7 +50,8 @@ def main() -> None:
         )
         local = run_job(spec, root / "local", progress=False)
         print(f"local: {local}")
-        ray.init(num_cpus=2, logging_level="WARNING", log_to_driver=False)
+        # "local": a new cluster of its own, never one a `ray start` left behind on this machine
+        ray.init(address="local", num_cpus=2, logging_level="WARNING", log_to_driver=False)
         try:
             runs = {}
             for n in (1, 2):

@@ -1,10 +1,12 @@
 """Dataset jobs: label many images by concept, in this process or on a Ray cluster, resumable.
 
 `run_job(JobSpec(...), out_dir)` writes per-image records to `out_dir/shards/*.parquet` as
-batches finish; `write_coco` / `write_labelstudio` turn them into import files.
+batches finish; `write_coco` / `write_labelstudio` turn them into import files and
+`write_overlays` draws them over their images.
 """
 
 from sam3_core.jobs.inputs import InputError, list_inputs
+from sam3_core.jobs.overlays import overlay_name, write_overlays
 from sam3_core.jobs.records import RECORD_SCHEMA, iter_records
 from sam3_core.jobs.run import JobSummary, run_job
 from sam3_core.jobs.spec import JobSpec, JobSpecError
@@ -21,7 +23,9 @@ __all__ = [
     "iter_records",
     "labeling_config",
     "list_inputs",
+    "overlay_name",
     "run_job",
     "write_coco",
     "write_labelstudio",
+    "write_overlays",
 ]

@@ -2,7 +2,11 @@
 
 Paths travel to the actors, which decode and segment them (`Worker`); the driver receives
 records (masks as RLE, small) as blocks finish and stores them through the same shard store
-as the local runner, so output, resume and exactly-once hold the same way.
+as the local runner, so output, resume and exactly-once hold the same way. An actor whose
+process dies is restarted and its unfinished batches run again (Ray Data's defaults for actor
+pools, max_restarts=-1 and max_task_retries=-1; not pinned here, as passing them is deprecated
+from Ray 2.60; the worker-kill test holds them); a batch counts as done only once the driver
+has stored its shard, so none is lost or written twice.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from sam3_core.jobs.records import ShardStore, plan_batches
 from sam3_core.jobs.spec import JobSpec, JobSpecError, prepare_output
 
 RUNNERS = ("local", "ray")
-EXPORTS = ("coco", "labelstudio")
+EXPORTS = ("coco", "labelstudio", "overlays")
 MAX_ERRORS_KEPT = 20
 
 
@@ -67,17 +67,21 @@ def run_job(
     workers: int | None = None,
     progress: bool = True,
     restart: bool = False,
+    retry_errors: bool = False,
+    compact: bool = True,
     exports: Sequence[str] = (),
     on_progress: Callable[[int, int], None] | None = None,
 ) -> JobSummary:
     """Label every input image; records go to `out_dir/shards/*.parquet` as batches finish.
 
     Re-running with the same `out_dir` skips finished images; other prompts, thresholds or
-    weights are refused unless `restart` (the old output is moved aside, never deleted).
-    runner: "local" (in this process) or "ray" (`ray_address`: "auto" joins a running
-    cluster or starts a local one, or "host:port"; `workers` actors). exports: "coco"
-    (annotations.json) and/or "labelstudio" (labelstudio.json), written at the end.
-    on_progress(done, total) is called after each stored batch.
+    weights are refused unless `restart` (the old output is moved aside, never deleted);
+    `retry_errors` segments again the images whose record is an error (the new record
+    replaces it). runner: "local" (in this process) or "ray" (`ray_address`: "auto" joins a
+    running cluster or starts a local one, or "host:port"; `workers` actors). compact: at the
+    end, merge small shards into shards of about 64 MiB. exports, written at the end: "coco"
+    (annotations.json), "labelstudio" (labelstudio.json), "overlays" (overlays/*.png, see
+    `write_overlays`). on_progress(done, total) is called after each stored batch.
     """
     if runner not in RUNNERS:
         raise JobSpecError(f"runner must be one of {RUNNERS}; got {runner!r}.")
@@ -88,7 +92,7 @@ def run_job(
     if not ids:
         raise InputError(f"No images found in {', '.join(spec.inputs)}; check the paths.")
     out = prepare_output(spec, out_dir, restart)
-    store = ShardStore(out)
+    store = ShardStore(out, retry_errors=retry_errors)
     batches = plan_batches(ids, store.done, spec.batch_size)
     summary = JobSummary(out, total=len(ids), skipped=len(ids) - sum(map(len, batches)))
     start = time.perf_counter()
@@ -113,10 +117,18 @@ def run_job(
             from sam3_core.jobs.ray_runner import run_ray
 
             run_ray(spec, batches, sink, workers=workers, address=ray_address)
+    if compact:
+        store.compact()
+    else:
+        store.drop_superseded()
     summary.seconds = time.perf_counter() - start
-    from sam3_core.jobs import writers
+    from sam3_core.jobs import overlays, writers
 
+    write = {
+        "coco": writers.write_coco,
+        "labelstudio": writers.write_labelstudio,
+        "overlays": overlays.write_overlays,
+    }
     for name in exports:
-        write = writers.write_coco if name == "coco" else writers.write_labelstudio
-        summary.exports[name] = write(out)
+        summary.exports[name] = write[name](out)
     return summary

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import tifffile
 from PIL import Image
@@ -17,6 +25,12 @@ GOOD = 8
 # Bad inputs that must become error records, each for its own reason.
 BAD = ("huge.png", "not_an_image.jpg", "truncated.png", "five_channels.tif")
 MAX_PIXELS = 150 * 150
+ROOT = Path(__file__).resolve().parents[3]
+# A driver in its own process: run_job(spec from a pickle, out_dir, **run_job keywords).
+DRIVER = (
+    "import json, pickle, sys; from sam3_core.jobs import run_job; "
+    "run_job(pickle.load(open(sys.argv[1], 'rb')), sys.argv[2], **json.loads(sys.argv[3]))"
+)
 
 
 def make_images(folder: Path) -> Path:
@@ -61,5 +75,40 @@ def spec(job_data) -> JobSpec:
 def local_out(tmp_path_factory, spec):
     """One uninterrupted local run with both exports: the reference output and its summary."""
     out = tmp_path_factory.mktemp("local") / "out"
-    summary = run_job(spec, out, exports=("coco", "labelstudio"), progress=False)
+    summary = run_job(spec, out, exports=("coco", "labelstudio", "overlays"), progress=False)
     return out, summary
+
+
+def shard_ids(out: Path) -> list[str]:
+    """Every id in every shard, duplicates kept."""
+    shards = (out / "shards").glob("*.parquet")
+    return [i for s in shards for i in pq.read_table(s, columns=["id"])["id"].to_pylist()]
+
+
+def kill_driver_after_first_shard(spec: JobSpec, out: Path, timeout: float = 180, **kwargs) -> int:
+    """Run the job in a child process, SIGKILL it as soon as its first shard exists; returns
+    the number of images in shards at the kill. `kwargs` go to run_job (progress off)."""
+    spec_file = out.with_name(out.name + "-spec.pkl")
+    spec_file.write_bytes(pickle.dumps(spec))
+    args = json.dumps({"progress": False, **kwargs})
+    cmd = [sys.executable, "-c", DRIVER, str(spec_file), str(out), args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = out.with_name(out.name + "-driver.log")
+    with open(log, "w") as fh:
+        driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    try:
+        while not any((out / "shards").glob("*.parquet")):
+            if driver.poll() is not None:
+                raise RuntimeError(f"the driver ended before a shard:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no shard in {out} after {timeout} s")
+            time.sleep(0.02)
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait()
+    assert driver.returncode == -signal.SIGKILL
+    return len(shard_ids(out))

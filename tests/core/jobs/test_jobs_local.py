@@ -5,25 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from pycocotools.coco import COCO
 
 from sam3_core.jobs import iter_records, labeling_config, run_job, write_labelstudio
 from sam3_core.jobs.worker import Worker
 from sam3_core.postprocess import rle_to_mask
-from tests.core.jobs.conftest import BAD, GOOD
-
-
-class Stop(Exception):
-    """Stands in for a crash or Ctrl-C between two batches."""
-
-
-def shard_ids(out) -> list[str]:
-    """Every id in every shard, duplicates kept."""
-    return [
-        i for s in (out / "shards").glob("*.parquet") for i in pq.read_table(s)["id"].to_pylist()
-    ]
+from tests.core.jobs.conftest import BAD, GOOD, kill_driver_after_first_shard, shard_ids
 
 
 def test_every_image_once_with_error_records(local_out, job_data):
@@ -68,23 +56,16 @@ def test_rerun_skips_everything(local_out, spec):
     assert sorted(p.name for p in (out / "shards").iterdir()) == before
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, local_out, spec):
+def test_driver_killed_then_resumed_equals_uninterrupted(tmp_path, local_out, spec):
     ref, _ = local_out
     out = tmp_path / "out"
-    calls = []
-
-    def stop_after_two(done, total):
-        calls.append(done)
-        if len(calls) == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_job(spec, out, progress=False, on_progress=stop_after_two)
-    assert len(set(shard_ids(out))) == calls[-1] < GOOD + len(BAD)
+    at_kill = kill_driver_after_first_shard(spec, out)  # a real SIGKILL, mid-job
+    assert 0 < at_kill < GOOD + len(BAD) and len(set(shard_ids(out))) == at_kill
     summary = run_job(spec, out, exports=("coco", "labelstudio"), progress=False)
-    assert summary.skipped == calls[-1]
+    assert (summary.skipped, summary.processed) == (at_kill, GOOD + len(BAD) - at_kill)
     ids = shard_ids(out)
-    assert len(ids) == len(set(ids)) == GOOD + len(BAD)
+    assert len(ids) == len(set(ids)) == GOOD + len(BAD)  # no duplicate, no partial shard
+    assert not list((out / "shards").glob("*.tmp"))
     assert list(iter_records(out)) == list(iter_records(ref))
     for name in ("annotations.json", "labelstudio.json"):
         assert (out / name).read_bytes() == (ref / name).read_bytes()

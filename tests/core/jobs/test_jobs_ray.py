@@ -1,25 +1,30 @@
-"""The Ray runner on a real two-node local cluster: same records as the local runner, resume."""
+"""The Ray runner on a real two-node local cluster: same records as the local runner, resume
+after the driver is killed, and a complete output when a worker process is killed mid-job."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import psutil
 import pytest
 
 from sam3_core.jobs import iter_records, run_job
-from tests.core.jobs.conftest import BAD, GOOD
+from tests.core.jobs.conftest import BAD, GOOD, kill_driver_after_first_shard, shard_ids
 
 pytest.importorskip("ray.data", reason='Ray runner tests need Ray Data: pip install ".[ray]"')
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-class Stop(Exception):
-    """Stands in for the driver going down mid-job."""
+READY = "block forever"  # what `ray start --block` prints once its node is up
+TOTAL = GOOD + len(BAD)
 
 
 def free_port() -> int:
@@ -29,68 +34,135 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_cli(*args: str) -> None:
-    """Run a `ray` command; a failure names the command and shows Ray's own output."""
-    done = subprocess.run([RAY, *args], capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+@dataclass
+class Cluster:
+    """A running test cluster: its address and the `ray start --block` process of each node."""
+
+    address: str
+    nodes: list[subprocess.Popen]
+
+    def actor_pids(self) -> list[int]:
+        """Pids of this cluster's Ray Data map actors (our Worker), found under its nodes."""
+        pids = []
+        for node in self.nodes:
+            for proc in psutil.Process(node.pid).children(recursive=True):
+                try:
+                    if " ".join(proc.cmdline()).startswith("ray::MapWorker"):
+                        pids.append(proc.pid)
+                except psutil.Error:
+                    continue
+        return pids
+
+
+def start_node(log: Path, *args: str) -> subprocess.Popen:
+    """`ray start --block ARGS` in the background, once its node is up (else an error with
+    Ray's output). Ending that process stops the node and everything it started."""
+    with open(log, "w") as fh:
+        node = subprocess.Popen([RAY, "start", "--block", *args], stdout=fh, stderr=fh)
+    deadline = time.monotonic() + 120
+    while READY not in log.read_text():
+        if node.poll() is not None or time.monotonic() > deadline:
+            stop_node(node)
+            raise RuntimeError(f"ray start {' '.join(args)} failed:\n{log.read_text()}")
+        time.sleep(0.2)
+    return node
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    """SIGTERM a `ray start --block` process (it stops its node), SIGKILL if it hangs; then
+    SIGKILL whatever the node started that is still running."""
+    try:
+        started = psutil.Process(node.pid).children(recursive=True)
+    except psutil.Error:
+        started = []
+    if node.poll() is None:
+        node.terminate()
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+    for proc in started:
+        try:
+            proc.kill()  # this pid was checked to be the same process when listed
+        except psutil.Error:
+            continue
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head node and a second node on 127.0.0.1, one CPU each; `ray stop` at the end.
+def cluster(tmp_path_factory):
+    """A head node and a second node on 127.0.0.1, one CPU each, stopped at the end (only
+    these two: no machine-wide `ray stop`). Their own temp dir (short: it holds sockets), so
+    no session logs or `ray_current_cluster` address file are left in /tmp/ray.
 
     Token auth off: Ray 2.60 turns it on for `ray start --head` once any local `ray.init()`
-    has written ~/.ray/auth_token, and then the second node cannot join.
+    has written ~/.ray/auth_token, and then the second node cannot join. No drain on stop
+    (Ray 2.60 waits up to 30 s for a SIGTERMed node to drain).
     """
+    logs = tmp_path_factory.mktemp("ray")
     port = free_port()
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    common = [
+        "--num-cpus=1",
+        "--node-ip-address=127.0.0.1",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
+    nodes: list[subprocess.Popen] = []
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_AUTH_MODE", "disabled")
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        env.setenv("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         try:
-            ray_cli("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
-            ray_cli("start", f"--address=127.0.0.1:{port}", *common)
-            yield f"127.0.0.1:{port}"
+            head = ["--head", f"--port={port}", "--include-dashboard=false"]
+            nodes.append(start_node(logs / "head.log", *head, *common))
+            nodes.append(start_node(logs / "node.log", f"--address=127.0.0.1:{port}", *common))
+            yield Cluster(f"127.0.0.1:{port}", nodes)
         finally:
-            subprocess.run([RAY, "stop", "--force"], capture_output=True, check=False)
+            for node in reversed(nodes):
+                stop_node(node)
+            shutil.rmtree(temp, ignore_errors=True)
 
 
-def shard_ids(out) -> list[str]:
-    """Every id in every shard, duplicates kept."""
-    shards = (out / "shards").glob("*.parquet")
-    return [i for s in shards for i in pq.read_table(s, columns=["id"])["id"].to_pylist()]
-
-
-def test_ray_job_equals_local_and_resumes(cluster, tmp_path, spec, local_out):
+def test_ray_driver_killed_then_resumed_equals_local(cluster, tmp_path, spec, local_out):
     out = tmp_path / "out"
-    seen = []
-
-    def stop_after_first(done, total):
-        seen.append(done)
-        raise Stop
-
-    with pytest.raises(Stop):
-        run_job(
-            spec,
-            out,
-            runner="ray",
-            ray_address=cluster,
-            workers=2,
-            progress=False,
-            on_progress=stop_after_first,
-        )
-    first = set(shard_ids(out))
-    assert 0 < len(first) < GOOD + len(BAD)
-    summary = run_job(
-        spec, out, runner="ray", ray_address=cluster, workers=2, progress=False, exports=("coco",)
-    )
-    assert summary.skipped == len(first)
-    assert summary.processed == GOOD + len(BAD) - len(first) and summary.errors <= len(BAD)
+    ray = {"runner": "ray", "ray_address": cluster.address, "workers": 2}
+    at_kill = kill_driver_after_first_shard(spec, out, **ray)  # a real SIGKILL of the driver
+    assert 0 < at_kill < TOTAL
+    summary = run_job(spec, out, progress=False, exports=("coco",), **ray)
+    assert (summary.skipped, summary.processed) == (at_kill, TOTAL - at_kill)
     ids = shard_ids(out)
-    assert len(ids) == len(set(ids)) == GOOD + len(BAD)  # every image exactly once
+    assert len(ids) == len(set(ids)) == TOTAL  # every image exactly once
     ref, _ = local_out
     assert list(iter_records(out)) == list(iter_records(ref))  # identical to the local runner's
     assert (out / "annotations.json").read_bytes() == (ref / "annotations.json").read_bytes()
-    again = run_job(spec, out, runner="ray", ray_address=cluster, progress=False)
-    assert (again.processed, again.skipped) == (0, GOOD + len(BAD))
+    again = run_job(spec, out, progress=False, **ray)
+    assert (again.processed, again.skipped) == (0, TOTAL)
+
+
+def test_ray_worker_killed_mid_job_still_completes(cluster, tmp_path, spec, local_out):
+    killed: list[tuple[int, int]] = []
+
+    def kill_one_actor(done: int, total: int) -> None:
+        if not killed:
+            pids = cluster.actor_pids()
+            assert pids, "no Worker actor process found on the cluster"
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append((pids[0], done))
+
+    out = tmp_path / "out"
+    summary = run_job(
+        spec,
+        out,
+        runner="ray",
+        ray_address=cluster.address,
+        workers=2,
+        progress=False,
+        on_progress=kill_one_actor,
+    )
+    assert killed and killed[0][1] < TOTAL  # killed with batches left to do
+    assert (summary.processed, summary.skipped) == (TOTAL, 0)
+    ids = shard_ids(out)
+    assert len(ids) == len(set(ids)) == TOTAL  # every image exactly once
+    ref, _ = local_out
+    assert list(iter_records(out)) == list(iter_records(ref))
