@@ -34,6 +34,13 @@ class AssociationConfig:
     if the object comes back it is detected again under a new id. The released model keeps
     every track to the end of the video, so that memory and time grow with every object that
     ever appeared; 0 restores that.
+
+    max_reconditioned_frames is ours too: how many re-conditioned frames per track stay
+    conditioning frames (the newest; older ones become ordinary tracked frames and are
+    forgotten as they age), so that memory and the object pointers attended stay bounded
+    however long the video. SAM 3.1 attends to at most 4 conditioning frames. The released
+    model keeps every one; None restores that. Prompted frames (clicks, a track's first
+    frame) are never dropped.
     """
 
     score_threshold_detection: float = 0.5
@@ -56,8 +63,15 @@ class AssociationConfig:
     fill_hole_area: int = 16
     max_num_objects: int = 10000
     end_lost_after: int = 90
+    max_reconditioned_frames: int | None = 4
 
     def __post_init__(self) -> None:
+        if self.max_reconditioned_frames is not None and self.max_reconditioned_frames < 1:
+            raise ValueError(
+                "max_reconditioned_frames must be at least 1 (re-conditioned frames kept per "
+                f"track) or None (keep all, as the released model), got "
+                f"{self.max_reconditioned_frames}"
+            )
         if self.end_lost_after < 0:
             raise ValueError(
                 f"end_lost_after must be 0 (never end lost tracks) or a number of frames, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sam3_core.prompts import ConceptBatch
 from sam3_core.video.association import (
     TrackState,
     associate,
@@ -32,6 +33,17 @@ from sam3_core.video.masklets import (
 )
 from sam3_core.video.outputs import Outputs
 from sam3_core.video.state import ConceptHost, CurrentFrame, FrameResult, TrackedObject
+
+
+def merge_concepts(old: ConceptBatch | None, new: ConceptBatch) -> ConceptBatch:
+    """`old`'s rows unchanged (labels index them), then `new`'s rows not already in `old`
+    (same text and exemplars)."""
+    if old is None:
+        return new
+    rows = list(zip(old.texts, old.boxes, old.positives, old.names))
+    rows += [r for r in zip(new.texts, new.boxes, new.positives, new.names) if r not in rows]
+    texts, boxes, positives, names = (list(c) for c in zip(*rows))
+    return ConceptBatch(texts, boxes, positives, names, old.size)
 
 
 def detect(session: ConceptHost, feats: CurrentFrame) -> tuple[Tensor, Tensor, Tensor]:
@@ -125,7 +137,9 @@ def _remember_tracks(
     present = (masks > 0).flatten(1).any(1, keepdim=True)
     score = torch.where(present, 10.0, -10.0)
     embed_dtype = feats.tracker.image_embed.dtype
-    session.remember(tracked, t, feats, False, recondition, reverse, masks.to(embed_dtype), score)
+    session.remember(
+        tracked, t, feats, False, recondition, reverse, masks.to(embed_dtype), score, True
+    )
 
 
-__all__ = ["concept_step", "detect"]
+__all__ = ["concept_step", "detect", "merge_concepts"]

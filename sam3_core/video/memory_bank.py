@@ -5,6 +5,12 @@ SAM 2's rules (as transformers' `Sam3TrackerVideoModel` applies them): a frame a
 `num_memory_frames - 1` tracked frames, and to object pointers of up to
 `max_object_pointers_in_encoder - 1` previous frames. Tracked frames further away than that
 are dropped (spatial memory first, then the pointer), so memory does not grow with the video.
+
+Conditioning frames come from prompts (clicks, boxes, masks, the frame a concept track starts
+on), which are kept, and from concept tracking's periodic re-conditioning on strong
+detections, of which only the newest `max_reconditioned_frames` stay conditioning frames
+(older ones become ordinary tracked frames and are forgotten as they age): the reference
+keeps them all, so its memory and its object pointers grow with the video.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ class FrameMemory:
     memory: [1, M, h, w] (bf16, as the reference stores it) and memory_pos [1, M, h, w], or
     None once only the pointer is still readable; pointer: [1, C]; object_score: [1, 1] logit;
     low_res: [1, 4h, 4w] mask logits, kept only for prompted frames (reused when propagation
-    passes them); reverse: the direction the frame was tracked in.
+    passes them); reverse: the direction the frame was tracked in; reconditioned: a
+    conditioning frame written by re-conditioning on a detection, not by a prompt.
     """
 
     memory: Tensor | None
@@ -31,6 +38,7 @@ class FrameMemory:
     object_score: Tensor
     low_res: Tensor | None = None
     reverse: bool = False
+    reconditioned: bool = False
 
     def nbytes(self) -> int:
         """Bytes held by this record's tensors."""
@@ -105,6 +113,7 @@ class MemoryBank:
     device: torch.device
     storage: torch.device
     max_kept_cond_frames: int | None = None
+    max_reconditioned_frames: int | None = 4
 
     @property
     def window(self) -> int:
@@ -165,17 +174,35 @@ class MemoryBank:
         return t if self.storage == self.device else t.to(self.device)
 
     def store(self, obj: ObjectMemory, t: int, m: FrameMemory, cond: bool) -> None:
-        """Record frame `t` (memory moved to the storage device) as prompted or tracked."""
+        """Record frame `t` (memory moved to the storage device) as a conditioning frame
+        (prompted, or re-conditioned when `m.reconditioned`) or as a tracked frame."""
         if m.memory is not None:
             m.memory = m.memory.to(self.storage, torch.bfloat16)
             m.memory_pos = m.memory_pos.to(self.storage)
         if cond:
+            old = obj.cond.get(t)
+            if old is not None and not old.reconditioned:
+                m.reconditioned = False  # re-conditioning a prompted frame keeps it prompted
             obj.cond[t] = m
             obj.recent.pop(t, None)
+            self._cap_reconditioned(obj, t)
             self._cap_cond(obj, t)
         else:
             obj.recent[t] = m
             obj.tracked.add(t)
+
+    def _cap_reconditioned(self, obj: ObjectMemory, t: int) -> None:
+        """Keep the `max_reconditioned_frames` re-conditioned frames closest to `t` (the newest
+        when propagating); the others become ordinary tracked frames."""
+        cap = self.max_reconditioned_frames
+        if cap is None:
+            return
+        frames = [f for f, m in obj.cond.items() if m.reconditioned]
+        for f in sorted(frames, key=lambda f: (abs(f - t), f))[cap:]:
+            m = obj.cond.pop(f)
+            m.reconditioned, m.low_res = False, None
+            obj.recent[f] = m
+            obj.tracked.add(f)
 
     def _cap_cond(self, obj: ObjectMemory, t: int) -> None:
         cap = self.max_kept_cond_frames

@@ -35,7 +35,7 @@ from sam3_core.prompts import (
 )
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video.association import AssociationConfig, TrackState
-from sam3_core.video.concepts import concept_step
+from sam3_core.video.concepts import concept_step, merge_concepts
 from sam3_core.video.frames import FrameSource, open_frames
 from sam3_core.video.memory_bank import FrameMemory, MemoryBank
 from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
@@ -78,7 +78,8 @@ class VideoPredictor:
         """Open a video (file, folder, TIFF stack, [T, H, W(, C)] array) for tracking.
 
         offload_to_cpu keeps memory tensors on the CPU; max_memory_frames caps the prompted
-        frames kept per object (the farthest from the latest one are dropped; default: all).
+        frames kept per object (the farthest from the latest one are dropped; default: all);
+        `association.max_reconditioned_frames` caps concept tracks' re-conditioned ones (4).
         """
         return VideoSession(
             self, open_frames(source), offload_to_cpu, max_memory_frames, association
@@ -97,10 +98,12 @@ class VideoSession:
         association: AssociationConfig | None = None,
     ) -> None:
         self.predictor, self.frames = predictor, frames
+        predictor.model.require_parts("vision encoder", "tracker", "video memory", task="video")
         self.tracker = predictor.model.tracker_model
         self._vision = predictor.model.detector_model.vision_encoder
         cfg = self.tracker.config
         device = predictor.device
+        self.association = association or AssociationConfig()
         self.bank = MemoryBank(
             num_memory_frames=cfg.num_memory_frames,
             max_cond_frames=cfg.max_cond_frame_num,
@@ -109,11 +112,11 @@ class VideoSession:
             device=device,
             storage=torch.device("cpu") if offload_to_cpu else device,
             max_kept_cond_frames=max_memory_frames,
+            max_reconditioned_frames=self.association.max_reconditioned_frames,
         )
         self.objects: dict[int, TrackedObject] = {}
         self.label_names: list[str] = ["object"]
         self.concepts: ConceptBatch | None = None
-        self.association = association or AssociationConfig()
         self.track_states: dict[int, TrackState] = {}
         self.removed_ids: set[int] = set()  # concept tracks ended as false starts/duplicates
         self.lost_ids: set[int] = set()  # concept tracks ended after end_lost_after empty frames
@@ -192,14 +195,22 @@ class VideoSession:
         exemplars: Sequence[Exemplar | Sequence[float]] | None = None,
     ) -> Instances:
         """Track every instance of the concepts: detect on `frame` (and on every propagated
-        frame), start tracks for confident new detections. Returns the tracks on `frame`."""
+        frame), start tracks for confident new detections. Returns the tracks on `frame`.
+
+        A second call adds its concepts to those tracked (one given again is not repeated):
+        tracks found earlier keep their concept's label and are matched on `frame`, not found
+        again, and from then on every frame is searched for all the concepts.
+        """
         self._check_frame(frame)
         batch = normalize_concepts(concepts, exemplars, self.size)
-        self.concepts = batch
-        self.label_names = ["object", *batch.names]
+        self.concepts = merge_concepts(self.concepts, batch)
+        self.label_names = ["object", *self.concepts.names]
         feats = self._features(frame)
         tracks = [(o, self._cond_result(o, frame)) for o in self._concept_objects()]
-        outputs = concept_step(self, frame, feats, [(o, r) for o, r in tracks if r], False)
+        pending = [o for o, r in tracks if r is None]
+        tracks = [(o, r) for o, r in tracks if r is not None]
+        tracks += self._track(pending, frame, False, feats)
+        outputs = concept_step(self, frame, feats, tracks, False)
         self._concept_frames[frame] = outputs
         clicked = [(o, self._cond_result(o, frame)) for o in self.objects.values()]
         clicked = [(o, r) for o, r in clicked if r is not None and o.obj_id not in outputs]
@@ -388,10 +399,12 @@ class VideoSession:
         reverse: bool,
         masks: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
-    ):
+        reconditioned: bool = False,
+    ) -> None:
         """Encode the memories of freshly computed results (one batch) and store them.
 
-        `cond` marks conditioning frames: for all objects, or the ids in a set. `masks`
+        `cond` marks conditioning frames: for all objects, or the ids in a set; with
+        `reconditioned` they come from re-conditioning, not prompts (the bank caps those). `masks`
         [N, 1, H, W] and `scores` [N, 1] replace the results' own high-res logits and object
         scores as the memory encoder's input (concept tracks use constrained masks).
         """
@@ -414,6 +427,7 @@ class VideoSession:
                 r.score,
                 low_res=r.low_res if is_cond or binarize else None,
                 reverse=reverse,
+                reconditioned=is_cond and reconditioned,
             )
             self.bank.store(obj.memory, t, record, cond=is_cond)
 

@@ -82,6 +82,7 @@ class ConceptHost(Protocol):
         reverse: bool,
         masks: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
+        reconditioned: bool = False,
     ) -> None: ...
 
     def remove_object(self, obj_id: int) -> None: ...

