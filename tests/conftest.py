@@ -48,9 +48,9 @@ def _fail_skip(report, where: str) -> None:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if strict_skips() and report.skipped and "gpu" not in item.keywords:
-        if not hasattr(report, "wasxfail"):
-            _fail_skip(report, item.nodeid)
+    gpu_only = "gpu" in item.keywords
+    if strict_skips() and report.skipped and not gpu_only and not hasattr(report, "wasxfail"):
+        _fail_skip(report, item.nodeid)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,4 +16,3 @@ def test_bf16_advice_follows_amx(monkeypatch) -> None:
     assert not dev.fast_bf16("cpu") and dev.recommended_precision("cpu") == "fp32"
     assert "no faster than fp32" in dev.precision_note("cpu", "bf16")
     assert dev.precision_note("cpu", "fp32") is None
-
