@@ -47,15 +47,21 @@ def _ref_frame(proc, out):
     return list(out.object_ids), masks[:, 0].numpy(), out.pred_masks[:, 0].numpy()
 
 
-def reference_refined(model, proc, frames) -> dict:
-    """The reference on the refinement scenario: {(pass, frame): (ids, masks, logits)}."""
+def _reference_clicked(model, proc, frames, frame: int):
+    """The reference model and a session with CLICKS given on `frame`."""
     hf = hf_video_tracker(model)
     sess = proc.init_video_session(video=list(frames), inference_device="cpu")
     for obj_id, (pts, lbl) in CLICKS.items():
         proc.add_inputs_to_inference_session(
-            sess, frame_idx=0, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
+            sess, frame_idx=frame, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
         )
-        hf(inference_session=sess, frame_idx=0)
+        hf(inference_session=sess, frame_idx=frame)
+    return hf, sess
+
+
+def reference_refined(model, proc, frames) -> dict:
+    """The reference on the refinement scenario: {(pass, frame): (ids, masks, logits)}."""
+    hf, sess = _reference_clicked(model, proc, frames, 0)
     out = {}
     for o in hf.propagate_in_video_iterator(sess, start_frame_idx=0, max_frame_num_to_track=5):
         out["first", o.frame_idx] = _ref_frame(proc, o)
@@ -72,13 +78,7 @@ def reference_refined(model, proc, frames) -> dict:
 
 def reference_both_ways(model, proc, frames) -> dict:
     """The reference with clicks on frame 5, forward then backward: {frame: (ids, masks, logits)}."""
-    hf = hf_video_tracker(model)
-    sess = proc.init_video_session(video=list(frames), inference_device="cpu")
-    for obj_id, (pts, lbl) in CLICKS.items():
-        proc.add_inputs_to_inference_session(
-            sess, frame_idx=5, obj_ids=obj_id, input_points=[[pts]], input_labels=[[lbl]]
-        )
-        hf(inference_session=sess, frame_idx=5)
+    hf, sess = _reference_clicked(model, proc, frames, 5)
     out = {}
     for reverse in (False, True):
         for o in hf.propagate_in_video_iterator(sess, start_frame_idx=5, reverse=reverse):
