@@ -1,0 +1,62 @@
+"""How good are the results on a user's own labels: SA-Co cgF1 / pmF1 / IL_MCC, COCO AP, and
+per-concept score thresholds (calibrated, saved, applied).
+
+The thresholds API loads with the package; the evaluation names load on first use (they
+bring in scipy and pycocotools' evaluator).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from sam3_core.metrics.thresholds import (
+    Thresholds,
+    ThresholdsError,
+    apply_thresholds,
+    keep_mask,
+    load_thresholds,
+    save_thresholds,
+)
+
+_LAZY = {
+    "EvalSet": "sam3_core.metrics.data",
+    "EvalDataError": "sam3_core.metrics.data",
+    "regions_from_instances": "sam3_core.metrics.data",
+    "evaluate": "sam3_core.metrics.evaluate",
+    "calibrate": "sam3_core.metrics.calibrate",
+    "sweep": "sam3_core.metrics.calibrate",
+    "Curves": "sam3_core.metrics.calibrate",
+    "load_eval_set": "sam3_core.metrics.loaders",
+    "plot_curves": "sam3_core.metrics.plot",
+    "format_table": "sam3_core.metrics.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load an evaluation name from its module on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sam3_core.metrics' has no attribute {name!r}")
+
+
+__all__ = [
+    "Curves",
+    "EvalDataError",
+    "EvalSet",
+    "Thresholds",
+    "ThresholdsError",
+    "apply_thresholds",
+    "calibrate",
+    "evaluate",
+    "format_table",
+    "keep_mask",
+    "load_eval_set",
+    "load_thresholds",
+    "plot_curves",
+    "regions_from_instances",
+    "save_thresholds",
+    "sweep",
+]
