@@ -64,17 +64,27 @@ def concept_step(
     feats: CurrentFrame,
     tracked: list[tuple[TrackedObject, FrameResult]],
     reverse: bool,
+    settled: Outputs | None = None,
 ) -> Outputs:
     """Detection + association on frame `t` given the tracks' propagated results (whose
-    memories are not stored yet); stores memories, starts and ends tracks; returns outputs."""
+    memories are not stored yet); stores memories, starts and ends tracks; returns outputs.
+
+    `settled`: tracks whose output on `t` is already final (an earlier call on `t`); their
+    detections start no new tracks, and they are otherwise left alone."""
     cfg, states = session.association, session.track_states
     scores, masks, labels = detect(session, feats)
     ids = [o.obj_id for o, _ in tracked]
     trk = torch.cat([r.low_res for _, r in tracked]).float() if tracked else masks[:0]
     trk = fill_small_regions(trk, cfg.fill_hole_area)
-    trk_labels = torch.tensor([o.label for o, _ in tracked], device=masks.device)
+    trk_labels = torch.tensor([o.label for o, _ in tracked], dtype=torch.long, device=masks.device)
     assoc = associate(masks, scores, trk, ids, cfg, labels, trk_labels)
-    assoc.new = limit_new_tracks(assoc.new, scores, len(ids), cfg.max_num_objects)
+    if settled:  # their detections start no tracks (matched against every track)
+        low = torch.cat([trk, *(v[1].float().to(trk.device) for v in settled.values())])
+        settled_labels = [v[0].label for v in settled.values()]
+        groups = torch.cat([trk_labels, trk_labels.new_tensor(settled_labels)])
+        assoc.new = associate(masks, scores, low, [*ids, *settled], cfg, labels, groups).new
+    alive = len(ids) + len(settled or ())
+    assoc.new = limit_new_tracks(assoc.new, scores, alive, cfg.max_num_objects)
     new_ids = [session.new_id() for _ in assoc.new]
     ended = update_tracks(states, assoc, t, cfg, reverse)
     recondition = set()

@@ -24,17 +24,13 @@ import torch
 from sam3_core.device import autocast
 from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
 from sam3_core.modeling.sam3 import Sam3Model
+from sam3_core.modeling.tokenizer import ClipTokenizer
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
 from sam3_core.predictor import ImagePredictor, ImageState, preprocess
-from sam3_core.prompts import (
-    ConceptBatch,
-    PromptError,
-    mask_prompt,
-    normalize_clicks,
-    normalize_concepts,
-)
+from sam3_core.prompts import ConceptBatch, PromptError, mask_prompt, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video.association import AssociationConfig, TrackState
+from sam3_core.video.clicks import click_inputs
 from sam3_core.video.concepts import concept_step, merge_concepts
 from sam3_core.video.frames import FrameSource, open_frames
 from sam3_core.video.memory_bank import FrameMemory, MemoryBank
@@ -48,9 +44,13 @@ class VideoPredictor:
     """Tracks clicked objects and concepts through videos with a SAM 3 model."""
 
     def __init__(
-        self, model: Sam3Model, device: str | torch.device | None = None, precision: str = "fp32"
+        self,
+        model: Sam3Model,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        tokenizer: ClipTokenizer | None = None,
     ) -> None:
-        self.image = ImagePredictor(model, device, precision)
+        self.image = ImagePredictor(model, device, precision, tokenizer=tokenizer)
         self.model, self.device, self.precision = self.image.model, self.image.device, precision
 
     @classmethod
@@ -58,15 +58,26 @@ class VideoPredictor:
         cls,
         checkpoint: str | None = None,
         *,
-        config: str = "sam3",
+        config: str | None = None,
         device: str | torch.device | None = None,
         precision: str = "fp32",
         token: str | None = None,
     ) -> VideoPredictor:
-        """Load the released weights (hub id, default `facebook/sam3`, or a local file)."""
-        from sam3_core.build import load_model
+        """Load the released weights (hub id, default `facebook/sam3`, or a local file), as
+        `ImagePredictor.from_pretrained` does; `config`: a preset name, needed only for a
+        checkpoint that does not say which model it holds."""
+        return cls.from_image_predictor(
+            ImagePredictor.from_pretrained(
+                checkpoint, config=config, device=device, precision=precision, token=token
+            )
+        )
 
-        return cls(load_model(checkpoint, config=config, token=token), device, precision)
+    @classmethod
+    def from_image_predictor(cls, image: ImagePredictor) -> VideoPredictor:
+        """Track with the model an `ImagePredictor` already holds: the same weights (nothing
+        loaded or copied), device, precision and tokenizer. Video frames never go into the
+        image predictor's embedding store."""
+        return cls(image.model, image.device, image.precision, tokenizer=image.tokenizer)
 
     def start(
         self,
@@ -179,7 +190,17 @@ class VideoSession:
                 feats, mask_prompt(mask, self.size, self.tracker.image_size, self.predictor.device)
             )
         else:
-            coords, labels = self._clicks(obj, frame, points, point_labels, boxes, clear_old)
+            coords, labels = click_inputs(
+                obj,
+                frame,
+                points,
+                point_labels,
+                boxes,
+                clear_old,
+                self.size,
+                self.tracker.image_size,
+            )
+            coords, labels = coords.to(self.predictor.device), labels.to(self.predictor.device)
             embed = None if is_init else self._attend(obj, frame, reverse, feats)
             multimask = self.tracker.use_multimask(is_init, labels.shape[-1])
             result = self._decode(feats.tracker, embed, coords, labels, multimask)
@@ -281,11 +302,12 @@ class VideoSession:
         clicked = [(o, r) for o, r in fresh if o.obj_id not in self.track_states]
         self.remember(clicked, t, feats, binarize=False, cond=False, reverse=reverse)
         outputs = collect_outputs(reused + clicked)
-        if done is not None:
-            outputs |= done
-        elif self.concepts is not None:
-            tracked = [(o, r) for o, r in fresh if o.obj_id in self.track_states]
-            outputs |= concept_step(self, t, feats, tracked, reverse)
+        tracked = [(o, r) for o, r in fresh if o.obj_id in self.track_states]
+        # on a frame add_concept already settled, tracks started since (propagating towards
+        # it) are matched there too, beside the settled ones
+        if self.concepts is not None and (done is None or tracked):
+            outputs |= concept_step(self, t, feats, tracked, reverse, settled=done)
+        outputs |= done or {}
         for obj in self.objects.values():
             self.bank.prune(obj.memory, t, anchors)
         return outputs
@@ -462,34 +484,6 @@ class VideoSession:
                 f"frame {t} is out of range: the video has {self.num_frames} frames "
                 f"(0..{self.num_frames - 1})"
             )
-
-    def _clicks(self, obj, frame, points, point_labels, boxes, clear_old):
-        """Points (+ box corners first, labels 2/3, as transformers' video processor) [1, 1, P, 2]."""
-        if boxes is not None and not clear_old:
-            raise PromptError(
-                "A box starts a new prompt on its frame: use clear_old=True with boxes."
-            )
-        clicks = normalize_clicks(
-            None if points is None else np.asarray(points, np.float32).reshape(1, -1, 2),
-            None if point_labels is None else np.asarray(point_labels).reshape(1, -1),
-            None if boxes is None else np.asarray(boxes, np.float32).reshape(1, 4),
-            None,
-            self.size,
-            self.tracker.image_size,
-        )
-        coords = torch.zeros(1, 1, 0, 2)
-        labels = torch.zeros(1, 1, 0, dtype=torch.long)
-        if clicks.boxes is not None:
-            coords = clicks.boxes.reshape(1, 1, 2, 2).float()
-            labels = torch.tensor([[[2, 3]]])
-        if clicks.points is not None:
-            coords = torch.cat([coords, clicks.points.float()], 2)
-            labels = torch.cat([labels, clicks.labels.long()], 2)
-        if not clear_old and frame in obj.clicks:
-            old_coords, old_labels = obj.clicks[frame]
-            coords, labels = torch.cat([old_coords, coords], 2), torch.cat([old_labels, labels], 2)
-        obj.clicks[frame] = (coords, labels)
-        return coords.to(self.predictor.device), labels.to(self.predictor.device)
 
 
 def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

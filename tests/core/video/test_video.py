@@ -24,7 +24,7 @@ from sam3_core.video.association import (
 from sam3_core.video.frames import VideoReadError, open_frames
 from sam3_core.video.masklets import FILLED, REMOVED, fill_small_regions, small_regions
 from sam3_core.video.session import VideoPredictor, VideoSession
-from tests.core.helpers import make_image, tiny_model
+from tests.core.helpers import make_image, save_checkpoint, tiny_model
 
 
 def write_mp4(path, frames, fps=10):
@@ -374,3 +374,54 @@ def test_second_concept_keeps_earlier_labels(vp, monkeypatch):
     assert named == {1: "person", 2: "car"}
     for _, inst in s.propagate(start=5):
         assert dict(zip(inst.track_ids.tolist(), inst.names())) == named
+
+
+def test_propagating_into_a_concept_frame_keeps_earlier_tracks(vp, monkeypatch):
+    """add_concept(3), then propagate from 0: a track started on frame 0 (an object the
+    detector found on frames 0-2 but not on 3) is tracked on frame 3 too, beside the tracks
+    found there, and is not found there again as a new track."""
+    side = vp.model.tracker_model.prompt_encoder.mask_input_size[0]
+    a, b = blob(side, side, 12, 12, 5), blob(side, side, 22, 22, 4)
+    # detector calls: 0 = add_concept's frame 3, then frames 0, 1, 2, 3, 4, ...
+    force_detections(monkeypatch, vp, lambda n, texts: [(0, a)] + [(0, b)] * (n in (1, 2, 3)))
+    track = VideoSession._track
+
+    def tracker_follows(self, objs, t, reverse, feats):  # track 1 follows a, track 2 b
+        out = track(self, objs, t, reverse, feats)
+        for o, r in out:
+            r.low_res, r.score = {1: a, 2: b}[o.obj_id][None], torch.full_like(r.score, 10.0)
+        return out
+
+    monkeypatch.setattr(VideoSession, "_track", tracker_follows)
+    s = vp.start(moving_video(6, 28, 28), association=AssociationConfig(hotstart_delay=0))
+    assert s.add_concept(3, concepts="person").track_ids.tolist() == [1]
+    ids = {t: sorted(inst.track_ids.tolist()) for t, inst in s.propagate(start=0)}
+    assert ids == {0: [1, 2], 1: [1, 2], 2: [1, 2], 3: [1, 2], 4: [1, 2], 5: [1, 2]}
+    assert 3 in s.objects[2].memory.recent  # its memory of frame 3 was written
+
+
+def test_video_predictor_from_an_image_predictor_or_a_checkpoint(vp, tmp_path):
+    """from_image_predictor shares the loaded model (nothing loaded or copied) and never
+    writes video frames into the image predictor's store; from_pretrained (through
+    ImagePredictor.from_pretrained) tracks as the predictor built on the same weights."""
+    from sam3_core.predictor import ImagePredictor
+    from sam3_core.store import EmbeddingStore
+
+    store = EmbeddingStore()
+    image = ImagePredictor(vp.model, device="cpu", store=store)
+    shared = VideoPredictor.from_image_predictor(image)
+    assert shared.model is image.model is vp.model and shared.image.tokenizer is image.tokenizer
+    assert (shared.device, shared.precision) == (image.device, image.precision)
+    ckpt = save_checkpoint(vp.model, tmp_path / "tiny.safetensors")
+    loaded = VideoPredictor.from_pretrained(str(ckpt), config="sam3_tiny", device="cpu")
+    assert loaded.model is not vp.model
+    runs = []
+    for p in (vp, shared, loaded):
+        s = p.start(moving_video(3, 28, 28))
+        s.add_prompt(0, obj_id=1, points=[[10, 10]], point_labels=[1])
+        s.add_concept(0, concepts="person")
+        runs.append([(t, i.track_ids.tolist(), i.masks) for t, i in s.propagate()])
+    assert len(store) == 0
+    for other in runs[1:]:
+        assert [r[:2] for r in other] == [r[:2] for r in runs[0]]
+        assert all(np.array_equal(a[2], b[2]) for a, b in zip(other, runs[0]))
