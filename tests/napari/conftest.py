@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "napari"
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_DIR = ROOT / "plugins" / "napari"
+MANIFEST = PLUGIN_DIR / "sam3_napari" / "napari.yaml"
 if str(PLUGIN_DIR) not in sys.path:
     sys.path.insert(0, str(PLUGIN_DIR))
 
@@ -24,7 +26,7 @@ def viewer_skip_reason() -> str | None:
     for module, extra in (
         ("napari", "napari==0.9.2"),
         ("pytestqt", "pytest-qt"),
-        ("PyQt5", "PyQt5"),
+        ("PyQt6", "napari[pyqt6]"),
     ):
         if importlib.util.find_spec(module) is None:
             return f"{extra} is not installed: pip install -e '.[napari]'"
@@ -55,3 +57,21 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(tiny_model(), path)
     return str(path)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, npe2pm, tiny_checkpoint, tmp_path, monkeypatch):
+    """A shown viewer with our plugin registered and its dock widget open, on the tiny model;
+    the user cache (automatic embedding stores) in a temporary folder."""
+    from npe2 import PluginManifest
+    from sam3_napari import storage
+
+    cache = tmp_path / "cache" / "embeddings"  # not XDG_CACHE_HOME: napari keeps its icons there
+    monkeypatch.setattr(storage, "user_cache_base", lambda: cache)
+
+    npe2pm.register(PluginManifest.from_file(MANIFEST))
+    viewer = make_napari_viewer(show=True)
+    _, w = viewer.window.add_plugin_dock_widget("sam3-tools", "SAM 3 segmentation")
+    w.checkpoint.value, w.device.value = tiny_checkpoint, "cpu"  # config: auto (inferred)
+    w.score.value = 0.0  # random tiny weights: keep every query so layers are never empty
+    return viewer, w

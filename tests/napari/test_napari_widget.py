@@ -12,37 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.napari.viewer_tools import ours, run
+
 pytestmark = pytest.mark.viewer
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "plugins" / "napari" / "sam3_napari" / "napari.yaml"
 SCREENSHOT = ROOT / "docs" / "napari_widget.png"
-
-
-@pytest.fixture
-def widget(make_napari_viewer, npe2pm, tiny_checkpoint):
-    """A shown viewer with our plugin registered and its dock widget open, on the tiny model."""
-    from npe2 import PluginManifest
-
-    npe2pm.register(PluginManifest.from_file(MANIFEST))
-    viewer = make_napari_viewer(show=True)
-    _, w = viewer.window.add_plugin_dock_widget("sam3-tools", "SAM 3 segmentation")
-    w.checkpoint.value, w.config.value, w.device.value = tiny_checkpoint, "sam3_tiny", "cpu"
-    w.score.value = 0.0  # random tiny weights: keep every query so layers are never empty
-    return viewer, w
-
-
-def run(qtbot, w, action) -> None:
-    """Trigger a widget action and wait until its worker finished."""
-    action()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
-
-
-def ours(viewer, kind):
-    """Our Labels layers of one kind, found by metadata."""
-    from sam3_napari.layers import tag_of
-
-    return [lay for lay in viewer.layers if (tag_of(lay) or {}).get("kind") == kind]
 
 
 def test_manifest_is_discoverable():
@@ -58,7 +34,7 @@ def test_manifest_is_discoverable():
     assert from_dist.contributions.widgets[0].display_name == "SAM 3 segmentation"
 
 
-def test_concept_exemplar_click_stack_tiled(widget, qtbot):
+def test_concept_exemplar_click_stack_tiled(widget, qtbot, tmp_path):
     viewer, w = widget
     image = viewer.open_sample("sam3-tools", "cells")[0]
     assert image.data.dtype == np.uint16
@@ -75,13 +51,13 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot):
     assert out is not user and out.name.startswith("SAM3 nucleus") and out.data.max() >= 1
     assert out.data.shape == image.data.shape and progress[-1][0] == progress[-1][1]
     n_layers = len(viewer.layers)
-    calls = []
-    predictor = w.engine._predictor
-    predictor.set_images = lambda ims, f=predictor.set_images: calls.append(1) or f(ims)
+    store = w.engine.predictor(w._choice(), w.store_choice(w._context())).store
+    assert store.path.parent == tmp_path / "cache" / "embeddings"
+    assert len(store) == 1 and store.stats["misses"] == 1  # no file: in the user cache
     out.data[:] = 0
     run(qtbot, w, w.segment_concept)
     assert len(viewer.layers) == n_layers and out.data.max() >= 1
-    assert calls == []  # the plane's embedding came from the cache
+    assert store.stats["misses"] == 1 and store.stats["memory_hits"] >= 1  # not encoded again
     assert (user.data == 7).all()
 
     # exemplars: one positive and one negative box from the prompt layers
@@ -94,7 +70,7 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot):
     w.concept.value = ""
     run(qtbot, w, w.segment_concept)
     (ex_layer,) = [lay for lay in ours(viewer, "concept") if lay is not out]
-    assert ex_layer.name == "SAM3 exemplar" and ex_layer.data.max() >= 1
+    assert ex_layer.name == "SAM3 boxes" and ex_layer.data.max() >= 1
 
     # clicks: each click segments at once (auto); later clicks refine the same object
     w.polarity.value = "positive"
@@ -123,12 +99,12 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot):
     if os.environ.get("SAM3_UPDATE_DOCS") == "1" or not SCREENSHOT.exists():
         _save_small_png(shot, SCREENSHOT)
 
-    # tiled: the same concept through sam3_core.large.tiling on 128 px tiles
-    w.scope.value = "tiled (large plane)"
+    # tiled: the same concept through sam3_core.large.tiling on 128 px tiles, its own layer
+    w.scope.value, w.exemplars.value = "tiled (large plane)", None
     w.tile_size.value, w.overlap.value = 128, 32
-    out.data[:] = 0
     run(qtbot, w, w.segment_concept)
-    assert out.data.max() >= 1 and (user.data == 7).all()
+    (tiled,) = [lay for lay in ours(viewer, "concept") if lay.name == "SAM3 nucleus (tiled)"]
+    assert tiled.data.max() >= 1 and (user.data == 7).all()
 
     # whole stack: ids linked through z by sam3_core.large.stacks
     stack = viewer.open_sample("sam3-tools", "stack")[0]
@@ -140,11 +116,11 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot):
 
 
 def test_cancel_and_errors_reach_the_user(widget, qtbot, monkeypatch):
-    from sam3_napari import widget as widget_module
+    from sam3_napari import runner
 
     viewer, w = widget
     shown = []
-    monkeypatch.setattr(widget_module, "show_error", shown.append)
+    monkeypatch.setattr(runner, "show_error", shown.append)
     w.segment_concept()  # no image yet
     assert w.worker is None and "no image chosen" in shown[-1]
 
@@ -179,7 +155,7 @@ def test_whole_stack_keeps_one_contrast(widget, qtbot, monkeypatch):
     gray = np.stack([1000 + 500 * ramp, 1000 + 4000 * ramp]).astype(np.uint16)  # [Z, H, W]
     chans = np.stack([gray, 3000 - 2000 * ramp[None].repeat(2, 0)], 1).astype(np.uint16)
     w.concept.value, w.scope.value = "nucleus", "whole stack (z/t)"
-    for data, axis, channels in ((gray, -1, ""), (chans, 1, "0, 1")):  # chans: [Z, C, H, W]
+    for data, axis, channels in ((gray, None, ""), (chans, 1, "0, 1")):  # chans: [Z, C, H, W]
         seen.clear()
         image = viewer.add_image(data, name=f"dim and bright {axis}")
         w.reset_choices()
@@ -203,3 +179,56 @@ def _save_small_png(shot: np.ndarray, path: Path) -> None:
         img = img.resize((1100, round(img.height * 1100 / img.width)), Image.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.quantize(colors=128).save(path, optimize=True)
+
+
+def test_a_thresholds_file_sets_each_concepts_score(widget, qtbot, tmp_path, monkeypatch):
+    from sam3_napari import runner
+
+    from sam3_core.metrics.thresholds import Thresholds, save_thresholds
+
+    viewer, w = widget
+    infos, errors = [], []
+    monkeypatch.setattr(runner, "show_info", infos.append)
+    monkeypatch.setattr(runner, "show_error", errors.append)
+    image = viewer.open_sample("sam3-tools", "cells")[0]
+    w.reset_choices()
+    w.image.value = image
+    path = save_thresholds(Thresholds(default=0.0, concepts={"Nucleus": 1.0}), tmp_path / "t.json")
+    w.thresholds_file.value = path
+    assert not errors and not w.score.enabled and "1 concept(s), default 0.00" in w.status.value
+    assert (w.threshold("nucleus"), w.threshold("cell"), w.threshold("")) == (1.0, 0.0, 0.0)
+
+    w.concept.value = "nucleus"  # its threshold 1.0: nothing passes
+    run(qtbot, w, w.segment_concept)
+    assert not ours(viewer, "concept") and "no instance scored above 1.00" in infos[-1]
+    w.concept.value = "cell"  # the file's default 0.0: every query passes
+    run(qtbot, w, w.segment_concept)
+    (cell,) = ours(viewer, "concept")
+    assert cell.name == "SAM3 cell" and cell.data.max() >= 1
+
+    (tmp_path / "bad.json").write_text('{"version": 1, "concepts": {"cell": 2}}')
+    w.thresholds_file.value = tmp_path / "bad.json"
+    assert "bad.json" in errors[-1] and w.thresholds is None and w.score.enabled
+
+
+def test_embeddings_are_stored_beside_an_opened_file(widget, qtbot, tmp_path, npe2pm):
+    import tifffile
+    from npe2 import PluginManifest
+    from sam3_napari.sample_data import make_cells
+
+    viewer, w = widget
+    npe2pm.register(PluginManifest.from_distribution("napari"))  # napari's own file readers
+    path = tmp_path / "data" / "cells.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, make_cells(128))
+    (image,) = viewer.open(str(path))
+    w.reset_choices()
+    w.image.value, w.concept.value = image, "nucleus"
+    run(qtbot, w, w.segment_concept)
+    assert ours(viewer, "concept")
+    (folder,) = (path.parent / "sam3-embeddings").iterdir()  # one model's folder
+    assert len(list(folder.rglob("*.safetensors"))) == 1
+
+    w.store_folder.value = tmp_path / "chosen"  # a folder the user picks instead
+    run(qtbot, w, w.segment_concept)
+    assert len(list((tmp_path / "chosen").rglob("*.safetensors"))) == 1

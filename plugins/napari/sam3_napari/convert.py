@@ -26,6 +26,30 @@ def spatial_shape(shape: Sequence[int], rgb: bool, channel_axis: int | None = No
     return tuple(int(d) for d in dims)
 
 
+def labels_geometry(
+    shape: Sequence[int],
+    scale: Sequence[float],
+    translate: Sequence[float],
+    rgb: bool,
+    channel_axis: int | None = None,
+) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """(shape, scale, translate) of a Labels layer that lines up with an Image layer.
+
+    RGB drops its axis. A channel axis stays, as one pixel stretched over all C channels
+    (scale x C, centred), so the labels keep the image's axes and show on every channel.
+    """
+    scale, translate = np.asarray(scale, float), np.asarray(translate, float)
+    if rgb or channel_axis is None:
+        return spatial_shape(shape, rgb), scale, translate
+    axis, count = channel_axis % len(shape), int(shape[channel_axis])
+    out = [int(d) for d in shape]
+    out[axis] = 1
+    scale, translate = scale.copy(), translate.copy()
+    translate[axis] += (count - 1) / 2 * scale[axis]
+    scale[axis] *= count
+    return tuple(out), scale, translate
+
+
 def plane_index(
     world_point: Sequence[float], scale: Sequence[float], translate: Sequence[float], n_leading: int
 ) -> tuple[int, ...]:
@@ -150,4 +174,48 @@ def masks_to_labels(masks: np.ndarray, scores: np.ndarray, first_id: int = 1) ->
     out = np.zeros(masks.shape[1:], np.uint32)
     for i in np.argsort(np.asarray(scores), kind="stable"):  # lowest score first
         out[masks[i]] = first_id + i
+    return out
+
+
+MAX_GUESSED_CHANNELS = 16
+
+
+def guess_channel_axis(shape: Sequence[int], rgb: bool) -> int | None:
+    """The channel axis napari cannot know: a small last axis after two larger ones, e.g. a
+    (256, 256, 5) array is one 5-channel plane, not 256 slices of 256 x 5 pixels. Else None."""
+    if rgb or len(shape) < 3:
+        return None
+    last = int(shape[-1])
+    if last <= MAX_GUESSED_CHANNELS and last < min(int(shape[-3]), int(shape[-2])):
+        return len(shape) - 1
+    return None
+
+
+def default_channels(count: int, channels: Sequence[int] | None) -> list[int] | None:
+    """The channels to show the model: the user's, else all of 1-3, else the first three."""
+    if channels is not None:
+        return list(channels)
+    return None if count <= 3 else [0, 1, 2]
+
+
+def merge_labels(current: np.ndarray, new: np.ndarray, protected: np.ndarray | None) -> np.ndarray:
+    """A new label block that keeps the user's hand-painted pixels (`protected`, bool like
+    `current`): elsewhere the new labels, their ids moved above the painted ids so none merge."""
+    new = np.asarray(new)
+    if protected is None or not protected.any():
+        return new.astype(current.dtype, copy=False)
+    kept = current[protected]
+    offset = int(kept.max()) if kept.size else 0
+    shifted = np.where(new > 0, new.astype(np.int64) + offset, 0).astype(current.dtype)
+    return np.where(protected, current, shifted)
+
+
+def replace_object(
+    current: np.ndarray, mask: np.ndarray, obj_id: int, protected: np.ndarray | None
+) -> np.ndarray:
+    """A plane with object `obj_id` replaced by `mask` (bool [H, W]), painted pixels kept."""
+    free = np.ones(current.shape, bool) if protected is None else ~protected
+    out = current.copy()
+    out[(current == obj_id) & free] = 0
+    out[np.asarray(mask, bool) & free] = obj_id
     return out

@@ -1,4 +1,4 @@
-"""The model side of the widget: a lazily loaded predictor and cached plane embeddings.
+"""The model side of the widget: a lazily loaded model and one predictor per embedding store.
 
 No napari here and no model decisions: every call goes straight into sam3_core. The widget runs
 these methods in a worker thread and passes `progress(done, total, message)` and `cancel`.
@@ -9,28 +9,38 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sam3_core.results import Exemplar, Instances
+from sam3_napari.messages import load_error, store_error
+from sam3_napari.storage import StoreChoice, store_dir
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_CHECKPOINT = "facebook/sam3"
+PRECISION = "fp32"
 
 
 class Cancelled(Exception):
     """The user pressed Cancel; the run stopped at the next step."""
 
 
+class LoadError(RuntimeError):
+    """The model or its embedding store could not be used; the message says what to set."""
+
+
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which weights to load: a hub id or local file, a config name and a device ('' = auto)."""
+    """Which weights to load: a hub id or local file, a config name and a device.
+
+    An empty config or device means automatic: sam3_core's choice for the checkpoint.
+    """
 
     checkpoint: str = DEFAULT_CHECKPOINT
-    config: str = "sam3"
+    config: str = ""
     device: str = ""
 
 
@@ -59,68 +69,92 @@ def avoid_llvm_clash() -> bool:
 
 
 class Engine:
-    """One predictor, loaded on first use, and an LRU of image embeddings keyed by layer + plane."""
+    """One model, loaded on first use, and one predictor per embedding store folder.
 
-    def __init__(self, max_planes: int = 8) -> None:
-        self.max_planes = max_planes
+    Image embeddings live in sam3_core's `EmbeddingStore` (memory tier plus a folder on disk,
+    signed by the model): a plane encoded once answers every later prompt, also after napari
+    restarts. Tiled runs use a predictor without a store (a large plane's tiles would fill it).
+    """
+
+    def __init__(self, memory_bytes: int = 1 << 30, max_stores: int = 4) -> None:
+        self.memory_bytes = memory_bytes
+        self.max_stores = max_stores
         self.cancel = threading.Event()
         self._choice: ModelChoice | None = None
-        self._predictor = None
-        self._states: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._model = None
+        self._digest = ""
+        self._predictors: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.RLock()
 
     def check(self) -> None:
         """Raise `Cancelled` when Cancel was pressed."""
         if self.cancel.is_set():
             raise Cancelled("cancelled")
 
-    def predictor(self, choice: ModelChoice, progress: Progress = _noop):
-        """The cached `ImagePredictor` for `choice`, loading it (once) when it changed."""
+    def _load(self, choice: ModelChoice, progress: Progress) -> Any:
+        """The model for `choice`, loaded (once) when it changed."""
+        if self._model is None or choice != self._choice:
+            from sam3_core.build import load_model
+            from sam3_core.store.keys import model_signature, signature_digest
+
+            progress(0, 3, f"loading {choice.checkpoint or DEFAULT_CHECKPOINT}")
+            avoid_llvm_clash()
+            self._model, self._predictors = None, OrderedDict()
+            config = {"config": choice.config} if choice.config else {}
+            try:
+                model = load_model(choice.checkpoint or None, **config)
+            except Exception as exc:  # every load failure needs the fix
+                raise LoadError(load_error(choice.checkpoint, choice.config, exc)) from exc
+            self._digest = signature_digest(model_signature(model, model.config, PRECISION))
+            self._model, self._choice = model, choice
+        return self._model
+
+    def predictor(
+        self, choice: ModelChoice, store: StoreChoice | None = None, progress: Progress = _noop
+    ):
+        """The `ImagePredictor` for `choice` on the store `store` (None: no store at all)."""
+        from sam3_core.predictor import ImagePredictor
+        from sam3_core.store import EmbeddingStore, StoreError
+
         with self._lock:
-            if self._predictor is None or choice != self._choice:
-                from sam3_core.predictor import ImagePredictor
-
-                progress(0, 3, f"loading {choice.checkpoint} ({choice.config})")
-                avoid_llvm_clash()
-                self._predictor = ImagePredictor.from_pretrained(
-                    choice.checkpoint or None, config=choice.config, device=choice.device or None
-                )
-                self._choice = choice
-                self._states.clear()
-            return self._predictor
-
-    def has_embedding(self, key: Hashable) -> bool:
-        """Whether the plane `key` is already encoded (the next prompt answers at once)."""
-        return key in self._states
-
-    def forget(self) -> None:
-        """Drop every cached embedding (e.g. after the image data changed)."""
-        self._states.clear()
+            model = self._load(choice, progress)
+            folder = None if store is None else store_dir(store, self._digest)
+            key = "none" if store is None else str(folder or "memory")
+            if key not in self._predictors:
+                embeddings = None
+                try:
+                    if store is not None:
+                        embeddings = EmbeddingStore(folder, memory_bytes=self.memory_bytes)
+                    self._predictors[key] = ImagePredictor(
+                        model, choice.device or None, PRECISION, store=embeddings
+                    )
+                except StoreError as exc:
+                    raise LoadError(store_error(folder, exc)) from exc
+            self._predictors.move_to_end(key)
+            while len(self._predictors) > self.max_stores:
+                self._predictors.popitem(last=False)
+            return self._predictors[key]
 
     def state(
         self,
         choice: ModelChoice,
-        key: Hashable,
+        store: StoreChoice,
         plane: Callable[[], np.ndarray],
         progress: Progress = _noop,
     ):
-        """The encoded plane for `key`, computed from `plane()` (uint8 RGB) on a cache miss."""
-        pred = self.predictor(choice, progress)
-        if key in self._states:
-            self._states.move_to_end(key)
-            return self._states[key]
+        """The encoded plane `plane()` (uint8 RGB): from the store, else computed and stored."""
+        pred = self.predictor(choice, store, progress)
         self.check()
-        progress(1, 3, "encoding the image")
-        state = pred.set_image(plane())
-        self._states[key] = state
-        while len(self._states) > self.max_planes:
-            self._states.popitem(last=False)
-        return state
+        image = plane()
+        if not pred.is_stored(image):
+            where = pred.store.path.name if pred.store.path else "memory only"
+            progress(1, 3, f"encoding the image (embedding store: {where})")
+        return pred.set_image(image)
 
     def segment_concept(
         self,
         choice: ModelChoice,
-        key: Hashable,
+        store: StoreChoice,
         plane: Callable[[], np.ndarray],
         concept: str,
         exemplars: Sequence[Exemplar],
@@ -128,10 +162,10 @@ class Engine:
         progress: Progress = _noop,
     ) -> Instances:
         """Every instance of a concept (text and/or exemplar boxes) on one plane."""
-        state = self.state(choice, key, plane, progress)
+        state = self.state(choice, store, plane, progress)
         self.check()
         progress(2, 3, f"finding '{concept or 'exemplar'}'")
-        inst = self.predictor(choice).predict(
+        inst = self.predictor(choice, store).predict(
             state, concept or None, list(exemplars) or None, score_threshold=score_threshold
         )
         progress(3, 3, f"{len(inst)} instance(s)")
@@ -140,7 +174,7 @@ class Engine:
     def segment_object(
         self,
         choice: ModelChoice,
-        key: Hashable,
+        store: StoreChoice,
         plane: Callable[[], np.ndarray],
         xy: np.ndarray,
         labels: np.ndarray,
@@ -148,10 +182,10 @@ class Engine:
         progress: Progress = _noop,
     ) -> Instances:
         """One object from clicks, refined from the previous low-res mask when given."""
-        state = self.state(choice, key, plane, progress)
+        state = self.state(choice, store, plane, progress)
         self.check()
         progress(2, 3, f"segmenting from {len(xy)} click(s)")
-        inst = self.predictor(choice).predict(
+        inst = self.predictor(choice, store).predict(
             state,
             points=xy,
             point_labels=labels,
@@ -176,7 +210,7 @@ class Engine:
         """A large plane through `sam3_core.large.tiling.segment_tiled` -> uint32 label image."""
         from sam3_core.large.tiling import segment_tiled
 
-        pred = self.predictor(choice, progress)
+        pred = self.predictor(choice, None, progress)
 
         def report(done: int, total: int) -> None:
             self.check()

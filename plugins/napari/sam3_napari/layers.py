@@ -10,10 +10,11 @@ import pandas as pd
 from sam3_napari.convert import (
     clicks_from_points,
     exemplars_from_shapes,
+    labels_geometry,
     prompt_signs,
-    spatial_shape,
     to_layer_coords,
 )
+from sam3_napari.edits import OWNER, track_edits
 
 if TYPE_CHECKING:
     import napari
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
     from sam3_core.results import Exemplar
 
-OWNER = "sam3_napari"  # key of our tag in layer.metadata
 POSITIVE, NEGATIVE = "lime", "magenta"
 
 
@@ -96,14 +96,24 @@ def tag_of(layer: Any) -> dict | None:
     return tag if isinstance(tag, dict) else None
 
 
-def find_output(viewer: napari.viewer.Viewer, source: Image, kind: str, prompt: str):
-    """Our Labels layer for (image, kind, prompt), if one exists."""
+def output_key(source: Image, kind: str, prompt: str, channel_axis: int | None = None) -> dict:
+    """What identifies one of our output layers of `source`: kind, prompt, channel axis, shape."""
+    axis = None if channel_axis is None else channel_axis % source.ndim
+    shape, _, _ = labels_geometry(
+        source.data.shape, source.scale, source.translate, source.rgb, axis
+    )
+    return {"kind": kind, "prompt": prompt, "channel_axis": axis, "shape": shape}
+
+
+def find_output(viewer: napari.viewer.Viewer, source: Image, key: dict) -> Labels | None:
+    """Our Labels layer for this image and prompt `key` (see `output_key`)."""
     for layer in viewer.layers:
         tag = tag_of(layer)
-        if tag and (tag.get("source"), tag.get("kind"), tag.get("prompt")) == (
-            source.unique_id,
-            kind,
-            prompt,
+        if (
+            tag
+            and tag.get("source") == source.unique_id
+            and all(tag.get(k) == v for k, v in key.items())
+            and tuple(layer.data.shape) == tuple(key["shape"])  # never a stale shape
         ):
             return layer
     return None
@@ -117,34 +127,39 @@ def output_layer(
     name: str,
     channel_axis: int | None = None,
 ) -> Labels:
-    """Our Labels layer for this image and prompt: reused when it exists, else created."""
-    layer = find_output(viewer, source, kind, prompt)
+    """Our Labels layer for this image and prompt: reused when it fits, else created.
+
+    A new layer does not take the selection: the prompt layer the user clicks or draws in
+    stays active (and in its mode), so the next click adds a prompt instead of panning.
+    """
+    key = output_key(source, kind, prompt, channel_axis)
+    layer = find_output(viewer, source, key)
     if layer is not None:
         return layer
-    shape = spatial_shape(source.data.shape, source.rgb, channel_axis)
-    keep = [
-        i for i in range(source.ndim) if channel_axis is None or i != channel_axis % source.ndim
-    ]
-    tag = {"source": source.unique_id, "kind": kind, "prompt": prompt, "next_id": 1}
-    return viewer.add_labels(
+    shape, scale, translate = labels_geometry(
+        source.data.shape, source.scale, source.translate, source.rgb, key["channel_axis"]
+    )
+    active = viewer.layers.selection.active
+    layer = viewer.add_labels(
         np.zeros(shape, np.uint32),
         name=name,
-        scale=np.asarray(source.scale)[keep],
-        translate=np.asarray(source.translate)[keep],
-        metadata={OWNER: tag},
+        scale=scale,
+        translate=translate,
+        metadata={OWNER: {"source": source.unique_id, **key}},
         opacity=0.6,
     )
+    track_edits(layer)
+    if active is not None:
+        viewer.layers.selection.active = active
+    return layer
 
 
-def write_plane(layer: Labels, index: tuple, plane: np.ndarray) -> None:
-    """Replace one plane of our Labels layer and refresh the view."""
-    layer.data[index] = plane
-    layer.refresh()
-
-
-def write_object(layer: Labels, index: tuple, mask: np.ndarray, obj_id: int) -> None:
-    """Put one object (bool [H, W]) on a plane under `obj_id`, replacing its earlier mask."""
-    plane = np.asarray(layer.data[index])
-    plane[plane == obj_id] = 0
-    plane[mask] = obj_id
-    write_plane(layer, index, plane)
+def channels_to_slider(viewer: napari.viewer.Viewer, image: Image, channel_axis: int) -> bool:
+    """Show an image's channel axis on a slider, not as a displayed (spatial) axis, so the
+    image and our labels appear as planes; returns True when the view changed."""
+    world = channel_axis % image.ndim + viewer.dims.ndim - image.ndim
+    if world not in viewer.dims.displayed:
+        return False
+    order = [axis for axis in viewer.dims.order if axis != world]
+    viewer.dims.order = (world, *order)
+    return True

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam3_napari.convert import image_plane, parse_channels, plane_index, plane_rgb8
+from sam3_napari.convert import (
+    default_channels,
+    guess_channel_axis,
+    image_plane,
+    parse_channels,
+    plane_index,
+    plane_rgb8,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -23,6 +30,7 @@ class PlaneContext:
     axis: int | None
     channels: list[int] | None
     index: tuple[int, ...]
+    note: str = ""  # what was guessed for the user (channel axis, channels), shown in the status
 
     @property
     def key(self) -> Hashable:
@@ -57,31 +65,52 @@ class PlaneContext:
 
     def with_index(self, index: tuple[int, ...]) -> PlaneContext:
         """The same layer and channels on another plane."""
-        return PlaneContext(self.image, self.axis, self.channels, tuple(index))
+        return PlaneContext(self.image, self.axis, self.channels, tuple(index), self.note)
 
 
 def plane_context(
-    viewer: napari.viewer.Viewer, image: Image | None, axis: int | None, channels: str
+    viewer: napari.viewer.Viewer, image: Image | None, axis: int | str | None, channels: str
 ) -> PlaneContext:
-    """The current plane of `image` in the viewer; errors name what the user should change."""
+    """The current plane of `image` in the viewer; errors name what the user should change.
+
+    `axis` is a data axis, None (gray or RGB) or "auto": a small last axis (a (256, 256, 5)
+    array) is taken as channels; more than three channels default to the first three.
+    """
     if image is None:
         raise ValueError(
             "no image chosen: open an image (or File > Open Sample > SAM 3) and pick it in 'image'"
         )
-    ndim = image.ndim
-    if axis is not None and (image.rgb or not -ndim <= axis < ndim):
+    ndim, notes = image.ndim, []
+    if axis == "auto":
+        axis = guess_channel_axis(image.data.shape, image.rgb)
+        if axis is not None:
+            notes.append(f"channel axis {axis} ({image.data.shape[axis]} channels)")
+    if axis is not None and (image.rgb or not -ndim <= int(axis) < ndim):
         raise ValueError(
             f"channel axis {axis} does not fit '{image.name}' ({ndim} axes"
-            f"{', RGB' if image.rgb else ''}): set 'channel axis' to -1 or 0..{ndim - 1}"
+            f"{', RGB' if image.rgb else ''}): set 'channel axis' to auto, none or 0..{ndim - 1}"
         )
-    keep = [i for i in range(ndim) if axis is None or i != axis % ndim]
+    keep = [i for i in range(ndim) if axis is None or i != int(axis) % ndim]
+    if axis is not None:
+        count = image.data.shape[int(axis)]
+    else:
+        count = image.data.shape[-1] if image.rgb else 1
+    chosen = default_channels(count, parse_channels(channels))
+    if chosen and any(not -count <= c < count for c in chosen):
+        raise ValueError(
+            f"channels {chosen} do not exist: '{image.name}' has {count} channel(s) on axis "
+            f"{axis}; set 'use' to numbers in 0..{count - 1}"
+        )
+    if chosen and not channels.strip():
+        notes.append(f"using channels {', '.join(map(str, chosen))} (set 'use' to change)")
     point = np.asarray(viewer.dims.point, float)[-ndim:]
     scale, translate = np.asarray(image.scale, float), np.asarray(image.translate, float)
     n_leading = len(keep) - 2
     index = plane_index(point[keep], scale[keep], translate[keep], n_leading)
     shape = [image.data.shape[i] for i in keep][:n_leading]
     index = tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(index, shape))
-    return PlaneContext(image, axis, parse_channels(channels), index)
+    axis = None if axis is None else int(axis) % ndim
+    return PlaneContext(image, axis, chosen, index, "; ".join(notes))
 
 
 def fixed_stack_index(ctx: PlaneContext) -> tuple[tuple[int, ...], int]:

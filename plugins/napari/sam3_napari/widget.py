@@ -10,47 +10,36 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
-    ProgressBar,
     PushButton,
     RadioButtons,
     SpinBox,
 )
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
 
 from sam3_napari import layers as L
-from sam3_napari.engine import DEFAULT_CHECKPOINT, Cancelled, Engine, ModelChoice
+from sam3_napari.engine import DEFAULT_CHECKPOINT, ModelChoice
 from sam3_napari.jobs import concept_job, object_job
+from sam3_napari.objects import ClickedObject
 from sam3_napari.plane import PlaneContext, plane_context
+from sam3_napari.runner import JobRunner, Made
+from sam3_napari.storage import StoreChoice
 
 if TYPE_CHECKING:
     import napari
 
-CONFIG_NAMES = ("sam3", "sam3_tiny")
+CONFIGS = (("auto", ""), ("sam3", "sam3"), ("sam3_tiny", "sam3_tiny"))
 SCOPES = ("current plane", "whole stack (z/t)", "tiled (large plane)")
 
 
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued Qt signal)."""
-
-    progress = Signal(int, int, str)
-
-
-class Sam3Widget(Container):
+class Sam3Widget(JobRunner):
     """Dock widget: pick an image, type a concept or draw prompts, get a Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.engine = Engine()
-        self.worker = None
-        self.current_object: dict | None = None  # the object being refined by clicks
-        self._relay = _Relay()
-        self._relay.progress.connect(self._on_progress)
+        self.current_object: ClickedObject | None = None  # the object being refined by clicks
         self._watched = None
         self._pending = False
 
@@ -70,24 +59,41 @@ class Sam3Widget(Container):
         self.stack_method = ComboBox(label="stack method", choices=["link", "track"])
         self.tile_size = SpinBox(label="tile size", value=1008, min=64, max=8192, step=64)
         self.overlap = SpinBox(label="tile overlap", value=128, min=0, max=2048, step=16)
-        self.channel_axis = SpinBox(
+        self.channel_axis = ComboBox(
             label="channel axis",
-            value=-1,
-            min=-1,
-            max=8,
-            tooltip="-1: none (gray or RGB). Else the data axis holding channels",
+            choices=self._axes,
+            tooltip="auto: a small last axis, e.g. (256, 256, 5), holds channels; "
+            "none: gray or RGB; or the data axis holding channels",
         )
-        self.channels = LineEdit(label="channels", tooltip="1-3 channels to use, e.g. '0, 1'")
+        self.channels = LineEdit(
+            label="channels", tooltip="1-3 channels to use, e.g. '0, 1' (empty: the first 3)"
+        )
         self.checkpoint = LineEdit(label="checkpoint", value=DEFAULT_CHECKPOINT)
-        self.config = ComboBox(label="config", choices=list(CONFIG_NAMES), value="sam3")
+        self.config = ComboBox(
+            label="config", choices=CONFIGS, value="", tooltip="auto: what the checkpoint needs"
+        )
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.store_folder = FileEdit(
+            label="embedding store",
+            mode="d",
+            nullable=True,
+            tooltip="folder for image embeddings (empty: 'sam3-embeddings' beside the image "
+            "file, else the user cache); a plane encoded once answers at once later",
+        )
+        self.store_disk = CheckBox(text="keep embeddings on disk", value=True)
+        self.thresholds_file = FileEdit(
+            label="thresholds",
+            mode="r",
+            filter="*.json",
+            nullable=True,
+            tooltip="per-concept score thresholds (from `sam3 eval --calibrate`); "
+            "overrides 'min score'",
+        )
+        self.thresholds = None  # sam3_core.metrics.thresholds.Thresholds once a file is loaded
         self.run_concept = PushButton(text="Segment concept")
         self.auto = CheckBox(text="segment object on each click", value=True)
         self.run_object = PushButton(text="Segment object (clicks)")
         self.next_object = PushButton(text="Next object")
-        self.cancel = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=3, value=0)
-        self.status = Label(label="status", value="ready")
 
         def row(label: str, *widgets: Any) -> Container:
             return Container(layout="horizontal", label=label, labels=False, widgets=widgets)
@@ -98,6 +104,7 @@ class Sam3Widget(Container):
             row("tile size, overlap", self.tile_size, self.overlap),
             row("channel axis, use", self.channel_axis, self.channels),
             self.checkpoint, row("config, device", self.config, self.device),
+            self.store_folder, self.store_disk, self.thresholds_file,
             self.run_concept, self.auto, row("", self.run_object, self.next_object),
             self.cancel, self.progress, self.status,
         ])  # fmt: skip
@@ -105,10 +112,11 @@ class Sam3Widget(Container):
         self.add_prompts.changed.connect(self._add_prompt_layers)
         self.polarity.changed.connect(self._set_polarity)
         self.clicks.changed.connect(self._watch_clicks)
+        self.image.changed.connect(self._refresh_choices)
+        self.thresholds_file.changed.connect(self._load_thresholds)
         self.run_concept.changed.connect(self.segment_concept)
         self.run_object.changed.connect(self.segment_object)
         self.next_object.changed.connect(self.start_next_object)
-        self.cancel.changed.connect(self._cancel)
         for event in ("inserted", "removed", "reordered"):
             getattr(viewer.layers.events, event).connect(self._refresh_choices)
 
@@ -121,6 +129,11 @@ class Sam3Widget(Container):
             return [("(none)", None), *found] if optional else found
 
         return choices
+
+    def _axes(self, _widget: Any) -> list:
+        image = self.image.value if hasattr(self, "image") else None
+        ndim = image.ndim if image is not None else 3
+        return [("auto", "auto"), ("none", None), *((str(i), i) for i in range(ndim))]
 
     def _refresh_choices(self, event: Any = None) -> None:
         self.reset_choices()
@@ -164,94 +177,67 @@ class Sam3Widget(Container):
     # ------------------------------------------------------------------ running jobs
     def _choice(self) -> ModelChoice:
         device = "" if self.device.value == "auto" else self.device.value
-        return ModelChoice(self.checkpoint.value.strip(), self.config.value, device)
+        return ModelChoice(self.checkpoint.value.strip(), self.config.value or "", device)
 
     def _context(self) -> PlaneContext:
-        axis = None if self.channel_axis.value < 0 else int(self.channel_axis.value)
-        return plane_context(self.viewer, self.image.value, axis, self.channels.value)
+        ctx = plane_context(
+            self.viewer, self.image.value, self.channel_axis.value, self.channels.value
+        )
+        if ctx.axis is not None and L.channels_to_slider(self.viewer, ctx.image, ctx.axis):
+            ctx.note = "; ".join(filter(None, [ctx.note, "channels now on a slider"]))
+        return ctx
 
-    def report(self, done: int, total: int, message: str) -> None:
-        """Progress from a worker thread, shown on the GUI thread (safe to call from any)."""
-        self._relay.progress.emit(done, total, message)
+    def store_choice(self, ctx: PlaneContext) -> StoreChoice:
+        """Where this image's embeddings are kept (see `sam3_napari.storage`)."""
+        source = getattr(getattr(ctx.image, "source", None), "path", None) or ""
+        folder = self.store_folder.value
+        return StoreChoice(str(folder) if folder else "", str(source), bool(self.store_disk.value))
 
-    def _on_progress(self, done: int, total: int, message: str) -> None:
-        self.progress.max, self.progress.value = max(total, 1), min(done, max(total, 1))
-        self.status.value = message
+    def threshold(self, concept: str) -> float:
+        """The score a found instance needs: the thresholds file's for this concept (its
+        default for box-only prompts), else 'min score'."""
+        if self.thresholds is None:
+            return float(self.score.value)
+        return self.thresholds.for_concept(concept) if concept else self.thresholds.default
 
-    def _start(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
-        """Run `job` in a worker thread; `done(result)` runs on the GUI thread."""
-        if self.worker is not None:
-            show_info("SAM 3 is busy: wait for the current run or press Cancel.")
+    def _load_thresholds(self) -> None:
+        from sam3_core.metrics.thresholds import load_thresholds
+
+        path, self.thresholds = self.thresholds_file.value, None
+        self.score.enabled = True
+        if path is None:
+            self.status.value = "thresholds: none ('min score' applies)"
             return
+        try:
+            self.thresholds = load_thresholds(path)
+        except ValueError as exc:  # ThresholdsError: names the file, the problem and the fix
+            self.show_error(exc)
+            return
+        self.score.enabled = False
+        th = self.thresholds
+        self.status.value = (
+            f"thresholds from {path.name}: {len(th.concepts)} concept(s), default {th.default:.2f}"
+        )
 
-        def safe() -> tuple[bool, Any]:
-            try:
-                return True, job()
-            except Exception as exc:  # noqa: BLE001 - shown to the user by _finish
-                return False, exc
+    def run_buttons(self) -> list[PushButton]:
+        """The buttons disabled while a job runs."""
+        return [self.run_concept, self.run_object]
 
-        self.engine.cancel.clear()
-        self.worker = thread_worker(safe)()
-        self.worker.returned.connect(lambda out: self._finish(out, done))
-        self.worker.finished.connect(self._on_finished)
-        self._set_running(True)
-        self.worker.start()
-
-    def _finish(self, out: tuple[bool, Any], done: Callable[[Any], None]) -> None:
-        ok, value = out
-        if ok:
-            done(value)
-        elif isinstance(value, Cancelled):
-            self.status.value = "cancelled"
-        else:
-            self._error(value)
-
-    def _error(self, exc: BaseException) -> None:
-        message = f"SAM 3: {exc}"
-        if isinstance(exc, (OSError, KeyError, RuntimeError)) and not self.engine._predictor:
-            message += (
-                f" (could not load '{self._choice().checkpoint}' with config "
-                f"'{self._choice().config}': set 'checkpoint' to a local .safetensors/.pt file "
-                "or a hub id you can download, and the config that matches it)"
-            )
-        self.status.value = "error: see the notification"
-        show_error(message)
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self._set_running(False)
+    def after_job(self) -> None:
+        """Run the click that arrived while the last job was running."""
         if self._pending:
             self._pending = False
             self.segment_object(quiet=True)
 
-    def _set_running(self, running: bool) -> None:
-        self.cancel.enabled = running
-        for button in (self.run_concept, self.run_object):
-            button.enabled = not running
-
-    def _cancel(self) -> None:
-        self.engine.cancel.set()
-        self.status.value = "cancelling..."
-
-    def _guard(self, make: Callable[[], tuple[Callable, Callable] | None]) -> None:
-        """Build a job on the GUI thread (reading layers), showing input errors to the user."""
-        try:
-            made = make()
-        except (ValueError, LookupError) as exc:
-            self._error(exc)
-            return
-        if made is not None:
-            self._start(*made)
-
     # ------------------------------------------------------------------ the three paths
     def segment_concept(self) -> None:
         """Find every instance of the concept / exemplars: plane, whole stack or tiled."""
-        self._guard(lambda: concept_job(self, self._context(), self._choice()))
+        self.guard(lambda: concept_job(self, self._context(), self._choice()))
 
     def segment_object(self, quiet: bool = False) -> None:
         """Segment (or refine) one object from the clicks on the current plane."""
 
-        def make() -> tuple[Callable, Callable] | None:
+        def make() -> Made | None:
             ctx = self._context()
             xy, labels = L.clicks_on_plane(self.clicks.value, ctx.image, ctx.index, ctx.axis)
             if not len(xy):
@@ -262,7 +248,7 @@ class Sam3Widget(Container):
 
         if quiet and (self.image.value is None or self.clicks.value is None):
             return
-        self._guard(make)
+        self.guard(make)
 
     def start_next_object(self) -> None:
         """Keep the current object; the next clicks start a new one."""
