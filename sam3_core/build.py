@@ -24,25 +24,36 @@ def build_model(
 def load_model(
     checkpoint: str | os.PathLike | None = None,
     *,
-    config: str | Sam3Config = "sam3",
+    config: str | Sam3Config | None = None,
     token: str | None = None,
 ) -> Sam3Model:
-    """Build the model and load weights: a local file, or a hub repo id (default `facebook/sam3`).
+    """Build the model and load weights: a local file, or a hub repo id (default `facebook/sam3`;
+    `facebook/sam3.1` for SAM 3.1).
 
-    Accepts Meta's `sam3.pt` and the transformers layouts: `Sam3VideoModel` (the hub's
-    `model.safetensors`), `Sam3Model` (detector only) and `Sam3TrackerModel` /
-    `Sam3TrackerVideoModel` (tracker only). Parts a checkpoint lacks are never used at random:
+    Accepts Meta's `sam3.pt` and `sam3.1_multiplex.pt` and the transformers layouts:
+    `Sam3VideoModel` (the hub's `model.safetensors`), `Sam3Model` (detector only) and
+    `Sam3TrackerModel` / `Sam3TrackerVideoModel` (tracker only). The checkpoint picks the model:
+    `config` (a preset name or a `Sam3Config`) is only needed for a custom model saved without
+    `save_checkpoint`'s config record. Parts a checkpoint lacks are never used at random:
     `model.loaded_parts` records what it held, and a call that needs more raises
     `MissingPartError` naming the part.
     """
     from sam3_core.weights import checkpoint as ckpt
+    from sam3_core.weights.config_record import config_hint, infer_config
 
-    cfg = get_config(config) if isinstance(config, str) else config  # a typo fails before I/O
+    given = get_config(config) if isinstance(config, str) else config  # a typo fails before I/O
     path = ckpt.resolve_checkpoint(checkpoint, token=token)
     state = ckpt.to_our_layout(ckpt.load_state_dict(path))
+    cfg = given if given is not None else infer_config(state, path)
     with torch.device("meta"):
         model = Sam3Model(cfg)
-    ckpt.load_into(model, state)  # assigns the loaded tensors; absent parts become NaN
+    try:
+        ckpt.load_into(model, state)  # assigns the loaded tensors; absent parts become NaN
+    except ckpt.CheckpointError as err:
+        if given is None:
+            raise
+        hint = config_hint(state, given)
+        raise ckpt.CheckpointError(f"{hint}\n  details: {err}" if hint else str(err)) from err
     model.apply(_reset_buffers)
     return model.eval()
 

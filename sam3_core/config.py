@@ -1,13 +1,18 @@
 """Model configurations: one frozen dataclass per component, composed into `Sam3Config`.
 
-`CONFIGS` maps a preset name to a factory: the released model (`"sam3"`) and tiny presets
-that the tests build with random weights.
+`CONFIGS` maps a preset name to a factory: the released models (`"sam3"`, `"sam3.1"`) and
+tiny presets that the tests build with random weights. `config_to_dict` / `config_from_dict`
+turn a config into plain JSON-able data and back (the record saved beside our checkpoints).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,31 @@ class TrackerConfig:
     multimask_min_pt_num: int = 0
     multimask_max_pt_num: int = 1
     multimask_output_for_tracking: bool = True
+    iou_prediction_use_sigmoid: bool = True
+
+
+@dataclass(frozen=True)
+class MultiplexConfig:
+    """SAM 3.1's Object Multiplex tracker: objects in buckets of `multiplex_count` share one
+    memory-attention, mask-decoder and memory-encoder pass per frame.
+
+    The mask decoder's two-way transformer and the memory fuser take their sizes from
+    `TrackerConfig` (Meta builds both trackers' with the same values); the memory keeps the full
+    width (no channel compression).
+    """
+
+    multiplex_count: int = 16
+    num_memory_frames: int = 7
+    num_memory_attention_layers: int = 4
+    memory_attention_num_heads: int = 8
+    memory_attention_mlp_dim: int = 2048
+    memory_attention_rope_theta: float = 10000.0
+    mask_input_channel_multiplier: int = 2  # mask + "conditioning frame" channel per slot
+    mask_downsampler_first_channels: int = 4
+    sigmoid_scale_for_mem_enc: float = 2.0
+    sigmoid_bias_for_mem_enc: float = -1.0
+    max_object_pointers_in_encoder: int = 16
+    max_cond_frame_num: int = 4
 
 
 @dataclass(frozen=True)
@@ -145,6 +175,12 @@ class Sam3Config:
     detr_decoder: DetrDecoderConfig = field(default_factory=DetrDecoderConfig)
     mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    multiplex: MultiplexConfig | None = None  # set: SAM 3.1 (interactive head + multiplex)
+
+    @property
+    def kind(self) -> str:
+        """ "sam3.1" for an Object Multiplex model, else "sam3"."""
+        return "sam3" if self.multiplex is None else "sam3.1"
 
     @property
     def image_size(self) -> int:
@@ -202,7 +238,46 @@ def sam3_tiny() -> Sam3Config:
     )
 
 
-CONFIGS: dict[str, Callable[[], Sam3Config]] = {"sam3": sam3, "sam3_tiny": sam3_tiny}
+def as_multiplex(config: Sam3Config, multiplex: MultiplexConfig) -> Sam3Config:
+    """SAM 3.1's layout on a SAM 3 config: a 3-level neck (scales 4, 2, 1; SAM 3's 0.5 level
+    is never read), an interactive head without SAM 3's memory (its IoU head has no sigmoid),
+    and the multiplex tracker."""
+    return replace(
+        config,
+        neck=replace(config.neck, scale_factors=config.neck.scale_factors[:3]),
+        tracker=replace(config.tracker, iou_prediction_use_sigmoid=False),
+        multiplex=multiplex,
+    )
+
+
+def sam3_1() -> Sam3Config:
+    """The released SAM 3.1 (`facebook/sam3.1`, `sam3.1_multiplex.pt`)."""
+    return as_multiplex(sam3(), MultiplexConfig())
+
+
+def sam3_1_tiny() -> Sam3Config:
+    """`sam3_tiny` with SAM 3.1's layout: buckets of 4 objects, 2 memory-attention layers; the
+    memory fuser 4x as wide as the memory (Meta's ConvNeXt block fixes that ratio)."""
+    tiny = sam3_tiny()
+    fuser = 4 * tiny.tracker.hidden_size
+    return as_multiplex(
+        replace(tiny, tracker=replace(tiny.tracker, memory_fuser_intermediate_dim=fuser)),
+        MultiplexConfig(
+            multiplex_count=4,
+            num_memory_attention_layers=2,
+            memory_attention_num_heads=4,
+            memory_attention_mlp_dim=64,
+            mask_downsampler_first_channels=1,
+        ),
+    )
+
+
+CONFIGS: dict[str, Callable[[], Sam3Config]] = {
+    "sam3": sam3,
+    "sam3_tiny": sam3_tiny,
+    "sam3.1": sam3_1,
+    "sam3.1_tiny": sam3_1_tiny,
+}
 
 
 def get_config(name: str) -> Sam3Config:
@@ -212,17 +287,57 @@ def get_config(name: str) -> Sam3Config:
     return CONFIGS[name]()
 
 
+def config_to_dict(config: Sam3Config) -> dict[str, Any]:
+    """The config as plain JSON-able data (nested dicts, lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Sam3Config:
+    """Rebuild a config from `config_to_dict`'s data; unknown fields raise ValueError naming
+    them (a record from a newer version), a non-mapping raises TypeError; missing fields take
+    their defaults."""
+    return _build(Sam3Config, data, "config")
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """One dataclass from a mapping, recursing into nested dataclass fields."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where} must be a mapping of fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown fields {unknown} for {cls.__name__}: the record was written "
+            "by another version of sam3-tools; pass the config explicitly"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        nested = next((t for t in options if dataclasses.is_dataclass(t)), None)
+        if value is None or nested is None:
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+        else:
+            kwargs[name] = _build(nested, value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
 __all__ = [
     "CONFIGS",
     "DetrDecoderConfig",
     "DetrEncoderConfig",
     "GeometryConfig",
     "MaskDecoderConfig",
+    "MultiplexConfig",
     "NeckConfig",
     "Sam3Config",
     "TextConfig",
     "TrackerConfig",
     "ViTConfig",
+    "as_multiplex",
+    "config_from_dict",
+    "config_to_dict",
     "get_config",
     "replace",
 ]

@@ -82,20 +82,28 @@ class MaskDownSamplerLayer(nn.Module):
 
 
 class MaskDownSampler(nn.Module):
-    """Downsamples a mask by the total stride, growing channels by stride**2 per step."""
+    """Downsamples a mask by the total stride, growing channels by stride**2 per step.
 
-    def __init__(self, config: TrackerConfig) -> None:
+    `in_channels` mask channels enter (SAM 3: 1; SAM 3.1: 2 per multiplex slot); the first
+    step outputs `first_channels * stride**2`.
+    """
+
+    def __init__(
+        self, config: TrackerConfig, in_channels: int = 1, first_channels: int = 1
+    ) -> None:
         super().__init__()
         stride = config.mask_downsampler_stride
         num_layers = round(math.log(config.mask_downsampler_total_stride, stride))
-        channels = [stride ** (2 * i) for i in range(num_layers + 1)]
+        channels = [in_channels] + [
+            first_channels * stride ** (2 * i) for i in range(1, num_layers + 1)
+        ]
         self.layers = nn.ModuleList(
             [MaskDownSamplerLayer(config, channels[i], channels[i + 1]) for i in range(num_layers)]
         )
         self.final_conv = nn.Conv2d(channels[-1], config.hidden_size, kernel_size=1)
 
     def forward(self, masks: Tensor) -> Tensor:
-        """[B, 1, H, W] -> [B, C, H/total_stride, W/total_stride]."""
+        """[B, in_channels, H, W] -> [B, C, H/total_stride, W/total_stride]."""
         for layer in self.layers:
             masks = layer(masks)
         return self.final_conv(masks)
@@ -137,18 +145,28 @@ class MemoryFuser(nn.Module):
 
 
 class MemoryEncoder(nn.Module):
-    """Fuses a frame embedding with its (scaled) mask into a memory map and its encoding."""
+    """Fuses a frame embedding with its (scaled) mask into a memory map and its encoding.
 
-    def __init__(self, config: TrackerConfig) -> None:
+    The output keeps the full width (no `projection`) when `memory_channels` equals it (SAM 3.1).
+    """
+
+    def __init__(
+        self, config: TrackerConfig, mask_channels: int = 1, first_channels: int = 1
+    ) -> None:
         super().__init__()
         d = config.hidden_size
-        self.mask_downsampler = MaskDownSampler(config)
+        self.mask_downsampler = MaskDownSampler(config, mask_channels, first_channels)
         self.feature_projection = nn.Conv2d(d, d, kernel_size=1)
         self.memory_fuser = MemoryFuser(config)
-        self.projection = nn.Conv2d(d, config.memory_channels, kernel_size=1)
+        self.projection = (
+            nn.Identity()
+            if config.memory_channels == d
+            else nn.Conv2d(d, config.memory_channels, kernel_size=1)
+        )
 
     def forward(self, image_embed: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """image_embed [B, C, h, w], masks [B, 1, 16h, 16w] -> memory and encoding [B, M, h, w]."""
+        """image_embed [B, C, h, w], masks [B, mask_channels, 16h, 16w] -> memory and its
+        encoding [B, M, h, w]."""
         if image_embed.shape[0] > 1 and image_embed.stride(0) == 0:
             image_embed = image_embed[:1]  # one image expanded to B masks: project it once
         x = self.feature_projection(image_embed) + self.mask_downsampler(masks)

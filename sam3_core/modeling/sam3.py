@@ -1,4 +1,5 @@
-"""The whole SAM 3: concept detector, tracker head and the tracker's own FPN neck.
+"""The whole SAM 3: concept detector, tracker head and the tracker's own FPN neck; for SAM 3.1
+also the propagation neck and the multiplex tracker.
 
 Attribute names match the released checkpoint's transformers layout
 (`detector_model.*`, `tracker_model.*`, `tracker_neck.*`), so it loads without renaming.
@@ -13,6 +14,7 @@ from torch import nn
 
 from sam3_core.config import Sam3Config
 from sam3_core.modeling.detector import Sam3Detector
+from sam3_core.modeling.multiplex_tracker import MultiplexTracker
 from sam3_core.modeling.neck import FPNNeck
 from sam3_core.modeling.tracker import Sam3Tracker
 from sam3_core.weights.errors import MissingPartError
@@ -30,14 +32,21 @@ PARTS: dict[str, tuple[str, ...]] = {
         "tracker_model.no_memory_embedding",
     ),
     "video memory": ("tracker_model.",),
+    "multiplex tracker": ("propagation_neck.", "multiplex_tracker."),  # SAM 3.1 only
 }
 PART_CONTENTS = {
     "vision encoder": "the ViT image encoder",
     "detector": "the concept detector: text encoder, DETR, mask head",
     "tracker": "the click tracker: prompt encoder, mask decoder, tracker neck",
     "video memory": "the tracker's memory: memory attention and encoder, object pointers",
+    "multiplex tracker": "SAM 3.1's Object Multiplex tracker and its neck",
 }
 FULL_CHECKPOINT = "load facebook/sam3's full checkpoint (model.safetensors or sam3.pt)"
+MULTIPLEX_VIDEO_PENDING = (
+    "SAM 3.1 (Object Multiplex) video tracking is not available yet in this version: its "
+    "weights load into the multiplex tracker, but the video session does not drive it; "
+    "track videos with facebook/sam3 for now (SAM 3.1 images work)"
+)
 
 
 def part_of(key: str) -> str:
@@ -57,11 +66,17 @@ class Sam3Model(nn.Module):
         self.detector_model = Sam3Detector(config)
         self.tracker_model = Sam3Tracker(config)
         self.tracker_neck = FPNNeck(config.vit.hidden_size, config.neck)
+        if config.multiplex is not None:  # SAM 3.1: the propagation neck and tracker
+            self.propagation_neck = FPNNeck(config.vit.hidden_size, config.neck)
+            self.multiplex_tracker = MultiplexTracker(config)
         # The parts a checkpoint filled (see `PARTS`); None: built at random, every part usable.
         self.loaded_parts: frozenset[str] | None = None
 
     def require_parts(self, *parts: str, task: str) -> None:
-        """Raise MissingPartError unless every part needed for `task` holds loaded weights."""
+        """Raise MissingPartError unless every part needed for `task` holds loaded weights
+        (and, for SAM 3.1, is driven by this version)."""
+        if self.config.multiplex is not None and "video memory" in parts:
+            raise MissingPartError(f"{task}: {MULTIPLEX_VIDEO_PENDING}")
         if self.loaded_parts is None:
             return
         absent = [p for p in parts if p not in self.loaded_parts]

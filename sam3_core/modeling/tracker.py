@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sam3_core.config import Sam3Config
+from sam3_core.config import Sam3Config, TrackerConfig
 from sam3_core.modeling.memory import MemoryAttention, MemoryEncoder, sine_position_encoding_1d
 from sam3_core.modeling.prompt_encoder import RandomFourierEmbedding, TrackerPromptEncoder
 from sam3_core.modeling.tracker_mask_decoder import TrackerMaskDecoder, TrackerMLP
@@ -84,9 +84,26 @@ class Sam3Tracker(nn.Module):
                 f"{cfg.memory_channels}; object pointers are split into memory-width tokens."
             )
         self.config = cfg
-        d, mem = cfg.hidden_size, cfg.memory_channels
+        d = cfg.hidden_size
         self.image_size = config.vit.image_size
         self.no_memory_embedding = nn.Parameter(torch.zeros(1, 1, d))
+        self.shared_image_embedding = RandomFourierEmbedding(d)
+        self.prompt_encoder = TrackerPromptEncoder(
+            cfg, config.vit.image_size, config.vit.patch_size
+        )
+        self.mask_decoder = TrackerMaskDecoder(cfg)
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.object_pointer_proj = TrackerMLP(d, d, d, 3)
+        # SAM 3's video memory; SAM 3.1 (config.multiplex set) tracks with the multiplex
+        # tracker instead, and its interactive head has none of these.
+        self.has_memory = config.multiplex is None
+        if self.has_memory:
+            self._build_memory(cfg)
+        self._pe_cache: tuple[tuple, Tensor] | None = None
+
+    def _build_memory(self, cfg: TrackerConfig) -> None:
+        """SAM 3's memory attention, memory encoder and memory/pointer embeddings."""
+        d, mem = cfg.hidden_size, cfg.memory_channels
         self.no_memory_positional_encoding = nn.Parameter(torch.zeros(1, 1, d))
         self.memory_temporal_positional_encoding = nn.Parameter(
             torch.zeros(cfg.num_memory_frames, 1, 1, mem)
@@ -95,21 +112,13 @@ class Sam3Tracker(nn.Module):
         self.occlusion_spatial_embedding_parameter = (
             nn.Parameter(torch.zeros(1, mem)) if cfg.enable_occlusion_spatial_embedding else None
         )
-        self.shared_image_embedding = RandomFourierEmbedding(d)
-        self.prompt_encoder = TrackerPromptEncoder(
-            cfg, config.vit.image_size, config.vit.patch_size
-        )
-        self.mask_decoder = TrackerMaskDecoder(cfg)
         self.memory_attention = MemoryAttention(cfg)
         self.memory_encoder = MemoryEncoder(cfg)
-        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
-        self.object_pointer_proj = TrackerMLP(d, d, d, 3)
         self.temporal_positional_encoding_projection_layer = (
             nn.Linear(d, mem)
             if cfg.enable_temporal_pos_encoding_for_object_pointers
             else nn.Identity()
         )
-        self._pe_cache: tuple[tuple, Tensor] | None = None
 
     # ----------------------------------------------------------------- image / interactive path
 

@@ -174,7 +174,7 @@ class TrackerMaskDecoder(nn.Module):
             config.iou_head_hidden_dim,
             self.num_mask_tokens,
             config.iou_head_depth,
-            sigmoid_output=True,
+            sigmoid_output=config.iou_prediction_use_sigmoid,
         )
         self.conv_s0 = nn.Conv2d(d, d // 8, kernel_size=1)
         self.conv_s1 = nn.Conv2d(d, d // 4, kernel_size=1)

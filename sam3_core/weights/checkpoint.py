@@ -17,6 +17,9 @@ Our keys are the transformers `Sam3VideoModel` keys: `detector_model.*` (the ima
   renamed, with fused q/k/v projections split, the ViT cls position dropped, the CLIP text
   projection transposed, the tracker's point embeddings stacked, and the precomputed RoPE
   tables and the unused point-prompt projections of the geometry encoder dropped.
+- "official_multiplex": Meta's SAM 3.1 `sam3.1_multiplex.pt` (`detector.*`, `tracker.model.*`):
+  the detector and interactive head converted like `sam3.pt`, the multiplex tracker into
+  `propagation_neck.*` / `multiplex_tracker.*` (see `official_multiplex`).
 """
 
 import json
@@ -35,6 +38,7 @@ from sam3_core.modeling.sam3 import FULL_CHECKPOINT, PART_CONTENTS, part_of
 from sam3_core.weights.errors import CheckpointError
 from sam3_core.weights.hub import DEFAULT_REPO, resolve_checkpoint, resolve_local
 from sam3_core.weights.official import convert_official
+from sam3_core.weights.official_multiplex import convert_official_multiplex, is_multiplex_checkpoint
 
 __all__ = [
     "DEFAULT_REPO",
@@ -49,10 +53,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OUR_PREFIXES = ("detector_model.", "tracker_model.", "tracker_neck.")
+OUR_PREFIXES = (
+    "detector_model.",
+    "tracker_model.",
+    "tracker_neck.",
+    "propagation_neck.",
+    "multiplex_tracker.",
+)
 MAX_LISTED = 10
 
-Layout = Literal["ours", "hf_detector", "hf_tracker", "official"]
+Layout = Literal["ours", "hf_detector", "hf_tracker", "official", "official_multiplex"]
 SAVED_TRACKER_PREFIXES = ("tracker_model.detector_model.", "tracker_model.tracker_neck.")
 
 
@@ -149,6 +159,8 @@ def detect_layout(sd: Mapping[str, Tensor]) -> Layout:
         return "hf_tracker"
     if any(k.startswith(OUR_PREFIXES) for k in keys):
         return "ours"
+    if is_multiplex_checkpoint(sd):
+        return "official_multiplex"
     if any(k.startswith(("detector.", "tracker.")) for k in keys):
         return "official"
     if any(
@@ -183,6 +195,8 @@ def to_our_layout(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {"detector_model." + k: v for k, v in sd.items()}
     if layout == "hf_tracker":
         return _fill_aliases({_tracker_key(k): v for k, v in sd.items()})
+    if layout == "official_multiplex":
+        return _fill_aliases(convert_official_multiplex(sd))
     return _fill_aliases(convert_official(sd))
 
 

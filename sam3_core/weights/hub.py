@@ -14,7 +14,7 @@ from pathlib import Path
 from sam3_core.weights.errors import CheckpointError
 
 DEFAULT_REPO = "facebook/sam3"
-HUB_FILES = ("model.safetensors", "model.safetensors.index.json", "sam3.pt")
+HUB_FILES = ("model.safetensors", "model.safetensors.index.json", "sam3.pt", "sam3.1_multiplex.pt")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 ACCESS_HELP = (
     "request access at https://huggingface.co/{}, then set HF_TOKEN or run `hf auth login`"
