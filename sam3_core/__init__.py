@@ -15,6 +15,7 @@ from sam3_core.formats.images import ImageReadError, load_image, open_array, to_
 from sam3_core.predictor import ImagePredictor, ImageState
 from sam3_core.prompts import PromptError
 from sam3_core.results import Concept, Exemplar, Instances
+from sam3_core.weights.config_record import save_checkpoint
 from sam3_core.weights.errors import CheckpointError, MissingPartError
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "load_model",
     "open_array",
     "open_frames",
+    "save_checkpoint",
     "segment_stack",
     "segment_tiled",
     "to_axes",

@@ -6,11 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sam3_core.cli import segment, track
+from sam3_core.cli import embed, segment, track
+from sam3_core.cli import eval as eval_cmd
 from sam3_core.device import pick_device, precision_note
 from sam3_core.prompts import PromptError
 
-COMMANDS = (segment, track)  # each module: register(sub) adds its parser with defaults(run=...)
+COMMANDS = (
+    segment,
+    embed,
+    track,
+    eval_cmd,
+)  # each module: register(sub) adds its parser with defaults(run=...)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,7 +92,51 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return box
 
 
+def parse_ray_address(text: str) -> str:
+    """`--ray` value: auto (join a running cluster or start one here), local, HOST:PORT or
+    ray://HOST:PORT."""
+    if text in ("auto", "local") or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"--ray {text!r}: expected auto, local, HOST:PORT or ray://HOST:PORT (a bare --ray means "
+        "auto; write --ray=ADDRESS or put --ray after the inputs)"
+    )
+
+
+def add_job_args(p: argparse.ArgumentParser) -> None:
+    """Options of commands that run as a dataset job (`sam3_core.jobs`): runner and resume."""
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        type=parse_ray_address,
+        metavar="ADDRESS",
+        help="run on a Ray cluster: bare --ray (= auto) joins a running one or starts one here; "
+        "or HOST:PORT (needs pip install 'sam3-tools[ray]')",
+    )
+    p.add_argument(
+        "--workers",
+        type=parse_positive_int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: one per GPU, else one per CPU); needs --ray",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over when --out holds a job with other settings (the old output is moved "
+        "into --out/replaced-<time>/, never deleted)",
+    )
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="segment again the images that failed in an earlier run of this job",
+    )
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Options that pick the model: checkpoint, config, device, precision, hub token."""
     p.add_argument(
         "--checkpoint",
         default=None,

@@ -1,32 +1,50 @@
-"""`sam3 segment`: segment images or folders by concept into COCO JSON with overlay PNGs."""
+"""`sam3 segment`: segment images or folders by concept, as a dataset job (`run_job`), here or on
+a Ray cluster -> Parquet records, COCO / Label Studio files and overlay PNGs; resumable."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from sam3_core.cli.args import (
     INTERRUPTED,
+    add_job_args,
     add_model_args,
     parse_count,
     parse_exemplar,
     parse_fraction,
     parse_positive_int,
 )
-from sam3_core.prompts import PromptError
+from sam3_core.jobs.spec import TILE_ABOVE, TILE_SIZE
 
-TILE_ABOVE = 4096  # px: `sam3 segment` tiles images with a longer side
-TILE_SIZE = 1008  # px: tile size when tiling is automatic (the model's input size)
+FORMATS = ("coco", "parquet", "labelstudio")
+EXPORT_OF = {"coco": "coco", "labelstudio": "labelstudio"}  # parquet: the shards themselves
+MAX_LISTED = 20  # failed images named on stderr
+
+
+def parse_formats(text: str) -> list[str]:
+    """'coco,labelstudio' -> ['coco', 'labelstudio'] (each one of FORMATS)."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"--format {text!r}: choose from {', '.join(FORMATS)} (repeat or comma-separate)"
+        )
+    return names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `segment` to the `sam3` subcommands."""
     seg = sub.add_parser(
-        "segment", help="segment images or folders by concept -> COCO JSON + overlays"
+        "segment",
+        help="segment images or folders by concept -> COCO JSON + overlays (resumable; --ray)",
     )
-    seg.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    seg.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files, folders (recursive), globs, .txt/.parquet lists, s3:// or gs:// URIs",
+    )
     seg.add_argument(
         "--concept", action="append", default=[], help="a noun phrase; repeat for more"
     )
@@ -37,13 +55,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=parse_exemplar,
         help="x0,y0,x1,y1[,neg] box around an example, in pixels; repeat for more",
     )
-    seg.add_argument("--out", required=True, type=Path, help="output folder")
-    seg.add_argument("--score-threshold", type=parse_fraction, default=0.5)
+    seg.add_argument("--out", required=True, type=Path, help="output folder (resumed if it exists)")
+    seg.add_argument(
+        "--score-threshold",
+        type=parse_fraction,
+        default=None,
+        help="keep instances scoring at least this (default 0.5)",
+    )
+    seg.add_argument(
+        "--thresholds",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="per-concept score thresholds (JSON, e.g. from sam3 eval --calibrate); "
+        "replaces --score-threshold",
+    )
     seg.add_argument("--mask-threshold", type=parse_fraction, default=0.5)
     seg.add_argument(
         "--batch-size", type=parse_positive_int, default=2, help="images (or tiles) per pass"
     )
+    seg.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        type=parse_formats,
+        default=None,
+        help="coco (annotations.json, default), labelstudio (labelstudio.json, brush masks) "
+        "and/or parquet (the records in shards/ only); repeat or comma-separate",
+    )
     seg.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    seg.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="embedding store folder (e.g. filled by sam3 embed): images found there skip the "
+        "backbone, the others are added",
+    )
     seg.add_argument(
         "--tile",
         type=parse_positive_int,
@@ -65,189 +113,128 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument(
         "--save-every",
         type=parse_positive_int,
-        default=25,
+        default=None,
         metavar="N",
-        help="rewrite annotations.json every N images (default 25), so a stopped run keeps them",
+        help="also rewrite the COCO/Label Studio files every N images (each rewrite reads all "
+        "records); records themselves are saved after every batch",
     )
+    add_job_args(seg)
     add_model_args(seg)
     seg.set_defaults(run=segment)
 
 
-def overlay_name(image: Path, root: Path) -> Path:
-    """Overlay path of an image, unique per file: its path below `root` + '.png' (a/x.jpg.png)."""
-    rel = Path(os.path.relpath(os.path.abspath(image), root))
-    return rel.parent / f"{rel.name}.png"
+def usage_error(args: argparse.Namespace) -> str | None:
+    """A message for flags that cannot work together, else None."""
+    if not args.concept and not args.exemplar:
+        return "give at least one --concept or --exemplar"
+    if args.tile_overlap >= (args.tile or TILE_SIZE):
+        return (
+            f"--tile-overlap {args.tile_overlap} must be smaller than the tile size "
+            f"{args.tile or TILE_SIZE} (--tile)"
+        )
+    if args.thresholds is not None and args.score_threshold is not None:
+        return "give --thresholds or --score-threshold, not both (the file has a default)"
+    if args.workers is not None and args.ray is None:
+        return "--workers needs --ray (the local runner is one process; --ray runs N workers)"
+    if "labelstudio" in args.formats:
+        from sam3_core.jobs.writers import brush_encoder
+
+        try:
+            brush_encoder()
+        except ImportError as err:
+            return str(err)
+    return None
 
 
-class SegmentRun:
-    """The results of one `sam3 segment` run, written as they come (COCO file, overlays)."""
+def job_spec(args: argparse.Namespace):
+    """The `JobSpec` of the command line."""
+    from sam3_core.jobs.spec import JobSpec
 
-    def __init__(self, args: argparse.Namespace, files: list[Path], names: list[str]) -> None:
-        from sam3_core.formats.coco import CocoWriter
-
-        self.args, self.coco, self.failed = args, CocoWriter(names), []
-        self.path = args.out / "annotations.json"
-        parents = [os.path.dirname(os.path.abspath(f)) for f in files]
-        self.root = Path(os.path.commonpath(parents))
-        self.unsaved = 0
-
-    def failure(self, file: Path, err: Exception) -> None:
-        """Report an image that could not be segmented; the run goes on."""
-        from tqdm import tqdm
-
-        self.failed.append((file, str(err)))
-        tqdm.write(f"sam3: skipped {file}: {err}", file=sys.stderr)
-
-    def done(self, file: Path, instances, image=None, tiled=None) -> None:
-        """Record one image's results: `instances` on its uint8 [H, W, 3] `image`, or `tiled`.
-
-        `tiled` (`TiledInstances`) is drawn on the thumbnail of `image`, then a `TileReader`.
-        """
-        from sam3_core.formats.overlay import draw_overlay, draw_tiled_overlay
-
-        if tiled is None:
-            self.coco.add(str(file), instances.image_size, instances)
-        else:
-            self.coco.add_tiled(str(file), tiled)
-        if not self.args.no_overlays:
-            target = self.args.out / "overlays" / overlay_name(file, self.root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            picture = (
-                draw_overlay(image, instances)
-                if tiled is None
-                else draw_tiled_overlay(*image.thumbnail(), tiled)
-            )
-            picture.save(target)
-        self.unsaved += 1
-        if self.unsaved >= self.args.save_every:
-            self.save()
-
-    def save(self) -> None:
-        """Rewrite annotations.json (atomically) with every image finished so far."""
-        self.coco.write(self.path)
-        self.unsaved = 0
-
-
-def _segment_tiled(run: SegmentRun, predictor, file: Path) -> None:
-    """One image through `segment_tiled` (read lazily where the format allows)."""
-    from sam3_core.formats.images import open_array
-    from sam3_core.large.tiling import TileReader, segment_tiled
-
-    args = run.args
-    reader = TileReader(open_array(file))
-    tiled = segment_tiled(
-        predictor,
-        reader,
-        args.concept or None,
-        args.exemplar or None,
-        tile_size=args.tile or TILE_SIZE,
-        overlap=args.tile_overlap,
-        batch_size=args.batch_size,
-        score_threshold=args.score_threshold,
+    return JobSpec(
+        inputs=tuple(args.inputs),
+        concepts=tuple(args.concept),
+        exemplars=tuple(args.exemplar),
+        score_threshold=0.5 if args.score_threshold is None else args.score_threshold,
         mask_threshold=args.mask_threshold,
+        thresholds=args.thresholds,
+        checkpoint=args.checkpoint,
+        config=args.config,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        tile=args.tile,
+        tile_above=args.tile_above,
+        tile_overlap=args.tile_overlap,
+        store=args.store,
+        token=args.token,
     )
-    run.done(file, None, reader, tiled)
 
 
-def _segment_batch(run: SegmentRun, predictor, chunk: list[Path], bar) -> None:
-    """Images of one batch: large ones tiled one by one, the others in one backbone pass."""
-    from sam3_core.formats.images import (
-        ImageReadError,
-        ImageTooLargeError,
-        load_image,
-        read_image_size,
-    )
+def report_failures(out: Path) -> int:
+    """Name the images whose record is an error (this run or an earlier one); their count."""
+    from sam3_core.jobs.records import iter_records
 
-    args = run.args
-    files, arrays = [], []
-    for f in chunk:
-        try:
-            tiled = args.tile is not None or max(read_image_size(f)) > args.tile_above
-            if not tiled:
-                try:
-                    arrays.append(load_image(f))
-                    files.append(f)
-                    continue
-                except ImageTooLargeError:
-                    pass
-            _segment_tiled(run, predictor, f)
-        except (ImageReadError, PromptError, ValueError) as err:
-            run.failure(f, err)
-        bar.update(1)
-    states = predictor.set_images(arrays) if arrays else []
-    for f, arr, state in zip(files, arrays, states):
-        try:
-            inst = predictor.predict(
-                state,
-                args.concept or None,
-                args.exemplar or None,
-                score_threshold=args.score_threshold,
-                mask_threshold=args.mask_threshold,
-            )
-            run.done(f, inst, arr)
-        except PromptError as err:
-            run.failure(f, err)
-        bar.update(1)
+    failed = [(r["id"], r["error"]) for r in iter_records(out, ["id", "error"]) if r["error"]]
+    for image_id, error in failed[:MAX_LISTED]:
+        print(f"sam3: failed {image_id}: {error}", file=sys.stderr)
+    if failed:
+        more = f" ({len(failed) - MAX_LISTED} more not shown)" if len(failed) > MAX_LISTED else ""
+        print(
+            f"sam3: {len(failed)} image(s) failed{more}; fix them and re-run with --retry-errors",
+            file=sys.stderr,
+        )
+    return len(failed)
 
 
 def segment(args: argparse.Namespace) -> int:
     """Run `sam3 segment`; returns the exit code (1 if any image failed, 130 if interrupted).
 
-    annotations.json is rewritten atomically every `--save-every` images and when the run
-    ends, stops on Ctrl-C or crashes, so the images finished so far are never lost.
+    Records are stored after every batch, so a stopped run (Ctrl-C, a crash, a kill) loses at
+    most the batches in flight and the same command resumes it; the annotation files are
+    written at the end, also when stopped or crashed (from what finished), and every
+    `--save-every` images.
     """
-    from tqdm import tqdm
+    from sam3_core.jobs.run import run_job, write_exports
 
-    from sam3_core.formats.images import iter_image_files
-    from sam3_core.predictor import ImagePredictor
-    from sam3_core.prompts import normalize_concepts
+    args.formats = list(dict.fromkeys(f for group in args.formats or [["coco"]] for f in group))
+    problem = usage_error(args)
+    if problem:
+        print(f"sam3: error: {problem}", file=sys.stderr)
+        return 2
+    spec = job_spec(args)
+    files = [EXPORT_OF[f] for f in args.formats if f in EXPORT_OF]  # annotation files to write
+    progress = {"stored": False, "saved": 0, "done": 0, "total": 0}
 
-    files: list[Path] = []
-    for item in args.inputs:
-        files.extend(iter_image_files(item))
-    files = list(dict.fromkeys(files))  # an image named twice is segmented once
-    if not files:
-        print(f"sam3: no images found in {' '.join(args.inputs)}", file=sys.stderr)
-        return 2
-    if not args.concept and not args.exemplar:
-        print("sam3: give at least one --concept or --exemplar", file=sys.stderr)
-        return 2
-    if args.tile_overlap >= (args.tile or TILE_SIZE):
-        print(
-            f"sam3: error: --tile-overlap {args.tile_overlap} must be smaller than the tile "
-            f"size {args.tile or TILE_SIZE} (--tile)",
-            file=sys.stderr,
-        )
-        return 2
-    names = normalize_concepts(args.concept or None, args.exemplar or None, (10**9, 10**9)).names
-    predictor = ImagePredictor.from_pretrained(
-        args.checkpoint,
-        config=args.config,
-        device=args.device,
-        precision=args.precision,
-        token=args.token,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    run = SegmentRun(args, files, names)
+    def on_progress(done: int, total: int) -> None:
+        progress.update(stored=True, done=done, total=total)
+        if args.save_every and done - progress["saved"] >= args.save_every:
+            write_exports(args.out, files)  # every record so far
+            progress["saved"] = done
+
     try:
-        with tqdm(total=len(files), unit="img", desc="segment") as bar:
-            for start in range(0, len(files), args.batch_size):
-                _segment_batch(run, predictor, files[start : start + args.batch_size], bar)
-    except KeyboardInterrupt:
-        print(
-            f"sam3: interrupted; {len(run.coco.images)} of {len(files)} images saved in {run.path}",
-            file=sys.stderr,
+        summary = run_job(
+            spec,
+            args.out,
+            runner="local" if args.ray is None else "ray",
+            ray_address=args.ray,
+            workers=args.workers,
+            restart=args.restart,
+            retry_errors=args.retry_errors,
+            exports=[*files, *([] if args.no_overlays else ["overlays"])],
+            on_progress=on_progress,
         )
-        return INTERRUPTED
-    finally:
-        run.save()  # also when stopped or crashed: what finished is kept
-    print(
-        f"sam3: {len(run.coco.images)} images, {len(run.coco.annotations)} instances -> {run.path}"
-    )
-    if run.failed:
-        print(
-            f"sam3: {len(run.failed)} image(s) failed: " + ", ".join(str(f) for f, _ in run.failed),
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    except BaseException as err:
+        if progress["stored"]:
+            write_exports(args.out, files)  # what finished is kept in the files too
+        if isinstance(err, KeyboardInterrupt):
+            print(
+                f"sam3: interrupted; {progress['done']} of {progress['total']} images saved in "
+                f"{args.out} (run the same command again to resume)",
+                file=sys.stderr,
+            )
+            return INTERRUPTED
+        raise
+    print(f"sam3: {summary}")
+    for name, path in summary.exports.items():
+        print(f"sam3: {name} -> {path}")
+    return 1 if report_failures(summary.out_dir) else 0

@@ -1,86 +1,152 @@
-"""COCO-format export: images, concept categories and RLE-mask annotations."""
+"""COCO instances JSON: image, category and RLE-mask annotation entries, written streamed and
+atomically; plus COCO RLE helpers and the JSON records of tracked instances.
+
+`sam3 segment` and dataset jobs write their `annotations.json` through `write_coco_file`
+(see `sam3_core.jobs.writers.write_coco`), so there is one COCO layout.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO
+
+import numpy as np
 
 from sam3_core.postprocess import mask_to_rle
 from sam3_core.results import Instances
 
 
-class CocoWriter:
-    """Accumulates per-image instances and writes one COCO JSON (masks as compressed RLE)."""
+def coco_categories(names: Sequence[str]) -> list[dict]:
+    """One category per concept name, ids from 1 in order."""
+    return [{"id": i + 1, "name": n} for i, n in enumerate(names)]
 
-    def __init__(self, categories: list[str]) -> None:
-        self.categories = [{"id": i + 1, "name": n} for i, n in enumerate(categories)]
-        self._cat_ids = {n: i + 1 for i, n in enumerate(categories)}
-        self.images: list[dict] = []
-        self.annotations: list[dict] = []
 
-    def add(self, file_name: str, size: tuple[int, int], instances: Instances) -> int:
-        """Add one image and its instances (dense bool masks [N, H, W]); returns the image id."""
-        image_id = self._add_image(file_name, size)
-        for mask, box, score, name in zip(
-            instances.masks, instances.boxes, instances.scores, instances.names()
-        ):
-            self._annotate(image_id, mask_to_rle(mask), int(mask.sum()), box, score, name)
-        return image_id
+def coco_image(image_id: int, file_name: str, height: int, width: int) -> dict:
+    """A COCO image entry."""
+    return {"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}
 
-    def add_tiled(self, file_name: str, tiled: Any) -> int:
-        """Add one large image and its `TiledInstances` (cropped masks); returns the image id."""
-        image_id = self._add_image(file_name, tiled.image_size)
-        for i, area in enumerate(tiled.areas()):
-            name = tiled.label_names[tiled.labels[i]]
-            self._annotate(image_id, tiled.rle(i), int(area), tiled.boxes[i], tiled.scores[i], name)
-        return image_id
 
-    def _add_image(self, file_name: str, size: tuple[int, int]) -> int:
-        image_id = len(self.images) + 1
-        self.images.append(
-            {"id": image_id, "file_name": file_name, "height": size[0], "width": size[1]}
-        )
-        return image_id
+def rle_area(rle: dict) -> int:
+    """Pixel count of a COCO compressed RLE {size: [H, W], counts: str}."""
+    from pycocotools import mask as mask_utils
 
-    def _annotate(self, image_id: int, rle: dict, area: int, box, score, name: str) -> None:
-        x0, y0, x1, y1 = (float(v) for v in box)
-        self.annotations.append(
-            {
-                "id": len(self.annotations) + 1,
-                "image_id": image_id,
-                "category_id": self._cat_ids.setdefault(name, len(self._cat_ids) + 1),
-                "segmentation": rle,
-                "area": area,
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "score": float(score),
-                "iscrowd": 0,
-            }
-        )
+    return int(mask_utils.area({"size": list(rle["size"]), "counts": rle["counts"].encode()}))
 
-    def to_dict(self) -> dict:
-        """The COCO dict: images, annotations, categories (concepts first, then any new names)."""
-        names = {c["name"] for c in self.categories}
-        extra = [{"id": i, "name": n} for n, i in self._cat_ids.items() if n not in names]
-        return {
-            "images": self.images,
-            "annotations": self.annotations,
-            "categories": self.categories + extra,
-        }
 
-    def write(self, path: str | os.PathLike) -> None:
-        """Write the JSON atomically: a reader (or a crash mid-write) never sees a partial file."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+def coco_annotation(
+    ann_id: int,
+    image_id: int,
+    category_id: int,
+    rle: dict,
+    box: Sequence[float],
+    score: float,
+    area: int | None = None,
+) -> dict:
+    """A COCO annotation: compressed RLE mask, `bbox` [x, y, w, h] from the xyxy pixel `box`,
+    `score` kept; `area` counted from the RLE unless given."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle,
+        "area": int(rle_area(rle) if area is None else area),
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "score": float(score),
+        "iscrowd": 0,
+    }
+
+
+def write_json_array(fh: IO[str], items: Iterable) -> None:
+    """Write `[item, item, ...]` one item at a time."""
+    fh.write("[")
+    for n, item in enumerate(items):
+        fh.write(("," if n else "") + "\n" + json.dumps(item))
+    fh.write("\n]")
+
+
+def write_atomic(path: str | os.PathLike, write) -> Path:
+    """Call `write(fh)` on a temporary file beside `path`, then rename it over `path`: a reader
+    (or a crash mid-write) never sees a partial file, and no temporary file is left behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_coco_file(
+    path: str | os.PathLike,
+    images: Iterable[dict],
+    annotations: Iterable[dict],
+    categories: list[dict],
+) -> Path:
+    """Stream a COCO instances JSON to `path` (atomically): every image entry, then every
+    annotation (iterated after the images, so it may use ids the images assigned)."""
+
+    def write(fh: IO[str]) -> None:
+        fh.write('{"images": ')
+        write_json_array(fh, images)
+        fh.write(', "annotations": ')
+        write_json_array(fh, annotations)
+        fh.write(', "categories": ' + json.dumps(categories) + "}\n")
+
+    return write_atomic(path, write)
+
+
+def rle_counts(counts: str) -> np.ndarray:
+    """The run lengths of a COCO compressed RLE string (pycocotools' LEB128-like code)."""
+    values: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            c = ord(counts[pos]) - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(values) > 2:
+            value += values[-2]
+        values.append(value)
+    return np.array(values, np.int64)
+
+
+def rle_crop(rle: dict, box: Sequence[int]) -> np.ndarray:
+    """bool [y1 - y0, x1 - x0]: the part of a COCO RLE mask inside the integer pixel box
+    (x0, y0, x1, y1), without decoding the whole H x W mask (memory: H x box width)."""
+    height, _ = rle["size"]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    ends = np.cumsum(rle_counts(rle["counts"]))
+    starts = ends - np.diff(ends, prepend=0)
+    first, last = x0 * height, x1 * height  # the box's columns, column-major
+    ones = slice(1, None, 2)  # runs alternate 0s, 1s, 0s, ...
+    run_start = np.clip(starts[ones], first, last) - first
+    run_end = np.clip(ends[ones], first, last) - first
+    edges = np.zeros(last - first + 1, np.int32)
+    np.add.at(edges, run_start, 1)
+    np.add.at(edges, run_end, -1)
+    columns = np.cumsum(edges[:-1]).astype(bool).reshape(x1 - x0, height)
+    return np.ascontiguousarray(columns.T[y0:y1])
+
+
+def rle_box(rle: dict) -> np.ndarray:
+    """int64 [4] tight xyxy box (exclusive ends) of a COCO RLE mask; zeros when empty."""
+    from pycocotools import mask as mask_utils
+
+    x, y, w, h = mask_utils.toBbox({"size": list(rle["size"]), "counts": rle["counts"].encode()})
+    return np.array([x, y, x + w, y + h], np.int64)
 
 
 def instance_records(inst: Instances) -> list[dict]:

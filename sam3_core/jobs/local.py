@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from sam3_core.jobs.spec import JobSpec
-from sam3_core.jobs.worker import Worker
 
-
-def run_local(spec: JobSpec, batches: list[list[str]], sink: Callable[[pa.Table], None]) -> None:
-    """Segment each planned batch in turn; `sink` stores each batch's records as it finishes."""
+def run_local(
+    worker_cls: type, spec, batches: list[list[str]], sink: Callable[[pa.Table], None]
+) -> None:
+    """Run each planned batch through one `worker_cls(spec)` (loaded once); `sink` stores each
+    batch's records as it finishes. A worker: `process(paths) -> pa.Table` of records."""
     if not batches:
         return
-    worker = Worker(spec)
+    worker = worker_cls(spec)
     for paths in batches:
         sink(worker.process(paths))

@@ -1,6 +1,7 @@
 """The Ray runner: Ray Data maps planned batches over an actor pool of predictor workers.
 
-Paths travel to the actors, which decode and segment them (`Worker`); the driver receives
+Paths travel to the actors, which decode and process them (a worker class: the segmenting
+`Worker`, or `EmbedWorker`, wrapped in `RayWorker`); the driver receives
 records (masks as RLE, small) as blocks finish and stores them through the same shard store
 as the local runner, so output, resume and exactly-once hold the same way. An actor whose
 process dies is restarted and its unfinished batches run again (Ray Data's defaults for actor
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from sam3_core.jobs.spec import JobSpec, JobSpecError
-from sam3_core.jobs.worker import Worker
+from sam3_core.jobs.spec import JobSpecError
 
 
 def import_ray():
@@ -32,6 +33,20 @@ def import_ray():
             "the local runner needs nothing more."
         ) from err
     return ray
+
+
+CAUSE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
+
+
+def cause_line(err: Exception) -> str:
+    """The worker's own exception line ("ValueError: ...") from a Ray error's report."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    found = [line for line in lines if CAUSE.match(line)]
+    if not found:
+        return lines[0] if lines else type(err).__name__
+    own = [line for line in found if not line.startswith("ray.")]  # not Ray's wrappers
+    name, sep, message = (own or found)[-1].partition(":")
+    return name.rsplit(".", 1)[-1] + sep + message  # "pkg.mod.SomeError: x" -> "SomeError: x"
 
 
 def connect(address: str | None) -> bool:
@@ -49,7 +64,13 @@ def connect(address: str | None) -> bool:
         except ConnectionError:
             ray.init(**kwargs)
     else:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as err:
+            raise JobSpecError(
+                f"cannot reach a Ray cluster at {address} ({err}); check the address, or start "
+                "one there with `ray start --head`, or pass --ray auto"
+            ) from None
     return True
 
 
@@ -70,8 +91,21 @@ def quiet_broken_debug_log() -> Iterator[None]:
         log.setLevel(level)
 
 
+class RayWorker:
+    """The Ray Data callable class around a worker: each Arrow row's `paths` column holds one
+    planned batch of image ids; returns the records of all of them as one table."""
+
+    def __init__(self, worker_cls: type, spec, threads: int | None = None) -> None:
+        self.worker = worker_cls(spec, threads=threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tables = [self.worker.process(paths) for paths in batch["paths"].to_pylist()]
+        return pa.concat_tables(tables)
+
+
 def run_ray(
-    spec: JobSpec,
+    worker_cls: type,
+    spec,
     batches: list[list[str]],
     sink: Callable[[pa.Table], None],
     *,
@@ -79,7 +113,8 @@ def run_ray(
     address: str | None = "auto",
     cpus_per_worker: int = 1,
 ) -> None:
-    """Segment the planned batches on a Ray cluster; `sink` stores records as blocks arrive.
+    """Run the planned batches through `worker_cls(spec, threads=...)` actors on a Ray cluster;
+    `sink` stores records as blocks arrive.
 
     Actors: one per GPU when the cluster has GPUs and `spec.device` allows CUDA; else
     `workers` CPU actors (default: the cluster's CPUs // cpus_per_worker) using
@@ -102,8 +137,8 @@ def run_ray(
             placement, threads = {"num_cpus": cpus_per_worker}, cpus_per_worker
         items = [{"paths": paths} for paths in batches]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            Worker,
-            fn_constructor_kwargs={"spec": spec, "threads": threads},
+            RayWorker,
+            fn_constructor_kwargs={"worker_cls": worker_cls, "spec": spec, "threads": threads},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=min(size, len(batches))),
@@ -112,6 +147,8 @@ def run_ray(
         with quiet_broken_debug_log():
             for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 sink(table)
+    except ray.exceptions.RayError as err:
+        raise RuntimeError(f"the Ray job failed on a worker: {cause_line(err)}") from err
     finally:
         if started:
             ray.shutdown()

@@ -44,9 +44,10 @@ SHARD_NAME = re.compile(r"shard-(\d+)-")
 COMPACT_BYTES = 64 << 20  # shards smaller than this are merged into shards of about this size
 
 
-def records_table(records: Sequence[dict]) -> pa.Table:
-    """Record dicts -> an Arrow table with `RECORD_SCHEMA`, sorted by id."""
-    table = pa.Table.from_pylist(list(records), schema=RECORD_SCHEMA)
+def records_table(records: Sequence[dict], schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+    """Record dicts -> an Arrow table with `schema` (segmentation records by default), sorted
+    by id."""
+    table = pa.Table.from_pylist(list(records), schema=schema)
     return table.sort_by("id") if len(table) else table
 
 
@@ -88,11 +89,18 @@ class ShardStore:
     """The `shards/` folder of a job: finished ids, atomic shard writes, reading back.
 
     retry_errors: ids whose record is an error count as not finished; their new record
-    supersedes the error row.
+    supersedes the error row. schema: the records' columns (an `id` and an `error` column
+    at least; `RECORD_SCHEMA` for segmentation).
     """
 
-    def __init__(self, out_dir: str | os.PathLike, retry_errors: bool = False) -> None:
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        retry_errors: bool = False,
+        schema: pa.Schema = RECORD_SCHEMA,
+    ) -> None:
         self.out_dir = Path(out_dir)
+        self.schema = schema
         self.folder = self.out_dir / SHARDS_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.folder.glob("*.tmp"):
@@ -137,7 +145,7 @@ class ShardStore:
         """Write `table` whole as the newest shard (temporary file, then rename)."""
         self.seq += 1
         path = self.folder / f"shard-{self.seq:09d}-{self.run}.parquet"
-        replace_table(table.cast(RECORD_SCHEMA), path, rows_per_group)
+        replace_table(table.cast(self.schema), path, rows_per_group)
         return path
 
     def drop_superseded(self) -> int:

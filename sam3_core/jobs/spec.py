@@ -9,9 +9,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sam3_core.prompts import PromptError, normalize_concepts, to_exemplar
 from sam3_core.results import Exemplar
+
+if TYPE_CHECKING:
+    from sam3_core.metrics.thresholds import Thresholds
 
 JOB_FILE = "job.json"
 SHARDS_DIR = "shards"
@@ -19,6 +23,8 @@ SHARDS_DIR = "shards"
 OWNED_NAMES = (JOB_FILE, SHARDS_DIR, "annotations.json", "labelstudio.json", "overlays")
 FINGERPRINT_BYTES = 8 << 20  # head and tail of a weights file hashed into the signature
 PRECISIONS = ("fp32", "bf16", "fp16")
+TILE_ABOVE = 4096  # px: images with a longer side are segmented in tiles by default
+TILE_SIZE = 1008  # px: the tile size when tiling is automatic (the model's input size)
 
 
 class JobSpecError(ValueError):
@@ -31,7 +37,15 @@ class JobSpec:
 
     inputs: files, folders, globs, `.txt`/`.parquet` lists of paths or URIs (see `list_inputs`);
     exemplars: (x0, y0, x1, y1[, positive]) pixel boxes joined to every concept, as in
-    `ImagePredictor.predict`; max_pixels: larger images become error records, not decoded.
+    `ImagePredictor.predict`; thresholds: per-concept score thresholds (a `Thresholds` or the
+    path of a thresholds file, see `sam3_core.metrics.thresholds`), which replace
+    `score_threshold` when given. Tiling (`segment_tiled`, read lazily where the format
+    allows): every image in tiles of `tile` px when set, else images with a side over
+    `tile_above` px (None: never) or too large to read at once, in tiles of 1008 px overlapping
+    by `tile_overlap`. max_pixels: an image read whole with more pixels becomes an error record
+    before it is decoded. store: an embedding store folder (`sam3_core.store`, e.g. filled by
+    `sam3 embed`) the workers read image embeddings from, and write new ones to; with an fp32
+    store the records are the same as without it.
     """
 
     inputs: tuple[str, ...]
@@ -45,6 +59,11 @@ class JobSpec:
     precision: str = "fp32"
     batch_size: int = 4
     max_pixels: int = 1 << 27
+    thresholds: Thresholds | None = None
+    tile: int | None = None
+    tile_above: int | None = TILE_ABOVE
+    tile_overlap: int = 128
+    store: str | None = None
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +78,11 @@ class JobSpec:
             raise JobSpecError(str(err)) from None
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", str(self.checkpoint))
+        if self.thresholds is not None:
+            object.__setattr__(self, "thresholds", as_thresholds(self.thresholds))
+        if self.store is not None:
+            object.__setattr__(self, "store", str(Path(self.store).expanduser()))
+        self.check_tiling()
         if not self.inputs:
             raise JobSpecError("A job needs inputs: image files, folders, globs or a .txt list.")
         for name in ("score_threshold", "mask_threshold"):
@@ -72,6 +96,26 @@ class JobSpec:
                 f"batch_size and max_pixels must be at least 1; got {self.batch_size}, "
                 f"{self.max_pixels}."
             )
+
+    def check_tiling(self) -> None:
+        """Tile sizes that can run: positive sizes, an overlap smaller than the tile."""
+        for name in ("tile", "tile_above"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise JobSpecError(f"{name} must be at least 1 (or None); got {value!r}.")
+        if not 0 <= int(self.tile_overlap) < self.tile_size():
+            raise JobSpecError(
+                f"tile_overlap {self.tile_overlap} must be at least 0 and smaller than the tile "
+                f"size {self.tile_size()} (sam3 segment --tile-overlap / --tile)."
+            )
+
+    def tile_size(self) -> int:
+        """The tile size in px of tiled images."""
+        return int(self.tile) if self.tile is not None else TILE_SIZE
+
+    def lowest_threshold(self) -> float:
+        """The score threshold to run the predictor at; `thresholds` then pick per concept."""
+        return self.thresholds.lowest() if self.thresholds is not None else self.score_threshold
 
     def names(self) -> list[str]:
         """The category name of each concept, in order (exemplars alone: "exemplar")."""
@@ -88,7 +132,32 @@ class JobSpec:
             "config": self.config,
             "precision": self.precision,
             "max_pixels": int(self.max_pixels),
+            "thresholds": None
+            if self.thresholds is None
+            else {k: self.thresholds.to_dict()[k] for k in ("default", "concepts")},
+            "tiling": {
+                "tile": self.tile,
+                "tile_above": self.tile_above,
+                "tile_overlap": int(self.tile_overlap),
+            },
         }
+
+
+def as_thresholds(value: Thresholds | str | os.PathLike) -> Thresholds:
+    """A `Thresholds`, or one read from a thresholds file; JobSpecError for anything else."""
+    from sam3_core.metrics.thresholds import Thresholds, ThresholdsError, load_thresholds
+
+    if isinstance(value, Thresholds):
+        return value
+    if not isinstance(value, (str, os.PathLike)):
+        raise JobSpecError(
+            "thresholds must be a sam3_core.metrics.thresholds.Thresholds or the path of a "
+            f"thresholds file; got {type(value).__name__}."
+        )
+    try:
+        return load_thresholds(value)
+    except ThresholdsError as err:
+        raise JobSpecError(str(err)) from None
 
 
 def concept_names(concepts: Sequence[str], exemplars: Sequence) -> list[str]:
@@ -166,7 +235,7 @@ def refusal(out: Path, old: dict | None, new: dict) -> str:
         what = "a job with other " + ", ".join(f"{k} ({old.get(k)!r} there)" for k in keys)
     return (
         f"The output folder {out} holds {what}. Resume with the same settings, choose another "
-        "output folder, or pass restart=True (sam3 segment --restart) to move the old output "
+        "output folder, or pass restart=True (sam3 segment/embed --restart) to move the old output "
         "into a replaced-<time>/ subfolder and start over."
     )
 

@@ -7,12 +7,19 @@ Error records are left out of both; `run_job`'s summary lists them.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from sam3_core.formats.coco import (
+    coco_annotation,
+    coco_categories,
+    coco_image,
+    write_atomic,
+    write_coco_file,
+    write_json_array,
+)
 from sam3_core.jobs.records import iter_records
 from sam3_core.jobs.spec import concept_names, read_job
 
@@ -25,14 +32,6 @@ def job_names(out_dir: str | os.PathLike) -> list[str]:
     return concept_names(signature["concepts"], signature["exemplars"])
 
 
-def write_json_array(fh, items: Iterator) -> None:
-    """Write `[item, item, ...]` one item at a time."""
-    fh.write("[")
-    for n, item in enumerate(items):
-        fh.write(("," if n else "") + "\n" + json.dumps(item))
-    fh.write("\n]")
-
-
 def write_coco(out_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
     """COCO instances JSON (masks as compressed RLE, bbox from the predicted box, score kept);
     image `file_name` is the record id. Default path: `out_dir/annotations.json`."""
@@ -40,55 +39,29 @@ def write_coco(out_dir: str | os.PathLike, path: str | os.PathLike | None = None
     target = Path(path) if path is not None else out_dir / "annotations.json"
     names = job_names(out_dir)
     category = {n: i + 1 for i, n in enumerate(names)}
-    images = {}
+    images: dict[str, int] = {}
 
     def image_rows() -> Iterator[dict]:
         for rec in iter_records(out_dir, SIZE_COLUMNS):
             if rec["error"] is None:
                 images[rec["id"]] = len(images) + 1
-                yield {
-                    "id": images[rec["id"]],
-                    "file_name": rec["id"],
-                    "height": rec["height"],
-                    "width": rec["width"],
-                }
+                yield coco_image(images[rec["id"]], rec["id"], rec["height"], rec["width"])
 
     def annotation_rows() -> Iterator[dict]:
         n = 0
         for rec in iter_records(out_dir):
             for inst in rec["instances"]:
                 n += 1
-                yield coco_annotation(n, images[rec["id"]], category[inst["concept"]], inst)
+                yield coco_annotation(
+                    n,
+                    images[rec["id"]],
+                    category[inst["concept"]],
+                    inst["segmentation"],
+                    inst["box"],
+                    inst["score"],
+                )
 
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write('{"images": ')
-        write_json_array(fh, image_rows())
-        fh.write(', "annotations": ')
-        write_json_array(fh, annotation_rows())
-        fh.write(', "categories": ')
-        fh.write(json.dumps([{"id": i, "name": n} for n, i in category.items()]) + "}\n")
-    os.replace(tmp, target)
-    return target
-
-
-def coco_annotation(ann_id: int, image_id: int, category_id: int, inst: dict) -> dict:
-    """One record instance -> a COCO annotation (area from the RLE)."""
-    from pycocotools import mask as mask_utils
-
-    rle = inst["segmentation"]
-    x0, y0, x1, y1 = inst["box"]
-    area = mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": category_id,
-        "segmentation": rle,
-        "area": int(area),
-        "bbox": [x0, y0, x1 - x0, y1 - y0],
-        "score": inst["score"],
-        "iscrowd": 0,
-    }
+    return write_coco_file(target, image_rows(), annotation_rows(), coco_categories(names))
 
 
 def labeling_config(names: list[str], kind: str = "brush") -> str:
@@ -141,11 +114,7 @@ def write_labelstudio(
             }
             yield {"data": {"image": url_for(rec["id"])}, "predictions": [prediction]}
 
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w") as fh:
-        write_json_array(fh, tasks())
-    os.replace(tmp, target)
-    return target
+    return write_atomic(target, lambda fh: write_json_array(fh, tasks()))
 
 
 def brush_encoder() -> Callable:

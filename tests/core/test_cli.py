@@ -159,18 +159,73 @@ def test_interrupted_run_keeps_finished_images(ckpt, tmp_path, monkeypatch, caps
 
 
 def test_annotations_rewritten_every_n_images(ckpt, tmp_path, monkeypatch):
-    from sam3_core.formats.coco import CocoWriter
+    """--save-every N: annotations.json also rewritten every N images, then at the end."""
+    from sam3_core.jobs import writers
 
     for k in range(3):
         Image.fromarray(make_image(40, 50, seed=k)).save(tmp_path / f"{k}.png")
     written = []
-    real = CocoWriter.write
-    monkeypatch.setattr(
-        CocoWriter, "write", lambda self, path: written.append(len(self.images)) or real(self, path)
-    )
+    real = writers.write_coco
+
+    def write_coco(out_dir, *args):
+        path = real(out_dir, *args)
+        written.append(len(json.loads(path.read_text())["images"]))
+        return path
+
+    monkeypatch.setattr(writers, "write_coco", write_coco)
     out = tmp_path / "out"
     assert segment(ckpt, out, tmp_path, "--concept", "cell", "--save-every", 2) == 0
     assert written == [2, 3]
+
+
+def test_formats_and_resume(ckpt, tmp_path, capsys):
+    """--format picks the files (repeatable, comma lists); the same command again resumes:
+    finished images are skipped and the files stay the same."""
+    for k in range(3):
+        Image.fromarray(make_image(40 + k, 50, seed=k)).save(tmp_path / f"{k}.png")
+    out = tmp_path / "out"
+    flags = ("--concept", "cell", "--format", "coco,labelstudio", "--format", "parquet")
+    assert segment(ckpt, out, tmp_path, *flags, "--no-overlays") == 0
+    assert "3 images done" in capsys.readouterr().out
+    assert len(list((out / "shards").glob("*.parquet"))) >= 1 and not (out / "overlays").exists()
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    assert len(tasks) == len(coco_of(out)["images"]) == 3
+    files = {n: (out / n).read_bytes() for n in ("annotations.json", "labelstudio.json")}
+    assert segment(ckpt, out, tmp_path, *flags, "--no-overlays") == 0
+    assert "0 images done (0 errors, 0 instances), 3 already done" in capsys.readouterr().out
+    assert {n: (out / n).read_bytes() for n in files} == files
+    only = tmp_path / "only"
+    assert segment(ckpt, only, tmp_path / "0.png", "--concept", "cell", "--format", "parquet") == 0
+    assert not (only / "annotations.json").exists() and (only / "overlays" / "0.png.png").exists()
+
+
+def test_thresholds_file_per_concept(ckpt, tmp_path, capsys):
+    """--thresholds: each concept keeps the instances at or above its own threshold; the file
+    is part of the job, so another file on the same output is refused."""
+    from sam3_core.metrics.thresholds import Thresholds, save_thresholds
+
+    Image.fromarray(make_image(40, 50, seed=1)).save(tmp_path / "a.png")
+    file = save_thresholds(Thresholds(default=1.0, concepts={"Cell": 0.0}), tmp_path / "t.json")
+    concepts = ("--concept", "cell", "--concept", "dog")
+    out = tmp_path / "out"
+    assert segment(ckpt, out, tmp_path / "a.png", *concepts, "--thresholds", file) == 0
+    coco = coco_of(out)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert [names[a["category_id"]] for a in coco["annotations"]] == ["cell"] * 8  # dog: none
+    plain = tmp_path / "plain"
+    assert segment(ckpt, plain, tmp_path / "a.png", *concepts, "--score-threshold", 0) == 0
+    cells = [a for a in coco_of(plain)["annotations"] if names[a["category_id"]] == "cell"]
+    assert [a["score"] for a in coco["annotations"]] == [a["score"] for a in cells]
+    other = save_thresholds(Thresholds(default=0.0), tmp_path / "other.json")
+    assert segment(ckpt, out, tmp_path / "a.png", *concepts, "--thresholds", other) == 2
+    assert "thresholds" in capsys.readouterr().err
+    both = ("--thresholds", file, "--score-threshold", "0.2")
+    assert segment(ckpt, out, tmp_path / "a.png", *concepts, *both) == 2
+    assert "not both" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"version": 1, "default": 2}')
+    bad = tmp_path / "bad.json"
+    assert segment(ckpt, out, tmp_path / "a.png", *concepts, "--thresholds", bad) == 2
+    assert "thresholds file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -184,6 +239,9 @@ def test_annotations_rewritten_every_n_images(ckpt, tmp_path, monkeypatch):
         (("--tile", "0"), "--tile: expected a whole number of at least 1"),
         (("--tile-overlap", "-1"), "--tile-overlap: expected a whole number of at least 0"),
         (("--save-every", "x"), "--save-every: expected a whole number"),
+        (("--format", "coco,json"), "--format 'coco,json': choose from coco, parquet"),
+        (("--workers", "0"), "--workers: expected a whole number of at least 1"),
+        (("--ray", "somewhere"), "expected auto, local, HOST:PORT"),
     ],
 )
 def test_segment_usage_errors(tmp_path, capsys, flags, message):
@@ -194,7 +252,7 @@ def test_segment_usage_errors(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert message in err
     if "config" in flags[0]:
-        assert "'sam3', 'sam3_tiny'" in err
+        assert "'sam3'" in err and "'sam3_tiny'" in err  # the presets are listed
 
 
 def test_track_usage_errors(tmp_path, capsys):
@@ -209,6 +267,13 @@ def test_tile_overlap_not_below_tile_is_a_usage_error(tmp_path, capsys):
     flags = ("--concept", "c", "--tile", "64", "--tile-overlap", "64")
     assert main(["segment", str(tmp_path / "a.png"), *flags, "--out", str(tmp_path / "o")]) == 2
     assert "--tile-overlap 64 must be smaller" in capsys.readouterr().err
+
+
+def test_workers_without_ray_is_a_usage_error(tmp_path, capsys):
+    Image.fromarray(make_image(40, 50)).save(tmp_path / "a.png")
+    flags = ("--concept", "c", "--workers", "2")
+    assert main(["segment", str(tmp_path / "a.png"), *flags, "--out", str(tmp_path / "o")]) == 2
+    assert "--workers needs --ray" in capsys.readouterr().err
 
 
 def test_segment_bad_exemplar_is_a_usage_error(tmp_path, capsys):

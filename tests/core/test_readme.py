@@ -2,7 +2,7 @@
 
 Blocks run in order, one namespace per `## ` section (its `###` subsections included), in a
 temporary folder holding the files the blocks name. Loading weights (`from_pretrained()`, the
-hub) is replaced by a tiny random checkpoint; nothing else is stubbed.
+hub; `facebook/sam3.1` by a tiny SAM 3.1) is replaced by a tiny random checkpoint; nothing else is stubbed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from sam3_core.build import build_model
+from sam3_core.weights.config_record import save_checkpoint as record_config
 from tests.core.helpers import make_image, save_checkpoint, tiny_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -56,6 +58,7 @@ def workdir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("readme")
     save_checkpoint(tiny_model(), root / "tiny.safetensors")
+    record_config(build_model("sam3.1_tiny"), root / "tiny31.safetensors")
     Image.fromarray(make_image(H, W, seed=1)).save(root / "street.jpg")
     Image.fromarray(make_image(H, W, seed=2)).save(root / "a.jpg")
     Image.fromarray(make_image(H // 2, W // 2, seed=3)).save(root / "b.png")
@@ -73,14 +76,20 @@ def workdir(tmp_path_factory):
 @pytest.fixture
 def tiny_weights(workdir, monkeypatch):
     """`load_model` (behind every `from_pretrained`) loads the tiny checkpoint instead."""
+    import sam3_core
     from sam3_core import build
 
     real = build.load_model
 
-    def load_tiny(checkpoint=None, *, config="sam3", token=None):
+    def load_tiny(checkpoint=None, *, config=None, token=None):
+        if checkpoint is not None and Path(checkpoint).exists():  # a file the block wrote
+            return real(checkpoint, config=config)
+        if "sam3.1" in str(checkpoint):  # the SAM 3.1 hub id
+            return real(workdir / "tiny31.safetensors")
         return real(workdir / "tiny.safetensors", config="sam3_tiny")
 
     monkeypatch.setattr(build, "load_model", load_tiny)
+    monkeypatch.setattr(sam3_core, "load_model", load_tiny)
     monkeypatch.chdir(workdir)
 
 

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sam3_core.jobs import JobSpec, iter_records, overlay_name, run_job, write_overlays
+from sam3_core.jobs import JobSpec, iter_records, overlay_names, run_job, write_overlays
+from sam3_core.jobs.overlays import overlay_name, overlay_root
 from sam3_core.jobs.records import ShardStore
 from sam3_core.postprocess import rle_to_mask
 from tests.core.helpers import make_image
@@ -102,22 +103,63 @@ def test_compaction_cut_short_keeps_each_record_once(tmp_path, local_out, monkey
 
 
 def test_overlay_names_are_unique_and_path_safe():
-    a, b = overlay_name("/data/a/x.png"), overlay_name("/data/b/x.png")
-    assert a != b and a.startswith("x-") and b.startswith("x-") and a.endswith(".png")
-    odd = overlay_name("s3://bucket/we ird/../na?me*.tif")
-    assert odd.startswith("na_me-") and "/" not in odd and " " not in odd
-    assert overlay_name("/x/???.png").startswith("image-")
+    ids = ["/data/a/x.png", "/data/b/x.png", "/data/b/x.jpg", "/data/b/c/y.tif"]
+    root = overlay_root(ids)
+    assert root == "/data"
+    names = [overlay_name(i, root) for i in ids]
+    assert names == ["a/x.png.png", "b/x.png.png", "b/x.jpg.png", "b/c/y.tif.png"]
+    assert overlay_name("/data/a/x.png", overlay_root(["/data/a/x.png"])) == "x.png.png"
+    uris = ["s3://bucket/we ird/../na?me*.tif", "s3://bucket/na_me_.tif", "gs://b/k/z.png"]
+    root = overlay_root(uris)
+    odd, plain, other = (overlay_name(u, root) for u in uris)
+    assert plain == "s3/bucket/na_me_.tif.png" and other == "gs/b/k/z.png.png"
+    assert odd.startswith("s3/bucket/na_me_.tif-") and odd.endswith(".png") and odd != plain
+    assert ".." not in odd and "?" not in odd and "*" not in odd
+
+
+def test_overlays_of_large_images_are_thumbnails(tmp_path, spec):
+    """An image over OVERLAY_MAX_SIDE (here lowered) is drawn on a thumbnail, masks from the
+    RLE crops; the same pixels are tinted as in a full-size drawing, subsampled."""
+    from sam3_core.jobs import overlays
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "big.png").write_bytes(png_bytes(90, 120, 5))
+    job = JobSpec(**{**spec.__dict__, "inputs": (str(folder),), "score_threshold": 0.0})
+    out = tmp_path / "out"
+    run_job(job, out, progress=False, exports=("overlays",))
+    full = np.asarray(Image.open(out / "overlays" / "big.png.png"))
+    assert full.shape == (90, 120, 3)
+    (record,) = iter_records(out)
+    masks = [rle_to_mask(i["segmentation"]) for i in record["instances"]]
+    assert masks and np.any(masks, axis=0)[::2, ::2].any()
+    overlays.OVERLAY_MAX_SIDE, saved = 60, overlays.OVERLAY_MAX_SIDE
+    try:
+        thumb = write_overlays(out, tmp_path / "thumbs")
+    finally:
+        overlays.OVERLAY_MAX_SIDE = saved
+    small = np.asarray(Image.open(thumb / "big.png.png"))
+    assert small.shape == (45, 60, 3)  # every 2nd pixel
+    image = np.asarray(Image.open(folder / "big.png").convert("RGB"))[::2, ::2]
+    tinted = (small != image).any(-1)
+    covered = np.any(masks, axis=0)[::2, ::2]
+    assert tinted[covered].mean() > 0.9
+    write_overlays(out, thumb)  # drawn already: kept as it is (a resumed job draws new ones)
+    assert np.asarray(Image.open(thumb / "big.png.png")).shape == (45, 60, 3)
+    write_overlays(out, thumb, overwrite=True)
+    assert np.asarray(Image.open(thumb / "big.png.png")).shape == (90, 120, 3)
 
 
 def test_overlays_tint_masks_and_keep_other_pixels(local_out, tmp_path):
     out, _ = local_out
     folder = out / "overlays"  # written by run_job(exports=("overlays", ...))
     good = [r for r in iter_records(out) if r["error"] is None]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(overlay_name(r["id"]) for r in good)
+    names = overlay_names(out)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names[r["id"]] for r in good)
     tinted = 0
     for rec in good:
         image = np.asarray(Image.open(rec["id"]).convert("RGB"))
-        drawn = np.asarray(Image.open(folder / overlay_name(rec["id"])))
+        drawn = np.asarray(Image.open(folder / names[rec["id"]]))
         assert drawn.shape == image.shape
         changed = (drawn != image).any(-1)
         masks = [rle_to_mask(i["segmentation"]) for i in rec["instances"]]
@@ -134,4 +176,4 @@ def test_overlays_tint_masks_and_keep_other_pixels(local_out, tmp_path):
     few = write_overlays(out, tmp_path / "few", limit=2)
     assert len(list(few.iterdir())) == 2
     picked = write_overlays(out, tmp_path / "one", ids=[good[-1]["id"]])
-    assert [p.name for p in picked.iterdir()] == [overlay_name(good[-1]["id"])]
+    assert [p.name for p in picked.iterdir()] == [names[good[-1]["id"]]]
