@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,6 +21,9 @@ from sam3_core.modeling.tokenizer import ClipTokenizer
 from sam3_core.postprocess import detections_to_instances, masks_to_instances
 from sam3_core.prompts import ConceptBatch, PromptError, normalize_clicks, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
+from sam3_core.store import EmbeddingStore, StoredImage, StoreError
+from sam3_core.store import entries as parts
+from sam3_core.store.keys import image_key, model_signature
 
 ImageLike = Any  # path, numpy array or PIL image: see `sam3_core.formats.images.load_image`
 CONCEPT_PARTS = ("vision encoder", "detector")
@@ -39,13 +42,42 @@ def serialized(method: _Method) -> _Method:
     return locked  # type: ignore[return-value]
 
 
-@dataclass
 class ImageState:
-    """One encoded image: its size and cached backbone features (on the model's device)."""
+    """One encoded image: its size (H, W), backbone features and per-head caches (on the
+    model's device); `key`: its embedding-store key (None without a store).
 
-    size: tuple[int, int]
-    features: ImageFeatures
-    cache: dict = field(default_factory=dict)
+    From a store the detector's FPN levels come lazily: reading `features` computes them on
+    first use (a concept prompt), while clicks read only `trunk` and the tracker's levels.
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        features: ImageFeatures,
+        cache: dict | None = None,
+        key: str | None = None,
+        fill: Callable[[ImageState], None] | None = None,
+    ) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.cache = {} if cache is None else cache
+        self.key = key
+        self._features = features
+        self._fill = fill  # fills the detector's levels into `_features` (store states)
+
+    def __repr__(self) -> str:
+        return f"ImageState(size={self.size}, key={self.key})"
+
+    @property
+    def trunk(self) -> torch.Tensor:
+        """The ViT's last map [1, h, w, C_vit], without running any neck."""
+        return self._features.vit
+
+    @property
+    def features(self) -> ImageFeatures:
+        """The backbone output with the detector's FPN levels (computed now if still missing)."""
+        if self._fill is not None and not self._features.fpn:
+            self._fill(self)
+        return self._features
 
 
 def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
@@ -74,10 +106,15 @@ class ImagePredictor:
         precision: str = "fp32",
         tokenizer: ClipTokenizer | None = None,
         text_cache_size: int = 1024,
+        store: EmbeddingStore | str | os.PathLike | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.eval().to(self.device)
         self.precision = precision
+        precision_dtype(precision)  # an unknown precision fails before the store is signed
+        self.store = _open_store(store)
+        if self.store is not None:  # signed before a bf16/fp16 cast changes the weights
+            self.store.bind(model_signature(self.model, self.model.config, precision))
         _match_weights(self.model, precision)
         self.tokenizer = tokenizer or ClipTokenizer()
         self.image_size = model.config.image_size
@@ -94,26 +131,135 @@ class ImagePredictor:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         token: str | None = None,
+        store: EmbeddingStore | str | os.PathLike | None = None,
     ) -> ImagePredictor:
-        """Load the released weights (hub id, default `facebook/sam3`, or a local file)."""
+        """Load the released weights (hub id, default `facebook/sam3`, or a local file);
+        `store`: an `EmbeddingStore` or a folder to keep image embeddings in."""
         from sam3_core.build import load_model
 
-        return cls(load_model(checkpoint, config=config, token=token), device, precision)
+        model = load_model(checkpoint, config=config, token=token)
+        return cls(model, device, precision, store=store)
 
     # ----------------------------------------------------------------- images
     @serialized
     def set_images(self, images: Sequence[ImageLike]) -> list[ImageState]:
-        """Encode a batch of images with one backbone pass; returns one state per image."""
+        """Encode a batch of images with one backbone pass; returns one state per image.
+
+        With a store, images found there skip the backbone, and the others are written to it.
+        """
         arrays = [load_image(im) for im in images]
-        pixels = torch.stack([preprocess(a, self.image_size) for a in arrays]).to(self.device)
-        pixels = (pixels.float() / 255.0 - 0.5) / 0.5
-        with autocast(self.device, self.precision):
-            feats = self.model.detector_model.vision_encoder(pixels)
-        return [ImageState(a.shape[:2], feats.item(i)) for i, a in enumerate(arrays)]
+        resized = [preprocess(a, self.image_size) for a in arrays]
+        if self.store is None:
+            with autocast(self.device, self.precision):
+                feats = self.model.detector_model.vision_encoder(self._normalize(resized))
+            return [ImageState(a.shape[:2], feats.item(i)) for i, a in enumerate(arrays)]
+        keys = [image_key(r) for r in resized]
+        found = self._stored(keys)
+        missing = {k: r for k, r in zip(keys, resized) if k not in found}
+        for key, vit in zip(missing, self._trunks(list(missing.values()))):
+            found[key] = self.store.put(key, {parts.VIT: vit})
+        return [
+            ImageState(
+                a.shape[:2],
+                ImageFeatures(found[k][parts.VIT].to(self.device), [], []),
+                key=k,
+                fill=self._fill_detector_levels,
+            )
+            for a, k in zip(arrays, keys)
+        ]
 
     def set_image(self, image: ImageLike) -> ImageState:
         """Encode one image (path, HxWxC array or PIL image) and cache its features."""
         return self.set_images([image])[0]
+
+    # ----------------------------------------------------------------- store
+    def image_key(self, image: ImageLike) -> str:
+        """The store key of an image: a hash of the resized pixels the model sees."""
+        return image_key(preprocess(load_image(image), self.image_size))
+
+    def is_stored(self, image: ImageLike) -> bool:
+        """Whether the store holds this image's embedding (False without a store)."""
+        return self.store is not None and self.store.has(self.image_key(image))
+
+    @serialized
+    def precompute(
+        self, images: Sequence[ImageLike], batch_size: int = 4, clicks: bool = True
+    ) -> list[StoredImage]:
+        """Put images' embeddings in the store without building states (`sam3 embed`).
+
+        Only images not yet stored (or stored without the click levels, with `clicks`) run
+        the backbone, `batch_size` per pass; `clicks` also stores the click head's levels
+        when the model has that head. Stored entries are judged by their file's header and
+        length (a damaged one is recomputed when read). One `StoredImage` per image, in order.
+        """
+        if self.store is None:
+            raise StoreError(
+                "precompute needs a store: ImagePredictor(model, store=EmbeddingStore(folder))."
+            )
+        loaded = self.model.loaded_parts
+        clicks = clicks and (loaded is None or "tracker" in loaded)
+        want = (parts.VIT, *parts.TRACKER) if clicks else (parts.VIT,)
+        out: list[StoredImage] = []
+        for start in range(0, len(images), batch_size):
+            resized = [
+                preprocess(load_image(im), self.image_size)
+                for im in images[start : start + batch_size]
+            ]
+            keys = [image_key(r) for r in resized]
+            found = {k for k in keys if self.store.parts(k).issuperset(want)}
+            missing = {k: r for k, r in zip(keys, resized) if k not in found}
+            trunks = self._trunks(list(missing.values()))
+            levels = self._tracker_levels(trunks) if clicks else [{} for _ in trunks]
+            for key, vit, extra in zip(missing, trunks, levels):
+                self.store.put(key, {parts.VIT: vit, **extra})
+            out += [StoredImage(k, self.store.nbytes(k) or 0, k in missing) for k in keys]
+        return out
+
+    def _stored(self, keys: Sequence[str]) -> dict:
+        """Store entries holding a trunk, by key, for the distinct `keys` found."""
+        entries = {k: self.store.get(k) for k in dict.fromkeys(keys)}
+        return {k: e for k, e in entries.items() if e is not None and parts.VIT in e}
+
+    def _normalize(self, resized: Sequence[torch.Tensor]) -> torch.Tensor:
+        """uint8 [3, S, S] images -> the backbone's input batch on the device."""
+        pixels = torch.stack(list(resized)).to(self.device)
+        return (pixels.float() / 255.0 - 0.5) / 0.5
+
+    def _trunks(self, resized: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One backbone pass -> each image's ViT map [1, h, w, C] (own memory)."""
+        if not resized:
+            return []
+        with autocast(self.device, self.precision):
+            vit = self.model.detector_model.vision_encoder.backbone(self._normalize(resized))
+        return [vit[i : i + 1].clone() for i in range(len(resized))]
+
+    def _tracker_levels(self, trunks: Sequence[torch.Tensor]) -> list[dict]:
+        """The click head's neck levels of each trunk, as store entry parts."""
+        if not trunks:
+            return []
+        vit = torch.cat(list(trunks)).permute(0, 3, 1, 2)
+        with autocast(self.device, self.precision):
+            feats = self.model.tracker_model.encode_image(self.model.tracker_neck, vit)
+        levels = (*feats.high_res_feats, feats.image_embed)
+        return [
+            dict(zip(parts.TRACKER, (f[i : i + 1].clone() for f in levels)))
+            for i in range(len(trunks))
+        ]
+
+    @serialized
+    def _fill_detector_levels(self, state: ImageState) -> None:
+        """Give a store state the detector's FPN levels: from memory, else the neck (kept)."""
+        feats = state._features
+        if feats.fpn:
+            return
+        neck = self.model.detector_model.vision_encoder.neck
+        entry = self.store.memory.get(state.key) or {}
+        got = parts.detector_levels(entry, neck, self.device)
+        if got is None:
+            with autocast(self.device, self.precision):
+                got = neck(feats.vit.permute(0, 3, 1, 2), num_levels=3)
+            self.store.put(state.key, parts.detector_parts(got[0]), persist=False)
+        feats.fpn[:], feats.fpn_pos[:] = got
 
     # ----------------------------------------------------------------- prompts
     @serialized
@@ -200,13 +346,23 @@ class ImagePredictor:
 
     @serialized
     def tracker_features(self, state: ImageState):
-        """The tracker head's view of the cached backbone output, computed once per image."""
+        """The tracker head's view of the cached backbone output, computed once per image
+        (read from the store when it holds them; written to it when computed)."""
         self.model.require_parts(*CLICK_PARTS, task="clicks, boxes and video")
-        if "tracker" not in state.cache:
-            vit = state.features.vit.permute(0, 3, 1, 2)
+        if "tracker" in state.cache:
+            return state.cache["tracker"]
+        tracker, neck = self.model.tracker_model, self.model.tracker_neck
+        if self.store is not None and state.key is not None:
+            entry = self.store.get(state.key) or {}
+            if not all(k in entry for k in parts.TRACKER):
+                levels = self._tracker_levels([state.trunk])[0]
+                entry = self.store.put(state.key, {parts.VIT: state.trunk, **levels})
             with autocast(self.device, self.precision):
-                tracker = self.model.tracker_model
-                state.cache["tracker"] = tracker.encode_image(self.model.tracker_neck, vit)
+                state.cache["tracker"] = parts.tracker_features(entry, tracker, neck, self.device)
+        else:
+            vit = state.trunk.permute(0, 3, 1, 2)
+            with autocast(self.device, self.precision):
+                state.cache["tracker"] = tracker.encode_image(neck, vit)
         return state.cache["tracker"]
 
     def _segment_objects(
@@ -267,6 +423,17 @@ class ImagePredictor:
                     )
                 )
         return results
+
+
+def _open_store(store: EmbeddingStore | str | os.PathLike | None) -> EmbeddingStore | None:
+    """An EmbeddingStore as given, or one on a folder path."""
+    if store is None or isinstance(store, EmbeddingStore):
+        return store
+    if isinstance(store, (str, os.PathLike)):
+        return EmbeddingStore(store)
+    raise StoreError(
+        f"store must be an EmbeddingStore or a folder path; got {type(store).__name__}."
+    )
 
 
 def _match_weights(model: Sam3Model, precision: str) -> None:
