@@ -69,7 +69,7 @@ def test_model_needs_a_prompt_and_caches_the_predictor(checkpoint):
 
 
 def test_image_and_video_predictors_share_one_model(checkpoint, tmp_path, monkeypatch):
-    """Tracking reuses the model (and the lock) of the image predictor of the same settings."""
+    """Tracking reuses the model of the image predictor of the same settings (one load)."""
     import shutil
 
     import sam3_core.build
@@ -84,7 +84,7 @@ def test_image_and_video_predictors_share_one_model(checkpoint, tmp_path, monkey
     video = predictors.cached_predictor("video", path, "sam3_tiny", "cpu")
     image = _model(path).predictor
     assert len(loads) == 1
-    assert video.model is image.model and video.image is image
+    assert video.model is image.model and video.device == image.device
     assert predictors.cached_predictor("video", path, "sam3_tiny", "cpu") is video
     with pytest.raises(ValueError, match="'image' or 'video'"):
         predictors.cached_predictor("audio", path)

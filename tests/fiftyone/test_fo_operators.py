@@ -14,9 +14,9 @@ EXEMPLARS = "@sam3/fiftyone/label_from_exemplars"
 
 
 def _params(checkpoint, **kwargs) -> dict:
+    """Operator params: no model config (the tiny checkpoint records its own)."""
     return {
         "checkpoint": checkpoint,
-        "config_name": "sam3_tiny",
         "score_threshold": 0.0,
         "batch_size": 2,
         **kwargs,
@@ -143,3 +143,46 @@ def test_delegated_run_completes(dataset, checkpoint):
     ops = DelegatedOperationService().list_operations(dataset_name=dataset.name)
     assert ops and ops[-1].run_state == "completed"
     assert ops[-1].result.result["labeled"] == len(dataset)
+
+
+def _form(uri, dataset, params=None):
+    """The operator's resolved input form for `dataset` (what the App shows)."""
+    from fiftyone.operators.executor import ExecutionContext
+
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params or {}})
+    return foo.get_operator(uri).resolve_input(ctx).type.properties
+
+
+def test_form_words_and_result_panel(dataset, checkpoint):
+    """The refusal names the form's checkbox; the result has no error entry when none happened;
+    the model config waits under the advanced options."""
+    out = _run(AUTO, dataset, _params(checkpoint, concepts=["blob"], output_field="sam3"))
+    assert "first_error" not in out and out["failed"] == 0
+    with pytest.raises(Exception, match="tick 'Overwrite the output field if it exists'"):
+        _run(AUTO, dataset, _params(checkpoint, concepts=["blob"], output_field="sam3"))
+
+    op = foo.get_operator(AUTO)
+    panel = op.resolve_output(type("Ctx", (), {"results": out})()).type.properties
+    assert "first_error" not in panel and "labeled" in panel
+    failed = {**out, "failed": 1, "first_error": "x.png: broken"}
+    assert (
+        "first_error" in op.resolve_output(type("Ctx", (), {"results": failed})()).type.properties
+    )
+
+    assert "config_name" not in _form(AUTO, dataset) and "ray" in _form(AUTO, dataset)
+    advanced = _form(AUTO, dataset, {"advanced": True})
+    assert advanced["config_name"].default == "" and "workers" in advanced  # the checkpoint says
+
+
+def test_track_offers_nothing_on_images(dataset):
+    """On an image dataset the tracking form explains and cannot be submitted; no grid button."""
+    from fiftyone.operators.executor import ExecutionContext
+
+    track = "@sam3/fiftyone/track_videos"
+    form = _form(track, dataset)
+    assert "needs_videos" in form and form["video_dataset_required"].required
+    assert "concepts" not in form
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name})
+    assert foo.get_operator(track).resolve_placement(ctx) is None
+    with pytest.raises(Exception, match="video_dataset_required"):  # the form's validation
+        _run(track, dataset, {"concepts": ["blob"], "output_field": "tracks"})

@@ -48,7 +48,6 @@ def test_track_boxed_object(checkpoint, tmp_path):
         ds.add_sample(sample)
         params = {
             "checkpoint": checkpoint,
-            "config_name": "sam3_tiny",
             "prompt_field": "gt",
             "prompt_frame": 2,
             "output_field": "tracks",
@@ -93,7 +92,6 @@ def test_track_concepts_and_boxes(checkpoint, tmp_path):
         ds.add_sample(sample)
         params = {
             "checkpoint": checkpoint,
-            "config_name": "sam3_tiny",
             "score_threshold": 0.0,
             "concepts": ["blob"],
             "prompt_field": "gt",
@@ -124,7 +122,6 @@ def test_track_needs_prompts(checkpoint, tmp_path):
         ds.add_sample(sample)
         params = {
             "checkpoint": checkpoint,
-            "config_name": "sam3_tiny",
             "prompt_field": "gt",
             "output_field": "tracks",
         }
@@ -144,7 +141,6 @@ def test_track_into_a_new_field_with_skip_labeled_then_resume(checkpoint, tmp_pa
         ds.add_sample(fo.Sample(filepath=_write_video(tmp_path / "a.mp4")))
         params = {
             "checkpoint": checkpoint,
-            "config_name": "sam3_tiny",
             "score_threshold": 0.0,
             "concepts": ["blob"],
             "output_field": "tracks",
@@ -181,7 +177,6 @@ def test_track_from_a_later_frame_into_a_new_field(checkpoint, tmp_path):
         assert not ds.has_frame_field("tracks")
         params = {
             "checkpoint": checkpoint,
-            "config_name": "sam3_tiny",
             "prompt_field": "gt",
             "prompt_frame": 2,
             "output_field": "tracks",
@@ -193,3 +188,46 @@ def test_track_from_a_later_frame_into_a_new_field(checkpoint, tmp_path):
         assert all(len(sample.frames[n]["tracks"].detections) == 1 for n in range(2, T + 1))
     finally:
         ds.delete()
+
+
+def test_skip_labeled_videos_load_no_model(checkpoint, tmp_path, monkeypatch):
+    """With every video labeled, skip_labeled finishes without loading a model."""
+    from tests.fiftyone.helpers import load_plugin_module
+
+    predictors = load_plugin_module("predictors")
+    ds = fo.Dataset()
+    try:
+        sample = fo.Sample(filepath=_write_video(tmp_path / "a.mp4"))
+        sample.frames[1]["tracks"] = fo.Detections(detections=[fo.Detection(label="mine")])
+        ds.add_sample(sample)
+
+        def no_load(*args, **kwargs):
+            raise AssertionError("a model was loaded with nothing to track")
+
+        monkeypatch.setattr(predictors, "cached_predictor", no_load)
+        params = {"concepts": ["blob"], "output_field": "tracks", "skip_labeled": True}
+        result = _track(ds, {"checkpoint": checkpoint, **params})
+        assert (result["labeled"], result["skipped"]) == (0, 1)
+        assert ds.first().frames[1]["tracks"].detections[0].label == "mine"
+        form = foo.get_operator("@sam3/fiftyone/track_videos")
+        from fiftyone.operators.executor import ExecutionContext
+
+        ctx = ExecutionContext(request_params={"dataset_name": ds.name})
+        assert form.resolve_placement(ctx) is not None  # a grid button on video datasets
+    finally:
+        ds.delete()
+
+
+def test_boxed_object_keeps_its_box_on_the_prompt_frame():
+    """An object whose mask is empty on its own prompt frame keeps the user's box there."""
+    from tests.fiftyone.helpers import load_plugin_module
+
+    tracking = load_plugin_module("tracking")
+    found = fo.Detection(label="cell", bounding_box=[0.1, 0.1, 0.2, 0.2], index=1)
+    dets = fo.Detections(detections=[found])
+    boxes = {1: (8.0, 6.4, 24.0, 19.2), 2: (40.0, 32.0, 60.0, 48.0)}
+    tracking.keep_prompt_boxes(dets, {1: "cell", 2: "nucleus"}, boxes, W, H)
+    assert [(d.label, d.index) for d in dets.detections] == [("cell", 1), ("nucleus", 2)]
+    added = dets.detections[1]
+    assert added.bounding_box == pytest.approx([0.5, 0.5, 0.25, 0.25])
+    assert added.mask is None

@@ -5,12 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import fiftyone.core.labels as fol
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+
+
+class Choices(NamedTuple):
+    """How a refusal tells the user to allow overwriting or resuming (SDK words or form words)."""
+
+    overwrite: str
+    skip_labeled: str
+
+
+SDK_CHOICES = Choices("set overwrite=True", "skip_labeled=True")
 
 
 @dataclass
@@ -32,8 +43,11 @@ class JobReport:
         logger.warning("SAM 3 skipped sample %s (%s)", sample_id, msg)
 
     def as_dict(self) -> dict:
-        """Plain dict, for an operator result."""
-        return asdict(self)
+        """Plain dict, for an operator result (`first_error` only when there was one)."""
+        out = asdict(self)
+        if out["first_error"] is None:
+            del out["first_error"]
+        return out
 
 
 def check_output_field(
@@ -43,8 +57,10 @@ def check_output_field(
     skip_labeled: bool,
     protected: tuple = (),
     frames: bool = False,
+    choices: Choices = SDK_CHOICES,
 ) -> None:
-    """Raise unless `field` can receive Detections without losing anything the user has."""
+    """Raise unless `field` can receive Detections without losing anything the user has;
+    `choices` words the ways on (the SDK's arguments or the form's checkboxes)."""
     if not field or not field.replace("_", "a").isalnum() or field[0].isdigit():
         raise ValueError(f"'{field}' is not a valid field name: use letters, digits and '_'.")
     if field in protected:
@@ -64,8 +80,8 @@ def check_output_field(
     if not (overwrite or skip_labeled):
         raise ValueError(
             f"The field '{field}' already exists on dataset '{samples._dataset.name}': choose "
-            "another output field, set overwrite=True to replace its labels on these samples, "
-            "or skip_labeled=True to label only samples where it is empty."
+            f"another output field, {choices.overwrite} to replace its labels on these samples, "
+            f"or {choices.skip_labeled} to label only samples where it is empty."
         )
 
 
@@ -77,8 +93,10 @@ def label_samples(
     overwrite: bool = False,
     skip_labeled: bool = False,
     progress: Progress | None = None,
+    choices: Choices = SDK_CHOICES,
 ) -> JobReport:
-    """Label `samples` into `field` with a `Sam3Model`, batch by batch, saving as it goes.
+    """Label `samples` into `field` with a `Sam3Model`, batch by batch, saving as it goes
+    (the path for per-sample prompts; concepts alone go through `label_view` and its jobs).
 
     A sample whose image cannot be read (or whose prompts are invalid) is counted, logged and
     skipped; the run goes on. With `skip_labeled`, samples whose `field` is set are left as is,
@@ -87,12 +105,9 @@ def label_samples(
     from sam3_core import load_image
 
     prompt_field = model.needs_fields.get("prompt_field")
-    check_output_field(samples, field, overwrite, skip_labeled, (prompt_field,))
+    check_output_field(samples, field, overwrite, skip_labeled, (prompt_field,), choices=choices)
     report = JobReport()
-    todo = samples
-    if skip_labeled and samples._dataset.has_sample_field(field):
-        todo = samples.exists(field, False)
-        report.skipped = len(samples) - len(todo)
+    todo, report.skipped = samples_to_label(samples, field, skip_labeled)
     ids = todo.values("id")
     fields = [f for f in (prompt_field, field) if f and samples._dataset.has_sample_field(f)]
     for start in range(0, len(ids), max(1, int(batch_size))):
@@ -106,15 +121,30 @@ def label_samples(
                 ready.append(sample)
             except Exception as e:  # noqa: BLE001 (unreadable or missing file: report, go on)
                 report.fail(sample.id, sample.filepath, e)
-        for sample, labels in _predict(model, images, ready, report):
-            sample[field] = labels
-            sample.save()
-            report.labeled += 1
-            report.detections += len(labels.detections)
+        labels = {sample.id: dets for sample, dets in _predict(model, images, ready, report)}
+        write_labels(samples, field, labels, report)
         if progress is not None:
             done = min(start + batch_size, len(ids))
             progress(done / max(len(ids), 1), f"SAM 3: {done}/{len(ids)} samples")
     return report
+
+
+def samples_to_label(samples, field: str, skip_labeled: bool):
+    """(the samples to label, how many are skipped): with `skip_labeled`, those where `field`
+    is unset."""
+    if skip_labeled and samples._dataset.has_sample_field(field):
+        todo = samples.exists(field, False)
+        return todo, len(samples) - len(todo)
+    return samples, 0
+
+
+def write_labels(samples, field: str, labels: dict, report: JobReport) -> None:
+    """Write {sample id: Detections} into `field` in one `set_values` call; count them."""
+    if not labels:
+        return
+    samples._dataset.set_values(field, labels, key_field="id")
+    report.labeled += len(labels)
+    report.detections += sum(len(d.detections) for d in labels.values())
 
 
 def _predict(model, images: list, samples: list, report: JobReport):

@@ -10,7 +10,7 @@ import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
 
 from . import convert
-from .predictors import cached_predictor
+from .predictors import DEFAULT_CONFIG, cached_predictor
 
 OUTPUTS = ("masks", "boxes")
 
@@ -19,17 +19,18 @@ class Sam3ModelConfig(foc.Config):
     """Settings of `Sam3Model`; every key is optional.
 
     checkpoint: local .safetensors/.pt or hub id (None: `facebook/sam3`); config_name: a sam3_core
-    preset; device/precision: as in sam3_core; classes: concepts (noun phrases); prompt_field: a
+    preset, only for a checkpoint that does not say which model it holds; device/precision: as in sam3_core; classes: concepts (noun phrases); prompt_field: a
     Detections field (positive exemplar boxes) or Keypoints field (clicks); confidence_thresh,
     mask_thresh: score and mask thresholds; output: "masks" or "boxes". Exemplar options:
     negative_label / negative_tag mark prompt boxes as negatives, exemplar_ids restricts the
     positives to those label ids, join_exemplars makes every positive box join every class.
+    store: an embedding store folder (see `precompute_embeddings`) read before the backbone.
     """
 
     def __init__(self, d: dict | None = None) -> None:
         d = dict(d or {})
         self.checkpoint = self.parse_string(d, "checkpoint", default=None)
-        self.config_name = self.parse_string(d, "config_name", default="sam3")
+        self.config_name = self.parse_string(d, "config_name", default=DEFAULT_CONFIG)
         self.device = self.parse_string(d, "device", default=None)
         self.precision = self.parse_string(d, "precision", default="fp32")
         classes = d.get("classes")
@@ -43,6 +44,7 @@ class Sam3ModelConfig(foc.Config):
         ids = d.get("exemplar_ids")
         self.exemplar_ids = None if ids is None else [str(i) for i in ids]
         self.join_exemplars = self.parse_bool(d, "join_exemplars", default=False)
+        self.store = self.parse_string(d, "store", default=None)
 
 
 class Sam3Model(fom.SamplesMixin, fom.Model):
@@ -95,7 +97,9 @@ class Sam3Model(fom.SamplesMixin, fom.Model):
     def predictor(self):
         """The cached sam3_core `ImagePredictor` (loaded on first use, shared across runs)."""
         c = self.config
-        return cached_predictor("image", c.checkpoint, c.config_name, c.device, c.precision)
+        return cached_predictor(
+            "image", c.checkpoint, c.config_name, c.device, c.precision, c.store
+        )
 
     def predict(self, arg: Any, sample: Any = None) -> fol.Detections:
         """Segment one image (uint8 HxWxC array, path or PIL image)."""

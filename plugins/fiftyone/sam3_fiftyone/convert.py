@@ -138,25 +138,73 @@ def instances_to_detections(
     "boxes" (the predicted boxes, clipped to the image). label_names: the label of each concept
     (defaults to `instances.label_names`). Track ids, when present, go to `index`.
     """
-    if output not in ("masks", "boxes"):
-        raise ValueError(f"output must be 'masks' or 'boxes', got {output!r}")
+    check_output(output)
     names = list(label_names) if label_names is not None else list(instances.label_names)
-    h, w = instances.image_size
     dets = []
     for i in range(len(instances)):
-        attrs = {"label": names[int(instances.labels[i])], "confidence": float(instances.scores[i])}
-        if instances.track_ids is not None:
-            attrs["index"] = int(instances.track_ids[i])
-        if output == "masks":
-            cropped = tight_crop(instances.masks[i])
-            if cropped is None:
-                continue
-            box, attrs["mask"] = cropped
-        else:
-            box = np.clip(instances.boxes[i], 0, [w, h, w, h])
-            if box[2] <= box[0] or box[3] <= box[1]:
-                continue
-        x0, y0, x1, y1 = (float(v) for v in box)
-        attrs["bounding_box"] = [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h]
-        dets.append(fol.Detection(**attrs))
+        det = make_detection(
+            names[int(instances.labels[i])],
+            float(instances.scores[i]),
+            instances.boxes[i],
+            instances.masks[i] if output == "masks" else None,
+            instances.image_size,
+            None if instances.track_ids is None else int(instances.track_ids[i]),
+        )
+        if det is not None:
+            dets.append(det)
     return fol.Detections(detections=dets)
+
+
+def record_to_detections(record: dict, output: str = "masks") -> fol.Detections:
+    """A dataset-job record (sam3_core.jobs: instances with concept, score, xyxy box, RLE mask)
+    -> `fo.Detections`, with the same rules as `instances_to_detections`."""
+    from sam3_core.postprocess import rle_to_mask
+
+    check_output(output)
+    size = (int(record["height"]), int(record["width"]))
+    dets = []
+    for inst in record["instances"]:
+        mask = rle_to_mask(inst["segmentation"]) if output == "masks" else None
+        det = make_detection(inst["concept"], float(inst["score"]), inst["box"], mask, size)
+        if det is not None:
+            dets.append(det)
+    return fol.Detections(detections=dets)
+
+
+def check_output(output: str) -> None:
+    """Raise unless `output` is "masks" or "boxes"."""
+    if output not in ("masks", "boxes"):
+        raise ValueError(f"output must be 'masks' or 'boxes', got {output!r}")
+
+
+def make_detection(
+    label: str,
+    score: float,
+    box: Sequence[float],
+    mask: np.ndarray | None,
+    image_size: tuple[int, int],
+    index: int | None = None,
+) -> fol.Detection | None:
+    """One `fo.Detection`: with a bool [H, W] `mask`, cropped to its extent (None if empty);
+    without, the pixel xyxy `box` clipped to the image (None if empty)."""
+    h, w = image_size
+    attrs = {"label": label, "confidence": score}
+    if index is not None:
+        attrs["index"] = index
+    if mask is not None:
+        cropped = tight_crop(mask)
+        if cropped is None:
+            return None
+        box, attrs["mask"] = cropped
+    else:
+        box = np.clip(np.asarray(box, np.float64), 0, [w, h, w, h])
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return None
+    attrs["bounding_box"] = pixel_to_relative_box(box, w, h)
+    return fol.Detection(**attrs)
+
+
+def pixel_to_relative_box(box: Sequence[float], width: int, height: int) -> list[float]:
+    """(x0, y0, x1, y1) in pixels -> FiftyOne's relative [x, y, w, h]."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height]

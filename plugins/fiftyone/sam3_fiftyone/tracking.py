@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from .jobs import JobReport, Progress, check_output_field
+from collections.abc import Callable
+from typing import Any
+
+import fiftyone.core.labels as fol
+
+from .labeling import SDK_CHOICES, Choices, JobReport, Progress, check_output_field
 
 
 def track_samples(
     samples,
-    predictor,
+    predictor: Any | Callable[[], Any],
     field: str,
     concepts: list[str],
     prompt_field: str | None = None,
@@ -17,17 +22,23 @@ def track_samples(
     skip_labeled: bool = False,
     score_threshold: float | None = None,
     progress: Progress | None = None,
+    choices: Choices = SDK_CHOICES,
 ) -> JobReport:
     """Track in each video; frames get `fo.Detections` with the track id in `index`.
 
+    predictor: a sam3_core `VideoPredictor`, or a function returning one (called only once a
+    video needs labeling, so a run that skips every video loads no model).
     concepts: tracked from `prompt_frame` (1-based, FiftyOne's frame numbers); prompt_field: a
     frame-level Detections field whose boxes on `prompt_frame` each start one object, labelled
-    like the box. score_threshold: the concept detector's threshold (new tracks also need the
+    like the box; on that frame each keeps a detection (its box, without a mask) even where its
+    mask is empty, as Label Studio keeps the user's box. score_threshold: the concept detector's threshold (new tracks also need the
     predictor's default new-track score, if higher). With `overwrite`, the field is cleared on
     frames before `prompt_frame`. A video that cannot be read is counted and logged; the job
     goes on.
     """
-    check_output_field(samples, field, overwrite, skip_labeled, (prompt_field,), frames=True)
+    check_output_field(
+        samples, field, overwrite, skip_labeled, (prompt_field,), frames=True, choices=choices
+    )
     if prompt_field and not samples._dataset.has_frame_field(prompt_field):
         raise ValueError(
             f"The dataset has no frame-level field '{prompt_field}': give a frame field holding "
@@ -47,6 +58,8 @@ def track_samples(
         if skip_labeled and any(frame_label(f, field) is not None for f in sample.frames.values()):
             report.skipped += 1
             continue
+        if callable(predictor):
+            predictor = predictor()
         try:
             frames = _track_one(
                 predictor, sample, concepts, prompt_field, prompt_frame, output, association
@@ -67,6 +80,20 @@ def track_samples(
     return report
 
 
+def keep_prompt_boxes(dets, names: dict, boxes: dict, width: int, height: int) -> None:
+    """On the prompt frame, add the user's box for each boxed object that has no detection
+    there (its mask came out empty), so no prompt vanishes from its own frame."""
+    from . import convert
+
+    found = {d.index for d in dets.detections}
+    for track, box in boxes.items():
+        if track not in found:
+            relative = convert.pixel_to_relative_box(box, width, height)
+            dets.detections.append(
+                fol.Detection(label=names[track], bounding_box=relative, index=track)
+            )
+
+
 def frame_label(frame, field: str):
     """The frame's value of `field`, None where unset or not yet in the dataset's schema."""
     return frame[field] if frame.has_field(field) else None
@@ -80,11 +107,13 @@ def _track_one(predictor, sample, concepts, prompt_field, prompt_frame, output, 
     try:
         h, w = session.size
         names: dict[int, str] = {}
+        boxes: dict[int, tuple] = {}
         if prompt_field and prompt_frame in sample.frames:
-            boxes = convert.detections_to_boxes(sample.frames[prompt_frame][prompt_field], w, h)
-            for label, box in boxes:
+            prompts = convert.detections_to_boxes(sample.frames[prompt_frame][prompt_field], w, h)
+            for label, box in prompts:
                 obj = session.add_prompt(prompt_frame - 1, boxes=list(box))
-                names[int(obj.track_ids[0])] = label or "object"
+                track = int(obj.track_ids[0])
+                names[track], boxes[track] = label or "object", box
         if not names and not concepts:
             raise ValueError(
                 f"no boxes in '{prompt_field}' on frame {prompt_frame} and no concepts: draw a "
@@ -98,6 +127,7 @@ def _track_one(predictor, sample, concepts, prompt_field, prompt_frame, output, 
             for d in dets.detections:  # clicked objects keep their box's label
                 d.label = names.get(d.index, d.label)
             frames[t + 1] = dets
+        keep_prompt_boxes(frames.setdefault(prompt_frame, fol.Detections()), names, boxes, w, h)
         return frames
     finally:
         session.frames.close()  # the video file stays open otherwise

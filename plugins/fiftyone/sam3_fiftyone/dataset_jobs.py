@@ -1,0 +1,191 @@
+"""Label a view by concepts through `sam3_core.jobs` (in this process or on Ray), resumably.
+
+The view's image paths become a job's inputs; the job writes Parquet shards as batches finish
+and each new shard is written back to the dataset at once with one `set_values` call. The job
+folder is signed by the prompts, thresholds and weights, so a run stopped at any point resumes
+from its shards; it is removed once every record is in the dataset (unless you named it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .convert import check_output, record_to_detections
+from .labeling import (
+    SDK_CHOICES,
+    Choices,
+    JobReport,
+    Progress,
+    check_output_field,
+    samples_to_label,
+    write_labels,
+)
+from .predictors import DEFAULT_CONFIG
+
+JOBS_DIR_ENV = "SAM3_FIFTYONE_JOBS"  # where job folders go (default ~/.cache/sam3/fiftyone-jobs)
+
+
+def label_view(
+    samples,
+    field: str,
+    concepts: Sequence[str],
+    *,
+    output: str = "masks",
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    checkpoint: str | None = None,
+    config: str | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    batch_size: int = 4,
+    overwrite: bool = False,
+    skip_labeled: bool = False,
+    ray: str | None = None,
+    workers: int | None = None,
+    job_dir: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
+    thresholds=None,
+    progress: Progress | None = None,
+    choices: Choices = SDK_CHOICES,
+) -> JobReport:
+    """Segment every instance of `concepts` in the images of `samples` into `field`.
+
+    ray: None runs in this process; "auto" or "host:port" runs on that Ray cluster (`workers`
+    actors). An existing `field` is refused unless `overwrite` (replace its labels on these
+    samples) or `skip_labeled` (label only samples where it is empty: resumes a stopped run).
+    job_dir: keep the job's Parquet shards there (default: a folder of its own, removed at the
+    end). store: an embedding store folder (`precompute_embeddings`) the workers read before
+    running the backbone. thresholds: per-concept score thresholds (a `Thresholds`, its dict as
+    `evaluate_view` keeps it in `dataset.info["sam3_thresholds"]`, or a thresholds file), which
+    replace `score_threshold`. progress(fraction, text) is called as shards arrive.
+    """
+    from sam3_core.jobs import JobSpec
+
+    check_output(output)
+    check_output_field(samples, field, overwrite, skip_labeled, choices=choices)
+    concepts = [c.strip() for c in concepts if c and c.strip()]
+    if not concepts:
+        raise ValueError("Give at least one concept, e.g. 'person' or 'yellow school bus'.")
+    report = JobReport()
+    todo, report.skipped = samples_to_label(samples, field, skip_labeled)
+    ids, paths = todo.values(["id", "filepath"]) if len(todo) else ([], [])
+    if not ids:
+        return report  # nothing to do: no model is loaded
+    if samples.media_type != "image":
+        raise ValueError(
+            f"label_view segments images; this view holds {samples.media_type} samples "
+            "(for videos use track_samples or the 'SAM 3: track in videos' operator)."
+        )
+    spec = JobSpec(
+        inputs=("inputs.txt",),  # the real list is written into the job folder below
+        concepts=tuple(concepts),
+        score_threshold=float(score_threshold),
+        mask_threshold=float(mask_threshold),
+        checkpoint=checkpoint or None,
+        config=config or DEFAULT_CONFIG,
+        device=device or None,
+        precision=precision,
+        batch_size=int(batch_size),
+        thresholds=as_thresholds(thresholds),
+        store=str(store) if store else None,
+    )
+    out = Path(job_dir) if job_dir else default_job_dir(samples, field, spec)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = out / "inputs.txt"
+    inputs.write_text("".join(f"{p}\n" for p in sorted(set(paths))))  # one id per image
+    spec = dataclasses.replace(spec, inputs=(str(inputs),))
+    writer = ShardImporter(samples, field, dict(zip(ids, paths)), output, report)
+    run_spec(spec, out, writer, ray, workers, progress)
+    if not job_dir and writer.complete():
+        shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+def as_thresholds(thresholds):
+    """A `Thresholds` from one, from its dict, or from a file path; None stays None."""
+    if isinstance(thresholds, dict):
+        from sam3_core.metrics import Thresholds
+
+        return Thresholds.from_dict(thresholds, where="the thresholds given to label_view")
+    return thresholds
+
+
+def run_spec(spec, out: Path, writer: ShardImporter, ray, workers, progress) -> None:
+    """Run the job; write each new shard back as it lands, then whatever is left."""
+    from sam3_core.jobs import run_job
+
+    def on_progress(done: int, total: int) -> None:
+        writer.poll(out)
+        if progress is not None:
+            progress(done / max(total, 1), f"SAM 3: {done}/{total} images")
+
+    writer.poll(out)  # shards of an earlier, stopped run of this job
+    run_job(
+        spec,
+        out,
+        runner="ray" if ray else "local",
+        ray_address=ray if ray else None,
+        workers=workers,
+        progress=False,
+        compact=False,
+        on_progress=on_progress,
+    )
+    writer.poll(out)
+
+
+def default_job_dir(samples, field: str, spec) -> Path:
+    """`$SAM3_FIFTYONE_JOBS/<dataset id>/<field>-<signature hash>`: one folder per job."""
+    root = os.environ.get(JOBS_DIR_ENV) or Path.home() / ".cache" / "sam3" / "fiftyone-jobs"
+    digest = hashlib.sha256(json.dumps(spec.signature(), sort_keys=True).encode()).hexdigest()
+    return Path(root) / str(samples._dataset._doc.id) / f"{field}-{digest[:16]}"
+
+
+class ShardImporter:
+    """Writes a job's records into `field` of the samples they belong to, shard by shard.
+
+    paths_by_id: the samples to label (id -> filepath); records of other images (a job folder
+    shared with an earlier run) are left alone.
+    """
+
+    def __init__(self, samples, field: str, paths_by_id: dict, output: str, report: JobReport):
+        self.samples, self.field, self.output, self.report = samples, field, output, report
+        self.ids_of: dict[str, list[str]] = {}
+        for sample_id, path in paths_by_id.items():
+            key = path if "://" in path else os.path.abspath(path)  # as the job lists it
+            self.ids_of.setdefault(key, []).append(sample_id)
+        self.written: set[str] = set()
+        self.seen: set[Path] = set()
+
+    def poll(self, out: Path) -> None:
+        """Write the records of every shard not read yet."""
+        import pyarrow.parquet as pq
+
+        from sam3_core.jobs.records import list_shards
+
+        for shard in list_shards(out):
+            if shard in self.seen:
+                continue
+            self.seen.add(shard)
+            labels = {}
+            for record in pq.read_table(shard).to_pylist():
+                path = record["id"]
+                if path in self.written or path not in self.ids_of:
+                    continue
+                self.written.add(path)
+                if record["error"] is not None:
+                    for sample_id in self.ids_of[path]:
+                        self.report.fail(sample_id, path, RuntimeError(record["error"]))
+                    continue
+                dets = record_to_detections(record, self.output)
+                labels.update({sample_id: dets.copy() for sample_id in self.ids_of[path]})
+            write_labels(self.samples, self.field, labels, self.report)
+
+    def complete(self) -> bool:
+        """Whether every image of the job has been written back (or reported as failed)."""
+        return len(self.written) == len(self.ids_of)
