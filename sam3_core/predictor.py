@@ -127,14 +127,15 @@ class ImagePredictor:
         cls,
         checkpoint: str | None = None,
         *,
-        config: str = "sam3",
+        config: str | None = None,
         device: str | torch.device | None = None,
         precision: str = "fp32",
         token: str | None = None,
         store: EmbeddingStore | str | os.PathLike | None = None,
     ) -> ImagePredictor:
-        """Load the released weights (hub id, default `facebook/sam3`, or a local file);
-        `store`: an `EmbeddingStore` or a folder to keep image embeddings in."""
+        """Load the released weights (hub id, default `facebook/sam3`, or a local file; the
+        checkpoint picks the config unless `config` names one); `store`: an `EmbeddingStore` or
+        a folder to keep image embeddings in."""
         from sam3_core.build import load_model
 
         model = load_model(checkpoint, config=config, token=token)

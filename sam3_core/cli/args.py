@@ -143,7 +143,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="local .safetensors/.pt file or hub repo id (default facebook/sam3)",
     )
     p.add_argument(
-        "--config", default="sam3", choices=sorted(CONFIGS), help="model config (default sam3)"
+        "--config",
+        default=None,
+        choices=sorted(CONFIGS),
+        help="model config (default: picked from the checkpoint; needed only for a custom model "
+        "saved without its config)",
     )
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument(

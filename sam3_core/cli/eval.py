@@ -70,8 +70,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """The work of `sam3 eval` (errors raised as EvalDataError / ThresholdsError)."""
-    from sam3_core.metrics.calibrate import calibrate_table, sweep
-    from sam3_core.metrics.evaluate import full_report, table_report
+    from sam3_core.metrics.calibration import calibrate_table, sweep
+    from sam3_core.metrics.evaluation import full_report, table_report
     from sam3_core.metrics.loaders import load_eval_set
     from sam3_core.metrics.report import format_table, write_json
     from sam3_core.metrics.table import pair_table

@@ -44,7 +44,7 @@ class EmbedSpec:
     store: str
     dtype: str | None = None
     checkpoint: str | None = None
-    config: str = "sam3"
+    config: str | None = None  # None: picked from the checkpoint
     device: str | None = None
     precision: str = "fp32"
     batch_size: int = 4

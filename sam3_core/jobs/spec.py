@@ -54,7 +54,7 @@ class JobSpec:
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
     checkpoint: str | None = None
-    config: str = "sam3"
+    config: str | None = None  # None: picked from the checkpoint
     device: str | None = None
     precision: str = "fp32"
     batch_size: int = 4

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam3_core.metrics.calibrate import Curves
+from sam3_core.metrics.calibration import Curves
 from sam3_core.metrics.thresholds import Thresholds
 
 OVERALL = (("cgF1", 1.0), ("pmF1", 1.0), ("IL_MCC", 100.0), ("F1", 1.0))  # (metric, scale)

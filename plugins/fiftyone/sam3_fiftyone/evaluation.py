@@ -18,7 +18,7 @@ TABLE_COLUMNS = ("concept", "cgF1", "pmF1", "IL_MCC", "AP_mask", "threshold", "g
 
 @dataclass
 class Evaluation:
-    """A view's evaluation: `report` as `sam3_core.metrics.evaluate` gives it, the calibrated
+    """A view's evaluation: `report` as `sam3_core.metrics.evaluation` gives it, the calibrated
     `thresholds` (None unless asked) and the `curves` of each figure against one threshold."""
 
     report: dict
@@ -66,12 +66,8 @@ def evaluate_view(
     maximises `metric` ("cgF1" or "F1") and report at those thresholds (else at `threshold`);
     keep_thresholds stores them in `dataset.info["sam3_thresholds"][pred_field]`.
     """
-    # the functions from their modules: `sam3_core.metrics.calibrate` / `.evaluate` name both a
-    # module and a function, and the package attribute becomes the module once it is imported
-    from sam3_core.metrics import EvalSet
-    from sam3_core.metrics.calibrate import calibrate as calibrate_thresholds
-    from sam3_core.metrics.calibrate import sweep
-    from sam3_core.metrics.evaluate import evaluate
+    from sam3_core.metrics import EvalSet, evaluate, sweep
+    from sam3_core.metrics import calibrate as calibrate_thresholds
     from sam3_core.metrics.table import pair_table
 
     check_fields(samples, (pred_field, gt_field))

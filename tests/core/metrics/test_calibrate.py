@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sam3_core.metrics import EvalSet, Thresholds, calibrate, evaluate, sweep
-from sam3_core.metrics.calibrate import midpoint
+from sam3_core.metrics.calibration import midpoint
 from sam3_core.metrics.table import pair_table
 from tests.core.metrics.helpers import gt, pred, rect
 
@@ -120,3 +120,22 @@ def test_sweep_grid_and_midpoint():
     assert set(curves.concepts) == {"cat", "dog"}
     assert midpoint(0.6, 0.4) == 0.5 and midpoint(0.50002, 0.50001) == pytest.approx(0.500015)
     assert isinstance(Thresholds().for_concept("x"), float)
+
+
+def test_a_metric_flat_in_the_threshold_lets_f1_choose():
+    """bird is on every image (no negative pairs), so IL_TN = IL_FP = 0, IL_MCC = 0 and cgF1 is
+    0 at every threshold. Before, 'keep none' won that tie and wrote a threshold above every
+    prediction; now F1 chooses: hits at 0.9 and 0.8, false alarms at 0.3 -> F1 is 100 for any
+    threshold in (0.3, 0.8], the midpoint 0.55 is written."""
+    es = EvalSet(["bird"])
+    for i, hit in enumerate([0.9, 0.8]):
+        es.add_image(
+            f"im{i}",
+            (20, 20),
+            gt=[gt("bird", A)],
+            pred=[pred("bird", A, hit), pred("bird", B, 0.3)],
+            exhaustive=True,
+        )
+    th, _ = calibrate(es, metric="cgF1")
+    assert th.for_concept("bird") == pytest.approx(0.55)
+    assert evaluate(es, th, ap=False)["concepts"]["bird"]["F1"] == pytest.approx(100.0)

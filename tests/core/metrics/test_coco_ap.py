@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sam3_core.metrics.evaluate import evaluate
+from sam3_core.metrics.evaluation import evaluate
 from sam3_core.metrics.loaders import load_eval_set
 
 

@@ -59,6 +59,8 @@ def sweep(table: PairTable, grid: Sequence[float] | None = None) -> Curves:
 
 def best_threshold(table: PairTable, concept: str, metric: str) -> tuple[float, float] | None:
     """(threshold, figure) maximising `metric` for one concept; None if it has no predictions.
+    Where `metric` is the same at every threshold (cgF1 is 0 everywhere for a concept on every
+    image: IL_MCC is 0), F1 chooses instead; where that is flat too, the highest threshold wins.
     At most MAX_CANDIDATES distinct scores are tried (evenly spaced by rank)."""
     pairs = np.flatnonzero(table.of_concept(concept))
     mine = np.isin(table.owner, pairs)
@@ -72,10 +74,13 @@ def best_threshold(table: PairTable, concept: str, metric: str) -> tuple[float, 
         distinct = distinct[np.linspace(0, len(distinct) - 1, MAX_CANDIDATES).round().astype(int)]
     candidates = [min(1.0, float(distinct[0]) + 1e-9), *distinct.tolist()]
     base, num_gt = table.offset[pairs], table.num_gt[pairs]
-    values = []
+    figures = []
     for t in candidates:
         kept = np.bincount(local[scores >= t], minlength=len(pairs))
-        values.append(cgf1_metrics(table.tp[base + kept], kept, num_gt)[metric])
+        figures.append(cgf1_metrics(table.tp[base + kept], kept, num_gt))
+    values = [f[metric] for f in figures]
+    if max(values) == min(values):  # the metric cannot choose: F1 does
+        values = [f["F1"] for f in figures]
     best = int(np.argmax(values))  # first maximum: the highest threshold on ties
     if best == 0:  # keep none: halfway between the best score and 1
         threshold = midpoint(1.0, float(distinct[0])) if distinct[0] < 1.0 else 1.0
