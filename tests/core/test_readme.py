@@ -56,6 +56,9 @@ def workdir(tmp_path_factory):
     """The files the README names, small and synthetic, plus a tiny checkpoint."""
     from tests.core.video.test_video import write_mp4
 
+    from tests.fiftyone.env import configure
+
+    configure()  # the Hosts block's FiftyOne: a private database, before fiftyone is imported
     root = tmp_path_factory.mktemp("readme")
     save_checkpoint(tiny_model(), root / "tiny.safetensors")
     record_config(build_model("sam3.1_tiny"), root / "tiny31.safetensors")
