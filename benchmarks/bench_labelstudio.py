@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--cache-size", type=int, default=4)
+    parser.add_argument(
+        "--memory-mb", type=float, default=64.0, help="the backend's memory for encoded images"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "sam3_labelstudio.cli", "serve", "--port", str(port),
                "--checkpoint", str(ckpt), "--config", "sam3_tiny", "--device", "cpu",
                "--local-files-root", tmp, "--score-threshold", "0.3", "--log-level", "warning",
-               "--cache-size", str(args.cache_size)]  # fmt: skip
+               "--memory-mb", str(args.memory_mb)]  # fmt: skip
         server = subprocess.Popen(cmd, env=env)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,7 @@ try:  # the labelstudio extra is optional: without it these tests are not collec
 except ImportError:
     collect_ignore_glob = ["test_*.py"]
 
-PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "labelstudio"
-try:
-    import sam3_labelstudio  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(PLUGIN))
+from tests.labelstudio import servers  # noqa: F401  (puts the plugin package on sys.path)
 
 
 @pytest.fixture(scope="session")

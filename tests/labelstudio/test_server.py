@@ -75,11 +75,12 @@ def test_batch_preannotation_one_batched_call_per_task(client, backend, monkeypa
     assert resp.status_code == 200, resp.text
     preds = resp.json()["results"]
     assert len(preds) == 2 and len(calls) == 2
-    assert calls[0]["concepts"] == ["red blood cell", "WBC", "Nucleus", "Cell"]
+    # the smart RectangleLabels serves smart boxes: batch predictions leave it empty
+    assert calls[0]["concepts"] == ["red blood cell", "WBC", "Nucleus"]
     first = preds[0]["result"]
-    assert {r["type"] for r in first} == {"brushlabels", "polygonlabels", "rectanglelabels"}
+    assert {r["type"] for r in first} == {"brushlabels", "polygonlabels"}
     labels = {r["value"][r["type"]][0] for r in first}
-    assert labels == {"RBC", "WBC", "Nucleus", "Cell"}
+    assert labels == {"RBC", "WBC", "Nucleus"}
     for r in first:
         assert (r["original_width"], r["original_height"]) == (120, 90)
         assert r["to_name"] == "image" and 0 <= r["score"] <= 1
@@ -87,29 +88,41 @@ def test_batch_preannotation_one_batched_call_per_task(client, backend, monkeypa
     assert preds[0]["model_version"] == backend.model_version
 
 
-def test_interactive_clicks_reuse_the_embedding(client, backend, monkeypatch):
-    encoder = backend.predictor.model.detector_model.vision_encoder
-    runs = []
-    hook = encoder.register_forward_hook(lambda *a: runs.append(1))
+def test_a_config_of_smart_tags_only_is_filled_in_batch(client):
+    config = """<View><Image name="image" value="$image"/>
+      <RectangleLabels name="rect" toName="image" smartOnly="true"><Label value="Cell"/></RectangleLabels>
+    </View>"""  # fmt: skip
+    resp = client.post("/predict", json={"tasks": [TASK_A], "label_config": config})
+    assert resp.status_code == 200, resp.text
+    assert {r["type"] for r in resp.json()["results"][0]["result"]} == {"rectanglelabels"}
+
+
+def test_interactive_clicks_reuse_the_embedding(client, backend, images_dir, monkeypatch):
+    """Clicks read the image's embedding from the store: encoded once, by content (the same
+    picture under another name and task hits too)."""
+    from PIL import Image
+
+    Image.open(images_dir / "b.png").save(images_dir / "b-copy.png")
+    stats = backend.store.stats
     calls = []
     real = backend.predictor.predict
     monkeypatch.setattr(
         backend.predictor, "predict", lambda *a, **k: calls.append(k) or real(*a, **k)
     )
-    task = {"id": 99, "data": {"image": "/data/local-files/?d=a.png"}}
-    try:
-        for ctx in ([click(40, 50)], [click(40, 50), click(80, 20, positive=False)]):
-            body = {"tasks": [task], "label_config": CONFIG, "params": {"context": {"result": ctx}}}
-            resp = client.post("/predict", json=body)
-            assert resp.status_code == 200, resp.text
-            [region] = resp.json()["results"][0]["result"]
-            assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["RBC"]
-            assert region["value"]["format"] == "rle"
-    finally:
-        hook.remove()
-    assert len(runs) == 1  # the second click found the image encoded
+    misses, hits = stats["misses"], stats["memory_hits"]
+    clicks = [[click(40, 50)], [click(40, 50), click(70, 20, positive=False)]]
+    for task_id, name, ctx in [(99, "b.png", clicks[0]), (100, "b-copy.png", clicks[1])]:
+        task = {"id": task_id, "data": {"image": f"/data/local-files/?d={name}"}}
+        body = {"tasks": [task], "label_config": CONFIG, "params": {"context": {"result": ctx}}}
+        resp = client.post("/predict", json=body)
+        assert resp.status_code == 200, resp.text
+        [region] = resp.json()["results"][0]["result"]
+        assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["RBC"]
+        assert region["value"]["format"] == "rle"
+    assert stats["misses"] <= misses + 1  # b.png encoded at most once (the batch test did)
+    assert stats["memory_hits"] >= hits + 1  # the second click found it encoded
     assert calls[1]["point_labels"] == [1, 0]
-    assert calls[1]["points"] == [(48.0, 45.0), (96.0, 18.0)]
+    assert calls[1]["points"] == [(32.0, 32.0), (56.0, 12.8)]  # b.png is 80 x 64
 
 
 def test_smart_box_and_text_prompt(client):
@@ -123,6 +136,31 @@ def test_smart_box_and_text_prompt(client):
     regions = client.post("/predict", json=body).json()["results"][0]["result"]
     assert len(regions) == 8  # tiny model: 8 queries, threshold 0
     assert {r["value"]["brushlabels"][0] for r in regions} == {"RBC"}  # no match: first label
+
+
+def test_an_empty_interactive_context_is_answered_empty_without_the_model(
+    client, backend, monkeypatch
+):
+    """Label Studio sends `context: {result: []}` for every region it destroys (leaving a
+    task): that is not a batch request, and must not run the model."""
+    monkeypatch.setattr(backend.predictor, "predict", lambda *a, **k: pytest.fail("model ran"))
+    body = {"tasks": [TASK_A], "label_config": CONFIG, "params": {"context": {"result": []}}}
+    resp = client.post("/predict", json=body)
+    assert resp.status_code == 200 and resp.json()["results"][0]["result"] == []
+
+
+def test_a_concept_with_no_hits_is_logged(client, backend, caplog):
+    text = {"type": "textarea", "from_name": "prompt", "value": {"text": ["zebra"]}}
+    body = {"tasks": [TASK_B], "label_config": CONFIG, "params": {"context": {"result": [text]}}}
+    threshold = backend.settings.score_threshold
+    backend.settings.score_threshold = 1.0  # nothing scores that high
+    try:
+        with caplog.at_level("INFO", logger="sam3_labelstudio"):
+            resp = client.post("/predict", json=body)
+    finally:
+        backend.settings.score_threshold = threshold
+    assert resp.status_code == 200 and resp.json()["results"][0]["result"] == []
+    assert "'zebra' found nothing with score >= 1" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -175,21 +213,19 @@ def test_bad_input_is_a_json_error_and_the_server_lives(client, body, status, ne
     assert bad.status_code == 400
 
 
-def test_concurrent_requests_share_one_model_thread(client, backend):
+def test_concurrent_requests_share_one_model_thread(client, backend, monkeypatch):
     import threading
 
-    encoder = backend.predictor.model.detector_model.vision_encoder
     threads = set()
-    hook = encoder.register_forward_hook(lambda *a: threads.add(threading.get_ident()))
+    for name in ("set_image", "predict"):
+        real = getattr(backend.predictor, name)
+        monkeypatch.setattr(backend.predictor, name,
+                            lambda *a, _real=real, **k: threads.add(threading.get_ident())
+                            or _real(*a, **k))  # fmt: skip
     body = {"tasks": [{"id": 1000, "data": {"image": "/data/local-files/?d=b.png"}}],
             "label_config": CONFIG}  # fmt: skip
-    try:
-        with ThreadPoolExecutor(6) as pool:
-            codes = list(
-                pool.map(lambda i: client.post("/predict", json=body).status_code, range(6))
-            )
-    finally:
-        hook.remove()
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda i: client.post("/predict", json=body).status_code, range(6)))
     assert codes == [200] * 6
     assert len(threads) == 1  # every model call ran on the one model thread
 

@@ -1,10 +1,9 @@
-"""The backend: one SAM 3 predictor on one worker thread, an LRU of encoded images, LS JSON in and out."""
+"""The backend: one SAM 3 predictor on one worker thread, its embedding store, LS JSON in and out."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,8 +28,29 @@ class Settings:
 
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
-    cache_size: int = 4  # encoded images kept (about 130 MB each at full size on CPU)
     max_in_flight: int = 4  # requests decoding / predicting / converting at once; others wait
+    thresholds: object = None  # sam3_core.metrics.thresholds.Thresholds: per concept, wins
+
+    def threshold_of(self, concept: str) -> float:
+        """The score a concept's instances need: its own threshold, else --score-threshold."""
+        th = self.thresholds
+        return self.score_threshold if th is None else th.for_concept(concept)
+
+    def concepts(self, predictor, state, concepts: list[str]):
+        """`predictor.predict` for concepts, kept by the per-concept thresholds when given
+        (run at their lowest, then each concept's own), else by `score_threshold`."""
+        th = self.thresholds
+        inst = predictor.predict(
+            state,
+            concepts=concepts,
+            score_threshold=self.score_threshold if th is None else th.lowest(),
+            mask_threshold=self.mask_threshold,
+        )
+        if th is None:
+            return inst
+        from sam3_core.metrics.thresholds import apply_thresholds
+
+        return apply_thresholds(inst, th)
 
 
 def json_object(value, where: str) -> dict:
@@ -54,32 +74,6 @@ def task_url(task: dict, schema: Schema) -> str:
     return url
 
 
-class ImageCache:
-    """LRU of `ImageState`s keyed by (task id, image URL): clicks reuse the embedding."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._items: OrderedDict = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def has(self, key) -> bool:
-        """True when `key` is cached."""
-        return key in self._items
-
-    def get(self, key, encode):
-        """The cached state for `key`, or `encode()` stored under it."""
-        if key in self._items:
-            self.hits += 1
-            self._items.move_to_end(key)
-            return self._items[key]
-        self.misses += 1
-        state = self._items[key] = encode()
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return state
-
-
 class Backend:
     """Answers /predict: batch pre-annotation and interactive clicks, boxes and typed concepts."""
 
@@ -88,7 +82,12 @@ class Backend:
         self.model_version = model_version
         self.fetcher = fetcher
         self.settings = settings
-        self.cache = ImageCache(settings.cache_size)
+        if predictor.store is None:
+            raise ValueError(
+                "The backend keeps encoded images in the predictor's embedding store: build the "
+                "ImagePredictor with store=EmbeddingStore(folder or None)."
+            )
+        self.store = predictor.store  # clicks reuse the embedding (memory, then disk)
         # One model, one thread: requests arrive on many threads, and every model call (and the
         # image cache) runs on this single worker, serialised, with torch's memory in one arena.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3-model")
@@ -119,26 +118,23 @@ class Backend:
             raise BackendError(str(exc), 422) from exc
 
     def _state(self, task: dict, schema: Schema):
-        """The encoded image of a task (LRU-cached); the download happens off the model thread."""
+        """The encoded image of a task: downloaded off the model thread, then read from the
+        embedding store (memory, then disk) or encoded into it."""
         url = task_url(task, schema)
-        key = (task.get("id"), url)
-        state = self.run(lambda: self.cache.get(key, None) if self.cache.has(key) else None)
-        if state is not None:
-            return state
         try:
             image = self.fetcher.fetch_image(url)
         except Exception as exc:  # ImageFetchError: 502 (source failed) or 422 (its data)
             raise BackendError(
                 f"Task {task.get('id')}: {exc}", getattr(exc, "status", 502)
             ) from exc
-        return self.run(self._encode, key, image)
+        return self.run(self._encode, image)
 
-    def _encode(self, key, image):
-        """(Model thread) the cached or freshly encoded state; after an encode (which may have
-        evicted an older state) freed heap pages go back to the OS, so RSS stays flat."""
-        misses = self.cache.misses
-        state = self.cache.get(key, lambda: self.predictor.set_image(image))
-        if self.cache.misses != misses:
+    def _encode(self, image):
+        """(Model thread) the stored or freshly encoded state; after an encode (which may have
+        evicted older entries) freed heap pages go back to the OS, so RSS stays flat."""
+        misses = self.store.stats["misses"]
+        state = self.predictor.set_image(image)
+        if self.store.stats["misses"] != misses:
             memory.trim()
         return state
 
@@ -158,10 +154,15 @@ class Backend:
             )
         schema = self.schema(payload.get("label_config") or "")
         params = json_object(payload.get("params"), "params")
+        # Label Studio sends context null for Retrieve Predictions, an object for interactive
+        # requests (whose result may be empty: then there is nothing to answer)
+        interactive = isinstance(params.get("context"), dict)
         context = json_object(params.get("context"), "params.context")
         items = context.get("result") or []
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise BackendError("params.context.result must be a list of region objects.", 400)
+        if interactive and not items:
+            return {"results": [convert.prediction([], self.model_version) for _ in tasks[:1]]}
         if schema.media_tag == "Video":
             if self.video is None:
                 raise BackendError(
@@ -201,19 +202,14 @@ class Backend:
         return out
 
     def pre_annotate(self, task: dict, schema: Schema) -> dict:
-        """Every label's concept on the task's image, in one batched `predict` call."""
-        concepts = schema.concepts()
+        """Every label's concept on the task's image, in one batched `predict` call; tags
+        marked smart (for clicks and boxes) are left out when the config has plain ones."""
+        outputs = schema.batch_outputs()
+        concepts = schema.concepts(outputs)
         state = self._state(task, schema)
-        inst = self.run(
-            lambda: self.predictor.predict(
-                state,
-                concepts=concepts,
-                score_threshold=self.settings.score_threshold,
-                mask_threshold=self.settings.mask_threshold,
-            )
-        )
+        inst = self.run(self.settings.concepts, self.predictor, state, concepts)
         results = []
-        for out in schema.outputs:
+        for out in outputs:
             for label, concept in out.concepts.items():
                 keep = inst.labels == concepts.index(concept)
                 results += convert.instance_results(
@@ -229,24 +225,25 @@ class Backend:
             prompt = convert.parse_context(items, w, h)
             if prompt.is_geometric:
                 out, label = schema.output_for(prompt.label)
-                kwargs = {
-                    "points": prompt.points or None,
-                    "point_labels": prompt.point_labels or None,
-                    "boxes": prompt.box,
-                }
+                points, point_labels = prompt.points or None, prompt.point_labels or None
+                inst = self.run(
+                    lambda: self.predictor.predict(
+                        state, points=points, point_labels=point_labels, boxes=prompt.box
+                    )
+                )
             elif prompt.text:
                 out, label = schema.label_for_text(prompt.text)
-                kwargs = {
-                    "concepts": [prompt.text],
-                    "score_threshold": self.settings.score_threshold,
-                    "mask_threshold": self.settings.mask_threshold,
-                }
+                inst = self.run(self.settings.concepts, self.predictor, state, [prompt.text])
             else:
                 return convert.prediction([], self.model_version)
-            inst = self.run(lambda: self.predictor.predict(state, **kwargs))
         except (ConfigError, convert.PromptError) as exc:
             raise BackendError(str(exc), 422) from exc
         except ValueError as exc:  # sam3_core.PromptError: points outside the image etc.
             raise BackendError(f"Bad prompt: {exc}", 422) from exc
         results = convert.instance_results(inst.masks, inst.boxes, inst.scores, out, label)
+        if prompt.text and not results:  # Label Studio shows nothing for an empty answer
+            log.info(
+                "task %s: %r found nothing with score >= %g (lower --score-threshold to see more)",
+                task.get("id"), prompt.text, self.settings.threshold_of(prompt.text),
+            )  # fmt: skip
         return convert.prediction(results, self.model_version)

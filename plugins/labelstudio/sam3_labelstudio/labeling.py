@@ -21,6 +21,7 @@ class OutputTag:
     to_name: str
     tag: str  # BrushLabels | PolygonLabels | RectangleLabels | VideoRectangle
     concepts: dict[str, str]  # label value -> concept text
+    smart: bool = False  # smart="true" / smartOnly="true": serves clicks and boxes
 
     @property
     def result_type(self) -> str:
@@ -39,9 +40,16 @@ class Schema:
     prompt_names: list[str] = field(default_factory=list)  # TextArea names for typed concepts
     frame_rate: float = 24.0  # Video tags: frameRate, to turn frames into times
 
-    def concepts(self) -> list[str]:
-        """All concept texts of all output tags, deduplicated, in config order."""
-        return list(dict.fromkeys(c for o in self.outputs for c in o.concepts.values()))
+    def concepts(self, outputs: list[OutputTag] | None = None) -> list[str]:
+        """The concept texts of `outputs` (default: all output tags), deduplicated, in order."""
+        tags = self.outputs if outputs is None else outputs
+        return list(dict.fromkeys(c for o in tags for c in o.concepts.values()))
+
+    def batch_outputs(self) -> list[OutputTag]:
+        """The tags Retrieve Predictions fills: those not marked smart (they serve clicks and
+        boxes), or every tag when all are smart (a config made of smart tags only)."""
+        plain = [o for o in self.outputs if not o.smart]
+        return plain or list(self.outputs)
 
     def output_for(self, label: str | None) -> tuple[OutputTag, str]:
         """The output tag (brush first, then polygon, rectangle) holding `label`, and the label."""
@@ -110,7 +118,8 @@ def parse_config(label_config: str) -> Schema:
             labels = _video_labels(interface, targets[0])
         if not labels:
             raise ConfigError(no_labels_message(control.tag, control.name, targets[0]))
-        outputs.append(OutputTag(control.name, targets[0], control.tag, labels))
+        smart = any(str(control.attr.get(k, "")).lower() == "true" for k in ("smart", "smartOnly"))
+        outputs.append(OutputTag(control.name, targets[0], control.tag, labels, smart))
     if not outputs:
         raise ConfigError(
             "The labeling config has no BrushLabels, PolygonLabels or RectangleLabels on an Image "

@@ -81,8 +81,9 @@ def create_app(backend: Backend, basic_auth: str | None = None) -> Starlette:
         return JSONResponse({"versions": [backend.model_version], "model_dir": None})
 
     async def metrics(request: Request) -> JSONResponse:
-        c = backend.cache
-        return JSONResponse({"cache_hits": c.hits, "cache_misses": c.misses})
+        stats = dict(backend.store.stats)
+        hits = stats["memory_hits"] + stats["disk_hits"]
+        return JSONResponse({"cache_hits": hits, "cache_misses": stats["misses"]} | stats)
 
     routes = [
         Route("/", health, methods=["GET"]),

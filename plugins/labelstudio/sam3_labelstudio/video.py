@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -12,34 +13,10 @@ import numpy as np
 
 from sam3_labelstudio.convert import PromptError, as_list, region_id
 from sam3_labelstudio.images import ImageFetchError, local_storage_path
+from sam3_labelstudio.keyframes import DEFAULT_TOLERANCE, track_sequence
 from sam3_labelstudio.labeling import Schema
 
 log = logging.getLogger("sam3_labelstudio")
-
-
-def sequence_item(frame: int, box, width: int, height: int, fps: float, enabled: bool) -> dict:
-    """One keyframe of a videorectangle: `frame` counted from 0 here, from 1 in Label Studio."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return {
-        "frame": frame + 1,
-        "x": 100.0 * x0 / width,
-        "y": 100.0 * y0 / height,
-        "width": 100.0 * (x1 - x0) / width,
-        "height": 100.0 * (y1 - y0) / height,
-        "rotation": 0,
-        "enabled": enabled,
-        "time": frame / fps,
-    }
-
-
-def track_sequence(boxes: dict[int, np.ndarray], width: int, height: int, fps: float) -> list:
-    """Keyframes for a track seen on `boxes` {frame: xyxy}: a gap or the end closes a span."""
-    frames = sorted(boxes)
-    seq = []
-    for i, t in enumerate(frames):
-        last = i == len(frames) - 1 or frames[i + 1] != t + 1
-        seq.append(sequence_item(t, boxes[t], width, height, fps, enabled=not last))
-    return seq
 
 
 def videorectangle_result(
@@ -61,39 +38,64 @@ def videorectangle_result(
     }
 
 
-def drawn_boxes(items: list[dict], width: int, height: int) -> list[tuple[str, int, tuple, list]]:
-    """User-drawn videorectangles in a context: (region id, frame from 0, xyxy px, labels)."""
+@dataclass
+class DrawnBox:
+    """A videorectangle to track forward: from its last keyframe, earlier keyframes kept."""
+
+    rid: str  # the region id (the answer reuses it, so Label Studio replaces the region)
+    frame: int  # the last keyframe's frame, counted from 0
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 pixels on that frame
+    labels: list[str]
+    kept: list[dict]  # the region's keyframes before `frame`, as Label Studio sent them
+
+
+def drawn_boxes(items: list[dict], width: int, height: int) -> list[DrawnBox]:
+    """The videorectangles of a context that ask to be tracked: those whose last keyframe is
+    enabled (a box just drawn, or one added after a track's end). A track whose last keyframe
+    is disabled is finished (its lifespan closed) and is left as it is."""
     boxes = []
     for item in items or []:
         value = item.get("value")
         if item.get("type") != "videorectangle" or not isinstance(value, dict):
             continue
+        seq = value.get("sequence")
         try:
-            key = value["sequence"][-1]
+            seq = sorted(seq, key=lambda k: int(k["frame"]))
+            key = seq[-1]
             x, y = float(key["x"]) * width / 100, float(key["y"]) * height / 100
             w, h = float(key["width"]) * width / 100, float(key["height"]) * height / 100
             frame = int(key["frame"]) - 1
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise PromptError(
                 "A drawn videorectangle needs a sequence whose last keyframe has numeric "
-                f"frame, x, y, width and height: {value.get('sequence')}"
+                f"frame, x, y, width and height: {seq}"
             ) from exc
-        boxes.append((item.get("id") or region_id(), frame, (x, y, x + w, y + h),
-                      as_list(value.get("labels"))))  # fmt: skip
+        if key.get("enabled", True) is False:
+            continue
+        rid = item.get("id") or region_id()
+        boxes.append(DrawnBox(rid, frame, (x, y, x + w, y + h), as_list(value.get("labels")),
+                              seq[:-1]))  # fmt: skip
     return boxes
 
 
 class VideoAnnotator:
     """Runs `sam3_core.video.session.VideoPredictor` on the backend's model, on its model thread."""
 
-    def __init__(self, backend, max_frames: int = 300) -> None:
+    def __init__(
+        self,
+        backend,
+        max_frames: int = 300,
+        association=None,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> None:
         from sam3_core.video.session import VideoPredictor
 
         image = backend.predictor
         self.backend = backend
         self.predictor = VideoPredictor(image.model, image.device, image.precision)
         self.max_frames = max_frames
-        self.association = None  # sam3_core.video.association.AssociationConfig; None: its defaults
+        self.association = association  # sam3_core AssociationConfig; None: its defaults
+        self.tolerance = tolerance  # px: keyframes where interpolation would miss by more
 
     def predict(self, task: dict, schema: Schema, items: list[dict]) -> dict:
         """One task: concepts of every label (no `items`) or the drawn boxes, tracked forward."""
@@ -138,22 +140,25 @@ class VideoAnnotator:
             session.frames.close()
 
     def _run(self, session, schema: Schema, out, items: list[dict]) -> list[dict]:
-        """Prompt the session (drawn boxes, else every label's concept) and collect tracks."""
+        """Prompt the session (boxes to track, else every label's concept) and collect tracks.
+        With a context, only its open-ended boxes are tracked; none of them: no regions."""
         h, w = session.size
         n = min(session.num_frames, self.max_frames)
         fps = schema.frame_rate
         labels, ids = {}, {}
         drawn = drawn_boxes(items, w, h)
+        if items and not drawn:
+            return []
         if drawn:
-            for k, (rid, frame, box, names) in enumerate(drawn, start=1):
-                if not 0 <= frame < session.num_frames:
+            for k, d in enumerate(drawn, start=1):
+                if not 0 <= d.frame < session.num_frames:
                     raise PromptError(
-                        f"A box is drawn on frame {frame + 1}, but the video has "
+                        f"A box is drawn on frame {d.frame + 1}, but the video has "
                         f"{session.num_frames} frames (1..{session.num_frames}): draw it again."
                     )
-                label = names[0] if names else next(iter(out.concepts), "object")
-                session.add_prompt(frame, obj_id=k, boxes=np.asarray(box, np.float32))
-                labels[k], ids[k] = label, rid
+                label = d.labels[0] if d.labels else next(iter(out.concepts), "object")
+                session.add_prompt(d.frame, obj_id=k, boxes=np.asarray(d.box, np.float32))
+                labels[k], ids[k] = label, d.rid
         else:
             concepts = list(dict.fromkeys(out.concepts.values()))
             session.add_concept(0, concepts=concepts)
@@ -169,16 +174,26 @@ class VideoAnnotator:
                 scores.setdefault(tid, []).append(float(inst.scores[i]))
                 if not drawn and tid not in labels:
                     labels[tid] = by_concept.get(inst.label_names[int(inst.labels[i])], "object")
-        for k, (_, frame, box, _) in enumerate(drawn, start=1):  # the user's box stays as drawn
-            tracks.setdefault(k, {})[frame] = np.asarray(box, np.float32)
+        kept = {}
+        for k, d in enumerate(drawn, start=1):  # from its frame on; the user's box as drawn
+            tracks[k] = {t: b for t, b in tracks.get(k, {}).items() if t > d.frame}
+            tracks[k][d.frame] = np.asarray(d.box, np.float32)
             scores.setdefault(k, [1.0])
+            kept[k] = d.kept
         return [
-            videorectangle_result(track_sequence(b, w, h, fps), out, labels.get(tid, "object"),
-                                  session.num_frames, fps, np.mean(scores[tid]), ids.get(tid))
+            videorectangle_result(
+                kept.get(tid, []) + track_sequence(b, w, h, fps, self.tolerance), out,
+                labels.get(tid, "object"), session.num_frames, fps, np.mean(scores[tid]),
+                ids.get(tid),
+            )
             for tid, b in tracks.items()
         ]  # fmt: skip
 
 
-def attach_video(backend, max_frames: int = 300) -> None:
-    """Give `backend` video support (`sam3_core.video.session.VideoPredictor` on its model)."""
-    backend.video = VideoAnnotator(backend, max_frames)
+def attach_video(
+    backend, max_frames: int = 300, association=None, tolerance: float = DEFAULT_TOLERANCE
+) -> None:
+    """Give `backend` video support (`sam3_core.video.session.VideoPredictor` on its model):
+    at most `max_frames` frames tracked per request, `association` thresholds (sam3_core's
+    AssociationConfig), keyframes within `tolerance` px of the tracked boxes."""
+    backend.video = VideoAnnotator(backend, max_frames, association, tolerance)
