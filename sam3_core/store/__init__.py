@@ -8,6 +8,6 @@ backbone and writes its misses.
 from __future__ import annotations
 
 from sam3_core.store.errors import StoreError, StoreMismatchError
-from sam3_core.store.store import EmbeddingStore, StoredImage
+from sam3_core.store.store import STORE_ENV, EmbeddingStore, StoredImage
 
-__all__ = ["EmbeddingStore", "StoreError", "StoreMismatchError", "StoredImage"]
+__all__ = ["STORE_ENV", "EmbeddingStore", "StoreError", "StoreMismatchError", "StoredImage"]

@@ -12,10 +12,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sam3_core.store import STORE_ENV
+
 from .labeling import Progress
 from .predictors import DEFAULT_CONFIG
-
-STORE_ENV = "SAM3_EMBEDDING_STORE"  # a default store folder for every dataset
 
 
 @dataclass

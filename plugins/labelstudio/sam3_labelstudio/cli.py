@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from sam3_core.cli.args import parse_fraction, parse_positive_int
+from sam3_core.store import STORE_ENV
 from sam3_labelstudio.backend import Backend, Settings
 from sam3_labelstudio.options import (
-    STORE_ENV,
     add_model_options,
     add_source_options,
     add_store_options,

@@ -8,10 +8,10 @@ import logging
 import os
 
 from sam3_core.cli.args import parse_number
+from sam3_core.store import STORE_ENV
 from sam3_labelstudio.images import DEFAULT_MAX_MB, MAX_MB_ENV, ImageFetcher
 
 log = logging.getLogger("sam3_labelstudio")
-STORE_ENV = "SAM3_EMBEDDING_STORE"
 
 
 def size_mb(text: str) -> float:
@@ -33,7 +33,11 @@ def add_model_options(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--checkpoint", default=None, help="local file or hub id (default facebook/sam3)"
     )
-    s.add_argument("--config", default="sam3", help="model config name (sam3, sam3_tiny)")
+    s.add_argument(
+        "--config",
+        default=None,
+        help="model config name (default: picked from the checkpoint)",
+    )
     s.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     s.add_argument(
         "--precision",

@@ -92,7 +92,7 @@ class VideoAnnotator:
 
         image = backend.predictor
         self.backend = backend
-        self.predictor = VideoPredictor(image.model, image.device, image.precision)
+        self.predictor = VideoPredictor.from_image_predictor(image)
         self.max_frames = max_frames
         self.association = association  # sam3_core AssociationConfig; None: its defaults
         self.tolerance = tolerance  # px: keyframes where interpolation would miss by more
