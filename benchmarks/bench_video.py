@@ -18,6 +18,11 @@ released model). Last line:
 `video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps for the
 clicks; G the larger growth of the two memory runs).
 `python benchmarks/bench_video.py [--config sam3]` (default: sam3 on a GPU, sam3_tiny on CPU).
+
+`--multiplex`: only SAM 3's tracker vs SAM 3.1's Object Multiplex on the same frames, ms per
+propagated frame (CPU time on a CPU) for 1, 16, 64, 128 objects clicked on frame 0 (the
+config's SAM 3.1 layout with buckets of `--bucket`, 16 as released); last line
+`multiplex_speedup_16=.. multiplex_speedup_128=..` (SAM 3 ms/frame / SAM 3.1 ms/frame).
 """
 
 from __future__ import annotations
@@ -233,6 +238,63 @@ def recondition_run(device, frames: int, size, keep: int | None) -> dict[str, fl
     }
 
 
+def multiplex_ms_per_frame(vp, frames, num_objects: int, n: int) -> float:
+    """ms per propagated frame for `num_objects` objects clicked on frame 0 (clicks not timed):
+    on a CPU this process's CPU time (other processes' load does not count), else wall time."""
+    rng = np.random.default_rng(num_objects)
+    h, w = frames.size
+    session = vp.start(frames)
+    for obj_id in range(1, num_objects + 1):
+        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
+        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
+    clock = time.process_time if vp.device.type == "cpu" else time.perf_counter
+    sync(vp.device)
+    t0 = clock()
+    for _ in session.propagate(start=0, max_frames=n + 1):
+        pass
+    sync(vp.device)
+    return 1000 * (clock() - t0) / n
+
+
+def print_multiplex(
+    device, config: str | None, counts: list[int], n: int, bucket: int, runs: int
+) -> None:
+    """SAM 3's per-object tracker vs SAM 3.1's multiplex one on the same frames: ms/frame
+    for each number of clicked objects, median of `runs` interleaved runs (random weights:
+    the cost, not the masks)."""
+    from sam3_core.build import build_model
+    from sam3_core.config import get_config, replace
+    from sam3_core.video.session import VideoPredictor
+
+    base = config or ("sam3" if device.type == "cuda" else "sam3_tiny")
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    multi = get_config(base.replace("sam3", "sam3.1", 1))
+    multi = replace(multi, multiplex=replace(multi.multiplex, multiplex_count=bucket))
+    vps = {}
+    for name, cfg in (("sam3", get_config(base)), ("sam3.1", multi)):
+        torch.manual_seed(0)
+        vps[name] = VideoPredictor(build_model(cfg).to(device).eval(), device, precision)
+    frames = SyntheticFrames(n + 1, 240, 320)
+    for vp in vps.values():
+        multiplex_ms_per_frame(vp, SyntheticFrames(3, 240, 320), 2, 2)  # warm-up
+    speedups = {}
+    print(
+        f"device={device} precision={precision} config={base} vs its SAM 3.1 layout, buckets "
+        f"of {bucket}; {n} propagated frames 320x240, objects clicked on frame 0, median of {runs} runs; "
+        f"{'CPU' if device.type == 'cpu' else 'wall'} ms"
+    )
+    print(f"{'objects':>8} {'sam3 ms/frame':>14} {'sam3.1 ms/frame':>16} {'speedup':>8}")
+    for count in counts:
+        taken: dict[str, list[float]] = {k: [] for k in vps}
+        for _ in range(runs):  # interleaved, so load from other processes hits both alike
+            for k, vp in vps.items():
+                taken[k].append(multiplex_ms_per_frame(vp, frames, count, n))
+        ms = {k: statistics.median(v) for k, v in taken.items()}
+        speedups[count] = ms["sam3"] / ms["sam3.1"]
+        print(f"{count:>8} {ms['sam3']:>14.1f} {ms['sam3.1']:>16.1f} {speedups[count]:>7.2f}x")
+    print(" ".join(f"multiplex_speedup_{c}={speedups[c]:.2f}" for c in (16, 128) if c in speedups))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=None, help="default: sam3 on a GPU, sam3_tiny on CPU")
@@ -244,7 +306,25 @@ def main() -> None:
     ap.add_argument("--memory-frames", type=int, default=400)
     ap.add_argument("--recondition-frames", type=int, default=1000)
     ap.add_argument("--only-recondition", action="store_true", help="only the strong-detection run")
+    ap.add_argument(
+        "--multiplex",
+        action="store_true",
+        help="only SAM 3 vs SAM 3.1 (Object Multiplex) ms/frame for --objects clicked objects",
+    )
+    ap.add_argument("--objects", default="1,16,64,128", help="object counts for --multiplex")
+    ap.add_argument("--bucket", type=int, default=16, help="SAM 3.1 bucket size (released: 16)")
     args = ap.parse_args()
+    if args.multiplex:
+        torch.set_grad_enabled(False)
+        counts = [int(c) for c in args.objects.split(",")]
+        return print_multiplex(
+            pick_device(args.device),
+            args.config,
+            counts,
+            min(args.frames, 8),
+            args.bucket,
+            min(args.runs, 3),
+        )
 
     from sam3_core.build import build_model
     from sam3_core.config import get_config

@@ -42,10 +42,10 @@ PART_CONTENTS = {
     "multiplex tracker": "SAM 3.1's Object Multiplex tracker and its neck",
 }
 FULL_CHECKPOINT = "load facebook/sam3's full checkpoint (model.safetensors or sam3.pt)"
-MULTIPLEX_VIDEO_PENDING = (
-    "SAM 3.1 (Object Multiplex) video tracking is not available yet in this version: its "
-    "weights load into the multiplex tracker, but the video session does not drive it; "
-    "track videos with facebook/sam3 for now (SAM 3.1 images work)"
+MULTIPLEX_HAS_NO_SAM3_MEMORY = (
+    "SAM 3.1 (Object Multiplex) has no SAM 3 video memory: its videos are tracked by the "
+    "multiplex tracker (part 'multiplex tracker'), which VideoPredictor uses for a SAM 3.1 "
+    "model by itself; ask for that part instead"
 )
 
 
@@ -74,9 +74,9 @@ class Sam3Model(nn.Module):
 
     def require_parts(self, *parts: str, task: str) -> None:
         """Raise MissingPartError unless every part needed for `task` holds loaded weights
-        (and, for SAM 3.1, is driven by this version)."""
+        (and exists in this model kind: SAM 3.1 tracks videos without SAM 3's memory)."""
         if self.config.multiplex is not None and "video memory" in parts:
-            raise MissingPartError(f"{task}: {MULTIPLEX_VIDEO_PENDING}")
+            raise MissingPartError(f"{task}: {MULTIPLEX_HAS_NO_SAM3_MEMORY}")
         if self.loaded_parts is None:
             return
         absent = [p for p in parts if p not in self.loaded_parts]

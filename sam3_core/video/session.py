@@ -11,6 +11,8 @@ Click tracking follows SAM 2 / transformers' `Sam3TrackerVideoModel` (conditioni
 recent memories, object pointers, its multimask rules). Frames are decoded on demand, only the
 current frame's backbone features are cached, and the memory bank keeps only what can still
 be read (`sam3_core.video.memory_bank`), so memory stays flat however long the video is.
+A SAM 3.1 model tracks clicked objects with its Object Multiplex tracker instead
+(`sam3_core.video.multiplex_backend`); concepts on SAM 3.1 videos are not built yet.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sam3_core.video.clicks import click_inputs
 from sam3_core.video.concepts import concept_step, merge_concepts
 from sam3_core.video.frames import FrameSource, open_frames
 from sam3_core.video.memory_bank import FrameMemory, MemoryBank
+from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS, MultiplexVideo
 from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
 from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
@@ -85,15 +88,22 @@ class VideoPredictor:
         offload_to_cpu: bool = False,
         max_memory_frames: int | None = None,
         association: AssociationConfig | None = None,
+        max_num_objects: int | None = None,
     ) -> VideoSession:
         """Open a video (file, folder, TIFF stack, [T, H, W(, C)] array) for tracking.
 
         offload_to_cpu keeps memory tensors on the CPU; max_memory_frames caps the prompted
         frames kept per object (the farthest from the latest one are dropped; default: all);
         `association.max_reconditioned_frames` caps concept tracks' re-conditioned ones (4).
+        max_num_objects (SAM 3.1 only, default 128): objects past it are refused.
         """
         return VideoSession(
-            self, open_frames(source), offload_to_cpu, max_memory_frames, association
+            self,
+            open_frames(source),
+            offload_to_cpu,
+            max_memory_frames,
+            association,
+            max_num_objects=max_num_objects,
         )
 
 
@@ -107,9 +117,31 @@ class VideoSession:
         offload_to_cpu: bool = False,
         max_memory_frames: int | None = None,
         association: AssociationConfig | None = None,
+        max_num_objects: int | None = None,
     ) -> None:
         self.predictor, self.frames = predictor, frames
-        predictor.model.require_parts("vision encoder", "tracker", "video memory", task="video")
+        # SAM 3.1 tracks clicked objects with its multiplex tracker (`multiplex_backend`)
+        self.multiplex: MultiplexVideo | None = None
+        if predictor.model.config.kind == "sam3.1":
+            predictor.model.require_parts(
+                "vision encoder", "tracker", "multiplex tracker", task="video"
+            )
+            self.multiplex = MultiplexVideo(
+                predictor.model,
+                predictor.device,
+                predictor.precision,
+                len(frames),
+                lambda t: self._encode(self.frames[t], detector=False),
+                predictor.image.tracker_features,
+                max_num_objects or DEFAULT_MAX_NUM_OBJECTS,
+            )
+        elif max_num_objects is not None:
+            raise ValueError(
+                "max_num_objects caps SAM 3.1 (Object Multiplex) sessions; a SAM 3 session "
+                "tracks any number of objects: leave it out"
+            )
+        else:
+            predictor.model.require_parts("vision encoder", "tracker", "video memory", task="video")
         self.tracker = predictor.model.tracker_model
         self._vision = predictor.model.detector_model.vision_encoder
         cfg = self.tracker.config
@@ -148,6 +180,8 @@ class VideoSession:
     def memory_bytes(self) -> int:
         """Bytes of tensors the session holds (memory bank + cached frame features)."""
         total = sum(o.memory.nbytes() for o in self.objects.values())
+        if self.multiplex is not None:
+            total += self.multiplex.nbytes()
         if self._current is not None:
             feats = self._current.image.features
             tensors = [feats.vit, *feats.fpn, *feats.fpn_pos, self._current.tracker.image_embed]
@@ -181,6 +215,10 @@ class VideoSession:
         if mask is not None and (points is not None or boxes is not None):
             raise PromptError("Give a mask, or points/boxes, for one object on a frame, not both.")
         obj = self.objects.get(obj_id) or TrackedObject(obj_id, label=0)
+        if self.multiplex is not None:
+            return self._add_multiplex_prompt(
+                obj, frame, points, point_labels, boxes, mask, clear_old
+            )
         feats = self._features(frame)
         is_init = frame not in obj.memory.tracked
         recent = obj.memory.recent.get(frame)
@@ -208,6 +246,23 @@ class VideoSession:
         self.remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
         return self._instances(collect_outputs([(obj, result)]))
 
+    def _add_multiplex_prompt(
+        self, obj: TrackedObject, frame, points, point_labels, boxes, mask, clear_old
+    ) -> Instances:
+        """`add_prompt` on a SAM 3.1 session: clicks and boxes through the interactive head."""
+        if mask is not None:
+            raise PromptError(
+                "mask prompts on SAM 3.1 videos need its mask-as-output path, which this version "
+                "does not have yet: give clicks or a box, or track with facebook/sam3"
+            )
+        coords, labels = click_inputs(
+            obj, frame, points, point_labels, boxes, clear_old, self.size, self.tracker.image_size
+        )
+        device = self.predictor.device
+        result = self.multiplex.add_clicks(obj.obj_id, frame, coords.to(device), labels.to(device))
+        self.objects[obj.obj_id] = obj
+        return self._instances(collect_outputs([(obj, result)]))
+
     @torch.inference_mode()
     def add_concept(
         self,
@@ -223,6 +278,13 @@ class VideoSession:
         again, and from then on every frame is searched for all the concepts.
         """
         self._check_frame(frame)
+        if self.multiplex is not None:
+            raise PromptError(
+                "concept tracking on SAM 3.1 videos needs SAM 3.1's mask-as-output path (masks "
+                "from the detector written into the multiplex memory), which this version does "
+                "not have yet: click the objects (add_prompt), or track concepts with "
+                "facebook/sam3"
+            )
         batch = normalize_concepts(concepts, exemplars, self.size)
         self.concepts = merge_concepts(self.concepts, batch)
         self.label_names = ["object", *self.concepts.names]
@@ -243,6 +305,8 @@ class VideoSession:
             raise KeyError(f"No object with id {obj_id}; known ids: {sorted(self.objects)}.")
         del self.objects[obj_id]
         self.track_states.pop(obj_id, None)
+        if self.multiplex is not None:
+            self.multiplex.remove(obj_id)
 
     # ------------------------------------------------------------------ propagation
     def propagate(
@@ -259,6 +323,8 @@ class VideoSession:
         if not self.objects and self.concepts is None:
             raise PromptError("Nothing to track: call add_prompt or add_concept on a frame first.")
         prompted = [f for o in self.objects.values() for f in o.memory.cond]
+        if self.multiplex is not None:
+            prompted = self.multiplex.cond_frames()
         passes = []
         if direction in ("forward", "both"):
             passes.append((min(prompted, default=0) if start is None else start, False))
@@ -287,6 +353,9 @@ class VideoSession:
 
     @torch.inference_mode()
     def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Outputs:
+        if self.multiplex is not None:
+            results = self.multiplex.step(t, reverse, anchors)
+            return collect_outputs([(self.objects[i], r) for i, r in results.items()])
         feats = self._features(t)
         done = self._concept_frames.pop(t, None)
         reused, pending = [], []

@@ -8,7 +8,7 @@ the conversion. fp32 on the CPU.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import astuple, replace
 from functools import cache
 from pathlib import Path
 
@@ -19,8 +19,14 @@ import torch
 from sam3_core.build import build_model
 from sam3_core.config import sam3_1_tiny
 from sam3_core.modeling.multiplex_state import MultiplexState
-from sam3_core.modeling.multiplex_tracker import MemoryFrame, MultiplexTracker
+from sam3_core.modeling.multiplex_tracker import (
+    MemoryFrame,
+    MultiplexFrameOutput,
+    MultiplexTracker,
+)
 from sam3_core.modeling.tracker import NO_OBJECT_SCORE
+from sam3_core.video.multiplex_backend import MultiplexFeatures
+from sam3_core.video.session import VideoPredictor
 from sam3_core.weights.checkpoint import to_our_layout
 
 GOLDENS = Path(__file__).resolve().parents[1] / "data" / "multiplex_goldens.npz"
@@ -284,12 +290,13 @@ def _upsampled_levels(top: torch.Tensor) -> list[torch.Tensor]:
     return [*up, top]
 
 
-def test_six_frame_click_and_propagation_matches_meta_track_step():
-    # A reference driver of the multiplex tracker for one video: clicks on 5 objects (2 buckets
-    # of 4) on frame 0 through the interactive head, then 5 propagated frames through memory
-    # attention, the multiplex decoder and the memory encoder, with Meta's memory selection.
-    # Compared with Meta's `track_step` frame by frame, within 3x Meta's own rounding spread
-    # (the memory recurrence amplifies fp32 rounding about 3x per frame).
+def test_six_frame_click_and_propagation_matches_meta_track_step(monkeypatch):
+    # The public video API on Meta's weights: clicks on 5 objects (2 buckets of 4) on frame 0
+    # through the interactive head, then 5 frames propagated by the multiplex tracker with
+    # Meta's memory selection (`sam3_core.video.multiplex_backend`). The frames' neck levels
+    # are the golden's (fed in place of the backbone's); the outputs are read where the
+    # tracker makes them. Compared with Meta's `track_step` frame by frame, within 3x Meta's
+    # own rounding spread (the memory recurrence amplifies fp32 rounding about 3x per frame).
     model = build_model(sam3_1_tiny())
     head, mux = model.tracker_model, model.multiplex_tracker
     ours = to_our_layout(_section("video", "w"))
@@ -310,49 +317,40 @@ def test_six_frame_click_and_propagation_matches_meta_track_step():
     ):
         _load(mux, section, modules, exact=False)
     x = _section("video", "in")
-    state = MultiplexState([[0, 1, 2, 3], [4, -1, -1, -1]])
     num_frames, n = 6, 5
-    memory: dict[int, tuple[MemoryFrame, torch.Tensor]] = {}  # frame -> (memory, pointers)
-    present_seen = absent_seen = False
-    for t in range(num_frames):
+    size = model.config.image_size  # video frames at the model size: clicks map 1:1
+
+    def golden_features(t: int, clicks: bool = False) -> MultiplexFeatures:
         prop = _upsampled_levels(x[f"{t}/propagation"])
         pos = x[f"{t}/propagation_pos"]
-        with torch.no_grad():
-            if t == 0:  # clicks: the interactive head on its own neck levels
-                feats = head.prepare_image_features(
-                    _upsampled_levels(x[f"{t}/interactive"]), [pos] * 3
-                )
-                clicks = x["clicks"][None]
-                out = head.predict_masks(feats, clicks, torch.ones(1, n, 1), multimask=True)
-                frame = mux.frame_output(
-                    out.low_res_masks[0],
-                    out.iou_scores[0],
-                    out.mask_tokens[0],
-                    out.object_score_logits[0],
-                    head.object_pointer_proj,
-                )
-                conditioning = list(range(n))
-            else:  # propagation: conditioning frame 0, then up to 6 frames back
-                frames = [replace(memory[0][0], distance=t)]
-                frames += [replace(memory[s][0], distance=t - s) for s in range(max(1, t - 6), t)]
-                ptr_frames = [0, *range(t - 1, 0, -1)]
-                bank = mux.build_memory(
-                    frames,
-                    torch.stack([memory[s][1] for s in ptr_frames]),
-                    [t - s for s in ptr_frames],
-                    max_pointers=min(num_frames, 16),
-                )
-                embed = mux.attend_memory(prop[2], pos, bank)
-                dec = mux.mask_decoder
-                frame = mux.propagate(embed, (dec.conv_s0(prop[0]), dec.conv_s1(prop[1])), state)
-                conditioning = []
-            mem, mem_pos = mux.encode_memory(
-                prop[2], frame.high_res_masks, frame.object_score_logits, state, conditioning
-            )
-        memory[t] = (
-            MemoryFrame(0, t == 0, mem, mem_pos, prop[2], pos),
-            state.mux(frame.pointers),
+        interactive = head.prepare_image_features(
+            _upsampled_levels(x[f"{t}/interactive"]), [pos] * 3
         )
+        dec = mux.mask_decoder
+        high_res = (dec.conv_s0(prop[0]), dec.conv_s1(prop[1]))
+        return MultiplexFeatures(prop[2], pos, high_res, interactive)
+
+    outputs: list[MultiplexFrameOutput] = []
+    frame_output = mux.frame_output
+    monkeypatch.setattr(
+        mux, "frame_output", lambda *a: outputs.append(frame_output(*a)) or outputs[-1]
+    )
+    session = VideoPredictor(model).start(np.zeros((num_frames, size, size, 3), np.uint8))
+    monkeypatch.setattr(session.multiplex, "features", golden_features)
+    for k, xy in enumerate(x["clicks"][:, 0].tolist()):
+        session.add_prompt(0, obj_id=k + 1, points=[xy], point_labels=[1])
+    assert len(outputs) == n  # one interactive decode per object
+    clicked = MultiplexFrameOutput(*(torch.cat(f) for f in zip(*(astuple(o) for o in outputs))))
+    state = MultiplexState([[0, 1, 2, 3], [4, -1, -1, -1]])
+    assert session.multiplex.state.assignments == state.assignments
+    frames = [clicked]
+    for t, instances in session.propagate():
+        assert instances.track_ids.tolist() == [1, 2, 3, 4, 5]
+        if t:
+            frames.append(outputs[-1])
+    assert len(frames) == num_frames == len(outputs) - n + 1
+    present_seen = absent_seen = False
+    for t, frame in enumerate(frames):
         for name, got in (
             ("masks", frame.low_res_masks),
             ("scores", frame.object_score_logits),

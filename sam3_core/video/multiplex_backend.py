@@ -1,0 +1,265 @@
+"""Click tracking with SAM 3.1 (Object Multiplex): what `VideoSession` runs for a "sam3.1"
+model. Clicks and boxes go through the interactive head (no memory); propagation decodes
+every object at once, in buckets of `multiplex_count`: per frame one memory-attention, one
+mask-decoder and one memory-encoder pass per bucket, reading `MultiplexBank`'s memory.
+
+A click on a frame that holds no prompt yet first propagates the other objects there (Meta's
+"propagation and interaction"), then the frame becomes a conditioning frame of every bucket.
+A new object re-encodes the prompted frames' memories for the new buckets and forgets the
+tracked ones (the next `propagate` recomputes them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sam3_core.device import autocast
+from sam3_core.modeling.multiplex_state import MultiplexState
+from sam3_core.modeling.multiplex_tracker import MultiplexFrameOutput
+from sam3_core.modeling.sam3 import Sam3Model
+from sam3_core.modeling.tracker import NO_OBJECT_SCORE, TrackerImageFeatures
+from sam3_core.predictor import ImageState
+from sam3_core.prompts import PromptError
+from sam3_core.video.multiplex_memory import MultiplexBank, MultiplexRecord
+from sam3_core.video.state import FrameResult
+
+DEFAULT_MAX_NUM_OBJECTS = 128  # Meta's base predictor default (its 3.1 builder sets 16)
+
+
+@dataclass
+class MultiplexFeatures:
+    """One frame's inputs: the propagation neck's coarsest level image / image_pos
+    [1, C, h, w] with its two finer levels through the multiplex decoder's conv_s0 / conv_s1
+    (high_res), and the interactive head's features (clicks; None until a click needs them)."""
+
+    image: Tensor
+    image_pos: Tensor
+    high_res: tuple[Tensor, Tensor]
+    interactive: TrackerImageFeatures | None = None
+
+
+class MultiplexVideo:
+    """The SAM 3.1 objects of one video session: their buckets, memory and per-frame passes."""
+
+    def __init__(
+        self,
+        model: Sam3Model,
+        device: torch.device,
+        precision: str,
+        num_frames: int,
+        encode: Callable[[int], ImageState],
+        interactive: Callable[[ImageState], TrackerImageFeatures],
+        max_num_objects: int = DEFAULT_MAX_NUM_OBJECTS,
+    ) -> None:
+        """`encode(t)`: the backbone's output on frame t; `interactive`: the interactive head's
+        features of such an output (both the session's)."""
+        if max_num_objects < 1:
+            raise ValueError(f"max_num_objects must be at least 1, got {max_num_objects}")
+        cfg = model.config.multiplex
+        if cfg is None:
+            raise ValueError("MultiplexVideo needs a SAM 3.1 model (config.kind 'sam3.1')")
+        self.head, self.mux, self.neck = (
+            model.tracker_model,
+            model.multiplex_tracker,
+            model.propagation_neck,
+        )
+        self.device, self.precision = device, precision
+        self.encode, self.interactive = encode, interactive
+        self.multiplex_count, self.max_num_objects = cfg.multiplex_count, max_num_objects
+        self.bank = MultiplexBank(
+            num_memory_frames=cfg.num_memory_frames,
+            max_cond_frames=cfg.max_cond_frame_num,
+            max_object_pointers=cfg.max_object_pointers_in_encoder,
+            num_frames=num_frames,
+        )
+        self.ids: list[int] = []  # object ids in multiplex-state order
+        self.state: MultiplexState | None = None
+        self._cached: tuple[int, ImageState, MultiplexFeatures] | None = None
+
+    # ------------------------------------------------------------------ features
+    def features(self, t: int, clicks: bool = False) -> MultiplexFeatures:
+        """Frame `t`'s features: the ViT once, the propagation neck, and with `clicks` the
+        interactive neck (only the current frame's are kept)."""
+        if self._cached is None or self._cached[0] != t:
+            self._cached = None
+            image = self.encode(t)
+            vit = image.features.vit.permute(0, 3, 1, 2)
+            dec = self.mux.mask_decoder
+            with autocast(self.device, self.precision):
+                fpn, pos = self.neck(vit, num_levels=3, heads=(dec.conv_s0, dec.conv_s1))
+            self._cached = (t, image, MultiplexFeatures(fpn[2], pos[2], (fpn[0], fpn[1])))
+        _, image, feats = self._cached
+        if clicks and feats.interactive is None:
+            feats.interactive = self.interactive(image)
+        return feats
+
+    # ------------------------------------------------------------------ prompts
+    def add_clicks(self, obj_id: int, t: int, coords: Tensor, labels: Tensor) -> FrameResult:
+        """Clicks / box corners coords [1, 1, P, 2] (model pixels), labels [1, 1, P] for one
+        object on frame `t`; returns its result there (low_res [1, 4h, 4w])."""
+        new = obj_id not in self.ids
+        if new and len(self.ids) >= self.max_num_objects:
+            raise PromptError(
+                f"this session tracks {self.max_num_objects} objects already (max_num_objects); "
+                "remove_object one first, or start the session with a larger max_num_objects"
+            )
+        feats = self.features(t, clicks=True)
+        record = self.bank.records.get(t)
+        if record is not None and record.cond:
+            results, prompted = dict(record.results), set(record.prompted)
+        else:
+            results, prompted = self._propagated(t, feats), set()
+        multimask = self.head.use_multimask(True, labels.shape[-1])
+        with autocast(self.device, self.precision):
+            out = self.head.predict_masks(feats.interactive, coords, labels, multimask=multimask)
+            frame = self.mux.frame_output(
+                out.low_res_masks[0],
+                out.iou_scores[0],
+                out.mask_tokens[0],
+                out.object_score_logits[0],
+                self.head.object_pointer_proj,
+            )
+        result = _results([obj_id], frame)[obj_id]
+        results[obj_id] = result
+        prompted.add(obj_id)
+        if new:
+            self._add_object(obj_id)
+            for f in self.bank.cond_frames():  # the other prompted frames, for the new buckets
+                if f != t:
+                    r = self.bank.records[f]
+                    self.bank.records[f] = self._encode(r.image, r.image_pos, r.results, r.prompted)
+        self.bank.records[t] = self._encode(feats.image, feats.image_pos, results, prompted)
+        return result
+
+    def _propagated(self, t: int, feats: MultiplexFeatures) -> dict[int, FrameResult]:
+        """The objects tracked so far, decoded on `t` from memory (none before the first)."""
+        cond = self.bank.cond_frames()
+        if self.state is None or not cond:
+            return {}
+        return _results(self.ids, self._propagate(t, t < cond[0], feats))
+
+    def _add_object(self, obj_id: int) -> None:
+        if self.state is None:
+            self.state = MultiplexState.for_objects(1, self.multiplex_count, device=self.device)
+        else:
+            self.state.add_objects(1)
+        self.ids.append(obj_id)
+        self.bank.drop_tracked()
+
+    def remove(self, obj_id: int) -> None:
+        """Stop tracking one object: its slot is freed, emptied buckets and their memory go."""
+        if obj_id not in self.ids or self.state is None:
+            return
+        if len(self.ids) == 1:
+            self.ids, self.state, self.bank.records = [], None, {}
+            return
+        index = self.ids.index(obj_id)
+        old = MultiplexState(self.state.assignments, device=self.device)
+        keep = self.state.remove_objects([index])
+        others = [i for i in range(len(self.ids)) if i != index]
+        self.bank.remap_pointers(old, self.state, others)
+        self.bank.keep_buckets(keep)
+        del self.ids[index]
+        for f in list(self.bank.records):
+            r = self.bank.records[f]
+            r.results.pop(obj_id, None)
+            r.prompted.discard(obj_id)
+
+    # ------------------------------------------------------------------ propagation
+    def cond_frames(self) -> list[int]:
+        """The frames holding prompts, in order."""
+        return self.bank.cond_frames()
+
+    def step(self, t: int, reverse: bool, anchors: tuple[int, ...] = ()) -> dict[int, FrameResult]:
+        """Every object's result on frame `t` (stored on prompted frames, else propagated and
+        remembered), by object id; then the memory no later frame reads is dropped."""
+        record = self.bank.records.get(t)
+        if record is not None and record.cond:
+            out = {i: record.results.get(i) or self._absent() for i in self.ids}
+        elif self.state is None:
+            out = {}
+        else:
+            feats = self.features(t)
+            frame = self._propagate(t, reverse, feats)
+            out = _results(self.ids, frame)
+            with autocast(self.device, self.precision):
+                memory, pos = self.mux.encode_memory(
+                    feats.image, frame.high_res_masks, frame.object_score_logits, self.state
+                )
+            self.bank.records[t] = MultiplexRecord(
+                memory, pos, feats.image, feats.image_pos, self.state.mux(frame.pointers)
+            )
+        self.bank.prune(t, anchors)
+        return out
+
+    def _propagate(self, t: int, reverse: bool, feats: MultiplexFeatures) -> MultiplexFrameOutput:
+        """Memory attention and the multiplex decoder on `t` for every bucket."""
+        q = self.bank.query(t, reverse)
+        with autocast(self.device, self.precision):
+            bank = self.mux.build_memory(q.frames, q.pointers, q.pointer_offsets, q.max_pointers)
+            embed = self.mux.attend_memory(feats.image, feats.image_pos, bank)
+            return self.mux.propagate(embed, feats.high_res, self.state)
+
+    # ------------------------------------------------------------------ memory
+    def _encode(
+        self,
+        image: Tensor,
+        image_pos: Tensor,
+        results: dict[int, FrameResult],
+        prompted: set[int],
+    ) -> MultiplexRecord:
+        """A prompted frame's record: every bucket's memory from the objects' results there
+        (objects without one count as absent), conditioning channels set for `prompted`."""
+        per_object = [results.get(i) or self._absent() for i in self.ids]
+        low = torch.cat([r.low_res.float() for r in per_object])[:, None]
+        size = (self.mux.image_size, self.mux.image_size)
+        high = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+        scores = torch.cat([r.score for r in per_object])
+        pointers = torch.cat([r.pointer for r in per_object])
+        conditioning = [k for k, i in enumerate(self.ids) if i in prompted]
+        with autocast(self.device, self.precision):
+            memory, pos = self.mux.encode_memory(image, high, scores, self.state, conditioning)
+        kept = {i: r for i, r in results.items() if i in self.ids}
+        return MultiplexRecord(
+            memory, pos, image, image_pos, self.state.mux(pointers), kept, set(prompted)
+        )
+
+    def _absent(self) -> FrameResult:
+        """An object with no output on a prompted frame (it was prompted elsewhere)."""
+        side = 4 * self.mux.grid
+        d = self.mux.no_object_pointer_linear.in_features
+        low = torch.full((1, side, side), NO_OBJECT_SCORE, device=self.device)
+        score = torch.full((1, 1), NO_OBJECT_SCORE, device=self.device)
+        return FrameResult(low, None, torch.zeros(1, d, device=self.device), score)
+
+    def nbytes(self) -> int:
+        """Bytes of the memory bank's tensors and of the current frame's features."""
+        if self._cached is None:
+            return self.bank.nbytes()
+        _, image, f = self._cached
+        tensors = [image.features.vit, f.image, f.image_pos, *f.high_res]
+        if f.interactive is not None:
+            i = f.interactive
+            tensors += [i.image_embed, *i.high_res_feats, i.image_pos]
+        return self.bank.nbytes() + sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _results(ids: list[int], frame: MultiplexFrameOutput) -> dict[int, FrameResult]:
+    """Per-object results (by id, in `ids` order) of a frame's outputs."""
+    return {
+        i: FrameResult(
+            frame.low_res_masks[k].float(),
+            None,
+            frame.pointers[k : k + 1],
+            frame.object_score_logits[k : k + 1],
+        )
+        for k, i in enumerate(ids)
+    }
+
+
+__all__ = ["DEFAULT_MAX_NUM_OBJECTS", "MultiplexFeatures", "MultiplexVideo"]
