@@ -160,7 +160,7 @@ def memory_run(device, frames: int, size: tuple[int, int], concept: bool) -> tup
     the clicked objects or a concept."""
     from sam3_core.build import build_model
     from sam3_core.video.association import AssociationConfig
-    from sam3_core.video.session import VideoPredictor
+    from sam3_core.video.predictor import VideoPredictor
 
     torch.manual_seed(0)  # the random detector's behaviour depends on its weights
     vp = VideoPredictor(build_model("sam3_tiny"), device=device)
@@ -208,7 +208,7 @@ def recondition_run(device, frames: int, size, keep: int | None) -> dict[str, fl
     and RSS over the first and last 100 frames, conditioning frames and pointers per track."""
     from sam3_core.build import build_model
     from sam3_core.video.association import AssociationConfig
-    from sam3_core.video.session import VideoPredictor
+    from sam3_core.video.predictor import VideoPredictor
 
     torch.manual_seed(0)
     model = build_model("sam3_tiny")
@@ -264,7 +264,7 @@ def print_multiplex(
     the cost, not the masks)."""
     from sam3_core.build import build_model
     from sam3_core.config import get_config, replace
-    from sam3_core.video.session import VideoPredictor
+    from sam3_core.video.predictor import VideoPredictor
 
     base = config or ("sam3" if device.type == "cuda" else "sam3_tiny")
     precision = "bf16" if device.type == "cuda" else "fp32"
@@ -328,7 +328,7 @@ def main() -> None:
 
     from sam3_core.build import build_model
     from sam3_core.config import get_config
-    from sam3_core.video.session import VideoPredictor
+    from sam3_core.video.predictor import VideoPredictor
     from tests.reference import hf_tracker_video_processor, hf_video_tracker
 
     torch.set_grad_enabled(False)

@@ -24,12 +24,13 @@ if TYPE_CHECKING:
     from sam3_core.large.tiling import segment_tiled
     from sam3_core.video.association import AssociationConfig
     from sam3_core.video.frames import open_frames
-    from sam3_core.video.session import VideoPredictor, VideoSession
+    from sam3_core.video.predictor import VideoPredictor
+from sam3_core.video.session import VideoSession
 
 _LAZY = {
     "AssociationConfig": "sam3_core.video.association",
     "open_frames": "sam3_core.video.frames",
-    "VideoPredictor": "sam3_core.video.session",
+    "VideoPredictor": "sam3_core.video.predictor",
     "VideoSession": "sam3_core.video.session",
     "TiledInstances": "sam3_core.large.sparse",
     "StackResult": "sam3_core.large.stacks",

@@ -89,7 +89,7 @@ def track(args: argparse.Namespace) -> int:
     from sam3_core.formats.overlay import write_track_overlay
     from sam3_core.video.association import AssociationConfig
     from sam3_core.video.frames import VideoReadError, open_frames
-    from sam3_core.video.session import VideoPredictor
+    from sam3_core.video.predictor import VideoPredictor
 
     clicked = bool(args.point) or args.box is not None
     if not clicked and not args.concept and not args.exemplar:

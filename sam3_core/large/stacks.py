@@ -4,7 +4,7 @@ method="link": every slice is segmented (slices batched through the backbone), t
 of consecutive slices are matched by mask IoU (Hungarian with scipy, else greedy); unmatched
 instances start new ids, so objects appearing mid-stack get their own. A track may skip up to
 `max_gap` slices without a detection and keep its id (0: no gap).
-method="track": the video tracker (`sam3_core.video.session.VideoPredictor`) propagates the concepts
+method="track": the video tracker (`sam3_core.video.predictor.VideoPredictor`) propagates the concepts
 and clicks through the stack with its memory, forward and backward.
 
 Either way slices are read one at a time (numpy, memmap, zarr or `to_axes` views stay lazy),
@@ -218,7 +218,7 @@ def _segment_link(predictor, stack, concepts, exemplars, batch_size, thresholds,
 
 
 def _segment_track(predictor, stack, concepts, exemplars, clicks, thresholds, progress):
-    from sam3_core.video.session import VideoPredictor
+    from sam3_core.video.predictor import VideoPredictor
 
     session = VideoPredictor(predictor.model, predictor.device, predictor.precision).start(stack)
     if concepts is not None or exemplars:

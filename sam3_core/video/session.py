@@ -1,6 +1,6 @@
-"""Video API: a session per video, clicks or concepts on any frame, a `propagate()` generator.
+"""A video session: clicks or concepts on any frame, then a `propagate()` generator.
 
-    vp = VideoPredictor(model)
+    vp = VideoPredictor(model)  # sam3_core.video.predictor
     session = vp.start("clip.mp4")
     session.add_prompt(0, obj_id=1, points=[[120, 80]], point_labels=[1])
     session.add_concept(0, concepts="person")
@@ -18,93 +18,30 @@ A SAM 3.1 model tracks clicked objects with its Object Multiplex tracker instead
 from __future__ import annotations
 
 from collections.abc import Container, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sam3_core.device import autocast
 from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
-from sam3_core.modeling.sam3 import Sam3Model
-from sam3_core.modeling.tokenizer import ClipTokenizer
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
-from sam3_core.predictor import ImagePredictor, ImageState, preprocess
+from sam3_core.predictor import ImageState, preprocess
 from sam3_core.prompts import ConceptBatch, PromptError, mask_prompt, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video.association import AssociationConfig, TrackState
 from sam3_core.video.clicks import click_inputs
 from sam3_core.video.concepts import concept_step, merge_concepts
-from sam3_core.video.frames import FrameSource, open_frames
+from sam3_core.video.frames import FrameSource
 from sam3_core.video.memory_bank import FrameMemory, MemoryBank
 from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS, MultiplexVideo
 from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
 from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
+if TYPE_CHECKING:
+    from sam3_core.video.predictor import VideoPredictor
+
 DIRECTIONS = ("forward", "backward", "both")
-
-
-class VideoPredictor:
-    """Tracks clicked objects and concepts through videos with a SAM 3 model."""
-
-    def __init__(
-        self,
-        model: Sam3Model,
-        device: str | torch.device | None = None,
-        precision: str = "fp32",
-        tokenizer: ClipTokenizer | None = None,
-    ) -> None:
-        self.image = ImagePredictor(model, device, precision, tokenizer=tokenizer)
-        self.model, self.device, self.precision = self.image.model, self.image.device, precision
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        checkpoint: str | None = None,
-        *,
-        config: str | None = None,
-        device: str | torch.device | None = None,
-        precision: str = "fp32",
-        token: str | None = None,
-    ) -> VideoPredictor:
-        """Load the released weights (hub id, default `facebook/sam3`, or a local file), as
-        `ImagePredictor.from_pretrained` does; `config`: a preset name, needed only for a
-        checkpoint that does not say which model it holds."""
-        return cls.from_image_predictor(
-            ImagePredictor.from_pretrained(
-                checkpoint, config=config, device=device, precision=precision, token=token
-            )
-        )
-
-    @classmethod
-    def from_image_predictor(cls, image: ImagePredictor) -> VideoPredictor:
-        """Track with the model an `ImagePredictor` already holds: the same weights (nothing
-        loaded or copied), device, precision and tokenizer. Video frames never go into the
-        image predictor's embedding store."""
-        return cls(image.model, image.device, image.precision, tokenizer=image.tokenizer)
-
-    def start(
-        self,
-        source: Any,
-        offload_to_cpu: bool = False,
-        max_memory_frames: int | None = None,
-        association: AssociationConfig | None = None,
-        max_num_objects: int | None = None,
-    ) -> VideoSession:
-        """Open a video (file, folder, TIFF stack, [T, H, W(, C)] array) for tracking.
-
-        offload_to_cpu keeps memory tensors on the CPU; max_memory_frames caps the prompted
-        frames kept per object (the farthest from the latest one are dropped; default: all);
-        `association.max_reconditioned_frames` caps concept tracks' re-conditioned ones (4).
-        max_num_objects (SAM 3.1 only, default 128): objects past it are refused.
-        """
-        return VideoSession(
-            self,
-            open_frames(source),
-            offload_to_cpu,
-            max_memory_frames,
-            association,
-            max_num_objects=max_num_objects,
-        )
 
 
 class VideoSession:
@@ -560,4 +497,4 @@ def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
-__all__ = ["VideoPredictor", "VideoSession"]
+__all__ = ["VideoSession"]

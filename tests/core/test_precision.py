@@ -12,7 +12,7 @@ from sam3_core.large.tiling import segment_tiled
 from sam3_core.predictor import ImagePredictor
 from sam3_core.results import Exemplar
 from sam3_core.video.association import AssociationConfig
-from sam3_core.video.session import VideoPredictor
+from sam3_core.video.predictor import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import mask_iou
 

@@ -57,7 +57,7 @@ def cached_predictor(
                 _loaded.popitem(last=False)
         _loaded.move_to_end(key)
         if kind == "video" and "video" not in entry:
-            from sam3_core.video.session import VideoPredictor
+            from sam3_core.video.predictor import VideoPredictor
 
             entry["video"] = VideoPredictor.from_image_predictor(entry["image"])
         return entry[kind]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sam3_labelstudio.brush_rle import mask2rle
 from sam3_labelstudio.labeling import OutputTag
 
 
@@ -100,9 +101,7 @@ def _base(out: OutputTag, label: str, width: int, height: int, score: float) -> 
 
 
 def brush_result(mask: np.ndarray, out: OutputTag, label: str, score: float) -> dict:
-    """A brushlabels region: the mask as Label Studio RLE (`converter.brush.mask2rle`)."""
-    from label_studio_sdk.converter.brush import mask2rle
-
+    """A brushlabels region: the mask [H, W] as Label Studio RLE (the SDK's bytes, in numpy)."""
     h, w = mask.shape
     res = _base(out, label, w, h, score)
     res["value"].update(format="rle", rle=mask2rle(mask.astype(np.uint8) * 255))

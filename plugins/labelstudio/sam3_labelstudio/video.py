@@ -79,7 +79,7 @@ def drawn_boxes(items: list[dict], width: int, height: int) -> list[DrawnBox]:
 
 
 class VideoAnnotator:
-    """Runs `sam3_core.video.session.VideoPredictor` on the backend's model, on its model thread."""
+    """Runs `sam3_core.video.predictor.VideoPredictor` on the backend's model, on its model thread."""
 
     def __init__(
         self,
@@ -88,7 +88,7 @@ class VideoAnnotator:
         association=None,
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
-        from sam3_core.video.session import VideoPredictor
+        from sam3_core.video.predictor import VideoPredictor
 
         image = backend.predictor
         self.backend = backend
@@ -193,7 +193,7 @@ class VideoAnnotator:
 def attach_video(
     backend, max_frames: int = 300, association=None, tolerance: float = DEFAULT_TOLERANCE
 ) -> None:
-    """Give `backend` video support (`sam3_core.video.session.VideoPredictor` on its model):
+    """Give `backend` video support (`sam3_core.video.predictor.VideoPredictor` on its model):
     at most `max_frames` frames tracked per request, `association` thresholds (sam3_core's
     AssociationConfig), keyframes within `tolerance` px of the tracked boxes."""
     backend.video = VideoAnnotator(backend, max_frames, association, tolerance)

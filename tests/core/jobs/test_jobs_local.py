@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 from sam3_core.jobs import iter_records, labeling_config, run_job, write_labelstudio
 from sam3_core.jobs.worker import Worker
 from sam3_core.postprocess import rle_to_mask
-from tests.core.jobs.conftest import BAD, GOOD, kill_driver_after_first_shard, shard_ids
+from tests.core.jobs.job_tools import BAD, GOOD, kill_driver_after_first_shard, shard_ids
 
 
 def test_every_image_once_with_error_records(local_out, job_data):

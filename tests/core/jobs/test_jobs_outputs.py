@@ -16,7 +16,7 @@ from sam3_core.jobs.overlays import overlay_name, overlay_root
 from sam3_core.jobs.records import ShardStore
 from sam3_core.postprocess import rle_to_mask
 from tests.core.helpers import make_image
-from tests.core.jobs.conftest import BAD, GOOD, shard_ids
+from tests.core.jobs.job_tools import BAD, GOOD, shard_ids
 
 
 def png_bytes(h: int, w: int, seed: int) -> bytes:

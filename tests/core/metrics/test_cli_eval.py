@@ -17,12 +17,41 @@ from sam3_core.cli import main
 from sam3_core.jobs import JobSpec, run_job
 from sam3_core.metrics import EvalSet, evaluate, load_thresholds
 from tests.core.helpers import make_image, save_checkpoint, tiny_model
-from tests.core.metrics.test_coco_ap import box_result
+from tests.core.metrics.helpers import box_result, square_annotation
 
 
 def sam3(argv: list[str]) -> int:
     """`sam3 ...` through the real entry point (`eval` is one of its COMMANDS)."""
     return main(argv)
+
+
+def eval_report(folder, gt, pred, *flags: str) -> tuple[int, dict]:
+    """Write gt.json and pred.json (None: keep the file there) to `folder`, run `sam3 eval` on
+    them with `flags`; (exit code, the JSON report)."""
+    for name, content in (("gt.json", gt), ("pred.json", pred)):
+        if content is not None:
+            (folder / name).write_text(json.dumps(content))
+    argv = ["--gt", str(folder / "gt.json"), "--pred", str(folder / "pred.json")]
+    rc = sam3(["eval", *argv, *flags, "--json", str(folder / "r.json")])
+    return rc, json.loads((folder / "r.json").read_text()) if rc == 0 else {}
+
+
+def sa_co_gt(pairs: list[tuple[str, str, bool]], h: int = 30, w: int = 40) -> dict:
+    """SA-Co ground truth: one image entry (id 1, 2, ...) per (file, noun phrase, exhaustive)
+    pair, the SQUARE instance on pair 1 only."""
+    images = [
+        {
+            "id": i,
+            "file_name": name,
+            "text_input": phrase,
+            "is_instance_exhaustive": exhaustive,
+            "height": h,
+            "width": w,
+        }
+        for i, (name, phrase, exhaustive) in enumerate(pairs, 1)
+    ]
+    categories = [{"id": 1, "name": "object"}]
+    return {"images": images, "categories": categories, "annotations": [square_annotation(1, 1)]}
 
 
 def test_register_alone():
@@ -48,22 +77,9 @@ def coco_files(tmp_path):
         }
         for i in (1, 2, 3, 4)
     ]
-    square = [5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]
-    anns = [
-        {
-            "id": k,
-            "image_id": i,
-            "category_id": 1,
-            "segmentation": [square],
-            "bbox": [5, 5, 10, 10],
-            "area": 100.0,
-            "iscrowd": 0,
-        }
-        for k, i in ((1, 1), (2, 2))
-    ]
     gt = {
         "images": images,
-        "annotations": anns,
+        "annotations": [square_annotation(1, 1), square_annotation(2, 2)],
         "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
     }
     preds = [
@@ -79,24 +95,11 @@ def coco_files(tmp_path):
 
 def test_eval_coco_files(coco_files, capsys):
     d = coco_files
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(d / "gt.json"),
-            "--pred",
-            str(d / "pred.json"),
-            "--json",
-            str(d / "r.json"),
-            "--plot",
-            str(d / "p.png"),
-        ]
-    )
+    rc, report = eval_report(d, None, None, "--plot", str(d / "p.png"))
     assert rc == 0
     out = capsys.readouterr()
     assert "cat" in out.out and "overall" in out.out and "cgF1" in out.out
     assert "1 predictions are on (image, concept) pairs that are not evaluated" in out.err
-    report = json.loads((d / "r.json").read_text())
     cat, dog = report["concepts"]["cat"], report["concepts"]["dog"]
     # at 0.5: cat found on im1, missed on im2 (0.4 dropped); im3 negative -> IL_TP 1, IL_FN 1,
     # IL_TN 1 -> MCC = (1*1 - 0)/sqrt(1*2*1*2) = 0.5; pmF1: TP 1, FN 1 -> 2/3 -> cgF1 33.3
@@ -109,63 +112,25 @@ def test_eval_coco_files(coco_files, capsys):
 
 def test_eval_calibrate_writes_thresholds(coco_files, capsys):
     d = coco_files
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(d / "gt.json"),
-            "--pred",
-            str(d / "pred.json"),
-            "--calibrate",
-            "--thresholds-out",
-            str(d / "t.json"),
-            "--json",
-            str(d / "r.json"),
-        ]
-    )
+    rc, report = eval_report(d, None, None, "--calibrate", "--thresholds-out", str(d / "t.json"))
     assert rc == 0
     th = load_thresholds(d / "t.json")
     # cat: keep 0.4 and 0.9 (both right) -> lowest score 0.4; dog: only a false alarm (0.6)
     # -> keep none: (0.6 + 1) / 2 = 0.8
     assert th.for_concept("cat") == pytest.approx(0.4) and th.for_concept("dog") == 0.8
     assert th.metric == "cgF1" and th.source["pairs"] == 6
-    report = json.loads((d / "r.json").read_text())
     assert report["concepts"]["cat"]["cgF1"] == pytest.approx(100.0)
     assert report["baseline"]["concepts"]["cat"]["cgF1"] == pytest.approx(100 / 3)
     assert "calibrated" in capsys.readouterr().out
     # the file evaluates back to the same figures
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(d / "gt.json"),
-            "--pred",
-            str(d / "pred.json"),
-            "--thresholds",
-            str(d / "t.json"),
-            "--json",
-            str(d / "r2.json"),
-        ]
-    )
-    again = json.loads((d / "r2.json").read_text())
+    rc, again = eval_report(d, None, None, "--thresholds", str(d / "t.json"))
     assert rc == 0 and again["concepts"]["cat"]["cgF1"] == pytest.approx(100.0)
 
 
 def test_eval_pillow_plot_without_matplotlib(coco_files, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails -> Pillow drawing
     d = coco_files
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(d / "gt.json"),
-            "--pred",
-            str(d / "pred.json"),
-            "--no-ap",
-            "--plot",
-            str(d / "pil.png"),
-        ]
-    )
+    rc, _ = eval_report(d, None, None, "--no-ap", "--plot", str(d / "pil.png"))
     assert rc == 0
     image = np.asarray(Image.open(d / "pil.png").convert("RGB"))
     assert image.shape == (400, 640, 3) and (image != 255).any()
@@ -239,10 +204,7 @@ def test_eval_on_job_output(tmp_path, capsys):
         ],
         "annotations": [
             {
-                "id": 1,
-                "image_id": 1,
-                "category_id": 1,
-                "iscrowd": 0,
+                **square_annotation(1, 1),
                 "segmentation": best["segmentation"],
                 "bbox": [0, 0, 1, 1],
                 "area": 1,
@@ -251,20 +213,8 @@ def test_eval_on_job_output(tmp_path, capsys):
         "categories": [{"id": 1, "name": "cell"}, {"id": 2, "name": "dog"}],
     }
     (tmp_path / "gt.json").write_text(json.dumps(gt))
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(tmp_path / "gt.json"),
-            "--pred",
-            str(out),
-            "--exhaustive",
-            "--threshold",
-            "0.05",
-            "--json",
-            str(tmp_path / "r.json"),
-        ]
-    )
+    argv = ["--gt", str(tmp_path / "gt.json"), "--pred", str(out), "--exhaustive"]
+    rc = sam3(["eval", *argv, "--threshold", "0.05", "--json", str(tmp_path / "r.json")])
     assert rc == 0
     assert "kept predictions at score >= 0.05" in capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
@@ -295,49 +245,15 @@ def test_eval_sa_co_pairs(tmp_path):
     # pair 3 is not exhaustive: left out with its prediction, as Meta's evaluator does.
     # IL: TP 1, FP 1 -> MCC 0; pmF1 100 (the false alarm is on a negative pair).
     h, w = 30, 40
-    images = [
-        {"id": 1, "file_name": "x.jpg", "text_input": "red car", "is_instance_exhaustive": True},
-        {"id": 2, "file_name": "x.jpg", "text_input": "blue car", "is_instance_exhaustive": True},
-        {"id": 3, "file_name": "y.jpg", "text_input": "red car", "is_instance_exhaustive": False},
-    ]
-    for img in images:
-        img.update(height=h, width=w)
-    square = [5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]
-    gt = {
-        "images": images,
-        "categories": [{"id": 1, "name": "object"}],
-        "annotations": [
-            {
-                "id": 1,
-                "image_id": 1,
-                "category_id": 1,
-                "iscrowd": 0,
-                "segmentation": [square],
-                "bbox": [5, 5, 10, 10],
-                "area": 100,
-            }
-        ],
-    }
+    gt = sa_co_gt(
+        [("x.jpg", "red car", True), ("x.jpg", "blue car", True), ("y.jpg", "red car", False)]
+    )
     preds = [
         box_result(1, 1, 5, 5, 10, 10, h, w, 0.9),
         box_result(2, 1, 5, 5, 10, 10, h, w, 0.8),
         box_result(3, 1, 0, 0, 5, 5, h, w, 0.9),
     ]
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    (tmp_path / "pred.json").write_text(json.dumps(preds))
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(tmp_path / "gt.json"),
-            "--pred",
-            str(tmp_path / "pred.json"),
-            "--no-ap",
-            "--json",
-            str(tmp_path / "r.json"),
-        ]
-    )
-    report = json.loads((tmp_path / "r.json").read_text())
+    rc, report = eval_report(tmp_path, gt, preds, "--no-ap")
     assert rc == 0 and set(report["concepts"]) == {"red car", "blue car"}
     o = report["overall"]
     assert (o["pairs"], o["IL_TP"], o["IL_FP"], o["pmF1"]) == (2, 1, 1, pytest.approx(100.0))
@@ -348,28 +264,7 @@ def test_eval_sa_co_pairs_against_a_coco_file_by_path(tmp_path):
     # The same SA-Co ground truth, predictions as a COCO file with full paths and concept
     # names (what `sam3 segment` writes): x.jpg's predictions reach both of its pairs.
     h, w = 30, 40
-    images = [
-        {"id": 1, "file_name": "x.jpg", "text_input": "red car", "is_instance_exhaustive": True},
-        {"id": 2, "file_name": "x.jpg", "text_input": "blue car", "is_instance_exhaustive": True},
-    ]
-    for img in images:
-        img.update(height=h, width=w)
-    square = [5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]
-    gt = {
-        "images": images,
-        "categories": [{"id": 1, "name": "object"}],
-        "annotations": [
-            {
-                "id": 1,
-                "image_id": 1,
-                "category_id": 1,
-                "iscrowd": 0,
-                "segmentation": [square],
-                "bbox": [5, 5, 10, 10],
-                "area": 100,
-            }
-        ],
-    }
+    gt = sa_co_gt([("x.jpg", "red car", True), ("x.jpg", "blue car", True)])
     red = box_result(7, 1, 5, 5, 10, 10, h, w, 0.9)
     blue = box_result(7, 2, 20, 5, 10, 10, h, w, 0.3)  # below 0.5: dropped -> IL_TN
     pred = {
@@ -377,21 +272,8 @@ def test_eval_sa_co_pairs_against_a_coco_file_by_path(tmp_path):
         "annotations": [{**red, "id": 1}, {**blue, "id": 2}],
         "categories": [{"id": 1, "name": "red car"}, {"id": 2, "name": "blue car"}],
     }
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    (tmp_path / "pred.json").write_text(json.dumps(pred))
-    rc = sam3(
-        [
-            "eval",
-            "--gt",
-            str(tmp_path / "gt.json"),
-            "--pred",
-            str(tmp_path / "pred.json"),
-            "--no-ap",
-            "--json",
-            str(tmp_path / "r.json"),
-        ]
-    )
-    o = json.loads((tmp_path / "r.json").read_text())["overall"]
+    rc, report = eval_report(tmp_path, gt, pred, "--no-ap")
+    o = report["overall"]
     # IL: TP 1 (red car), TN 1 (blue car) -> MCC 1, pmF1 100 -> cgF1 100
     assert rc == 0 and (o["pairs"], o["IL_TP"], o["IL_TN"]) == (2, 1, 1)
     assert o["cgF1"] == pytest.approx(100.0)

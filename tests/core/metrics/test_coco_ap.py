@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sam3_core.metrics.evaluation import evaluate
 from sam3_core.metrics.loaders import load_eval_set
+from tests.core.metrics.helpers import box_result
 
 
 def synthetic_coco(seed: int = 0, images: int = 12):
@@ -50,22 +50,6 @@ def synthetic_coco(seed: int = 0, images: int = 12):
             x, y = int(rng.integers(0, 50)), int(rng.integers(0, 35))
             results.append(box_result(i, c, x, y, 12, 10, h, w, 0.6 * rng.random()))
     return gt, results
-
-
-def box_result(image_id, category_id, x, y, bw, bh, h, w, score) -> dict:
-    """A COCO result: an RLE rectangle, its bbox, a score."""
-    mask = np.zeros((h, w), np.uint8)
-    mask[max(y, 0) : y + bh, max(x, 0) : x + bw] = 1
-    rle = mask_utils.encode(np.asfortranarray(mask))
-    rle["counts"] = rle["counts"].decode()
-    box = [float(v) for v in mask_utils.toBbox(rle)]
-    return {
-        "image_id": image_id,
-        "category_id": category_id,
-        "segmentation": rle,
-        "bbox": box,
-        "score": float(score),
-    }
 
 
 def pycocotools_ap(gt_file, res_file, iou_type, cat_ids=None) -> list[float]:

@@ -26,7 +26,7 @@ from sam3_core.modeling.multiplex_tracker import (
 )
 from sam3_core.modeling.tracker import NO_OBJECT_SCORE
 from sam3_core.video.multiplex_backend import MultiplexFeatures
-from sam3_core.video.session import VideoPredictor
+from sam3_core.video.predictor import VideoPredictor
 from sam3_core.weights.checkpoint import to_our_layout
 
 GOLDENS = Path(__file__).resolve().parents[1] / "data" / "multiplex_goldens.npz"

@@ -23,7 +23,8 @@ from sam3_core.video.association import (
 )
 from sam3_core.video.frames import VideoReadError, open_frames
 from sam3_core.video.masklets import FILLED, REMOVED, fill_small_regions, small_regions
-from sam3_core.video.session import VideoPredictor, VideoSession
+from sam3_core.video.predictor import VideoPredictor
+from sam3_core.video.session import VideoSession
 from tests.core.helpers import make_image, save_checkpoint, tiny_model
 
 

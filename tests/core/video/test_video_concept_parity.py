@@ -33,7 +33,7 @@ import pytest
 
 from sam3_core.config import sam3_tiny
 from sam3_core.video.association import AssociationConfig
-from sam3_core.video.session import VideoPredictor
+from sam3_core.video.predictor import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import (
     CvUtilsKernel,

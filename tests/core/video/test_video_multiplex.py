@@ -12,7 +12,7 @@ from sam3_core.build import build_model
 from sam3_core.config import sam3_1_tiny
 from sam3_core.prompts import PromptError
 from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS
-from sam3_core.video.session import VideoPredictor
+from sam3_core.video.predictor import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import perturb_
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from sam3_core.config import sam3_tiny
-from sam3_core.video.session import VideoPredictor
+from sam3_core.video.predictor import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
 from tests.reference import hf_tracker_video_processor, hf_video_tracker, mask_iou, ulp_perturbed
 

@@ -10,43 +10,22 @@ Meta's package (`pip install torch==2.14.1 "huggingface-hub<2.0" sam3 psutil set
 arguments to "cpu"; the model is built on CPU (about 3.5 GB of memory, 15 s) and never run.
 """
 
-import gzip
-import json
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from torch.overrides import TorchFunctionMode
-
-
-class _CudaToCpu(TorchFunctionMode):
-    """Rewrites device="cuda" arguments and `.cuda()` calls to stay on the CPU."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if "cuda" in str(kwargs.get("device", "")):
-            kwargs["device"] = "cpu"
-        if getattr(func, "__name__", "") == "cuda":
-            return args[0]
-        return func(*args, **kwargs)
+from layout_dump import CudaToCpu, write_layout  # the sibling module (run as a script)
 
 
 def main(bpe_path: str, out_path: str) -> None:
     """Build the official video model (detector + tracker) and write its key layout."""
     import sam3.model_builder as builder
 
-    with _CudaToCpu():
+    with CudaToCpu():
         model = builder.build_sam3_video_model(
             checkpoint_path=None, load_from_HF=False, bpe_path=bpe_path, device="cpu"
         )
-    layout = {k: [list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()}
-    record = {
-        "source": f"sam3=={version('sam3')} build_sam3_video_model().state_dict()",
-        "keys": layout,
-    }
-    with gzip.open(out_path, "wt") as f:
-        json.dump(record, f, indent=0)
-    print(f"wrote {len(layout)} keys to {out_path}")
+    write_layout(model, f"sam3=={version('sam3')} build_sam3_video_model().state_dict()", out_path)
 
 
 if __name__ == "__main__":

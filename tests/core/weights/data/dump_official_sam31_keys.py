@@ -15,28 +15,14 @@ built on the CPU (about 3.5 GB of memory; the meta device fails on its `.item()`
 torch function mode that rewrites device arguments; it is never run.
 """
 
-import gzip
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torch.overrides import TorchFunctionMode
+from layout_dump import CudaToCpu, write_layout  # the sibling module (run as a script)
 
 UPSTREAM_COMMIT = "96914d2425f90a64f45ca977c2b5165418099543"
-
-
-class CudaToCpu(TorchFunctionMode):
-    """Rewrites device="cuda" arguments to the CPU and makes `.cuda()` a no-op."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if "cuda" in str(kwargs.get("device", "")):
-            kwargs["device"] = "cpu"
-        if getattr(func, "__name__", "") == "cuda":
-            return args[0]
-        return func(*args, **kwargs)
 
 
 def build_demo_model(bpe_path: str) -> torch.nn.Module:
@@ -85,15 +71,11 @@ def build_demo_model(bpe_path: str) -> torch.nn.Module:
 def main(bpe_path: str, out_path: str) -> None:
     """Build the official 3.1 model and write its key layout."""
     model = build_demo_model(bpe_path)
-    layout = {k: [list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()}
-    record = {
-        "source": f"facebookresearch/sam3@{UPSTREAM_COMMIT} "
-        "build_sam3_multiplex_video_predictor()'s model .state_dict()",
-        "keys": layout,
-    }
-    with gzip.open(out_path, "wt") as f:
-        json.dump(record, f, indent=0)
-    print(f"wrote {len(layout)} keys to {out_path}")
+    source = (
+        f"facebookresearch/sam3@{UPSTREAM_COMMIT} "
+        "build_sam3_multiplex_video_predictor()'s model .state_dict()"
+    )
+    write_layout(model, source, out_path)
 
 
 if __name__ == "__main__":
