@@ -8,7 +8,6 @@ With Ray, every worker must reach the store folder (one machine, or a shared fil
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,12 @@ import pyarrow as pa
 from sam3_core.jobs.inputs import local_copy
 from sam3_core.jobs.records import records_table
 from sam3_core.jobs.run import JobSummary, run_batches
-from sam3_core.jobs.spec import PRECISIONS, JobSpecError, weights_fingerprint
+from sam3_core.jobs.spec import (
+    JobSpecError,
+    as_inputs,
+    check_model_settings,
+    weights_fingerprint,
+)
 from sam3_core.jobs.worker import decode, error_record, load_predictor
 
 JOB_FOLDER = "embed-job"  # inside the store folder: the job's job.json and shards/
@@ -52,20 +56,13 @@ class EmbedSpec:
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        inputs = (self.inputs,) if isinstance(self.inputs, (str, os.PathLike)) else self.inputs
-        object.__setattr__(self, "inputs", tuple(str(i) for i in inputs))
+        object.__setattr__(self, "inputs", as_inputs(self.inputs))
         object.__setattr__(self, "store", str(Path(self.store).expanduser()))
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", str(self.checkpoint))
         if not self.inputs:
             raise JobSpecError("An embedding job needs inputs: image files, folders or globs.")
-        if self.precision not in PRECISIONS:
-            raise JobSpecError(f"precision must be one of {PRECISIONS}; got {self.precision!r}.")
-        if int(self.batch_size) < 1 or int(self.max_pixels) < 1:
-            raise JobSpecError(
-                f"batch_size and max_pixels must be at least 1; got {self.batch_size}, "
-                f"{self.max_pixels}."
-            )
+        check_model_settings(self.precision, self.batch_size, self.max_pixels)
 
     def signature(self) -> dict:
         """What the stored entries depend on (the store checks the model itself too)."""

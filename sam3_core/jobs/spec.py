@@ -67,9 +67,8 @@ class JobSpec:
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        inputs = (self.inputs,) if isinstance(self.inputs, (str, os.PathLike)) else self.inputs
         concepts = (self.concepts,) if isinstance(self.concepts, str) else self.concepts
-        object.__setattr__(self, "inputs", tuple(str(i) for i in inputs))
+        object.__setattr__(self, "inputs", as_inputs(self.inputs))
         object.__setattr__(self, "concepts", tuple(concepts))
         try:
             object.__setattr__(self, "exemplars", tuple(to_exemplar(e) for e in self.exemplars))
@@ -89,13 +88,7 @@ class JobSpec:
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
                 raise JobSpecError(f"{name} must lie in [0, 1]; got {value!r}.")
-        if self.precision not in PRECISIONS:
-            raise JobSpecError(f"precision must be one of {PRECISIONS}; got {self.precision!r}.")
-        if int(self.batch_size) < 1 or int(self.max_pixels) < 1:
-            raise JobSpecError(
-                f"batch_size and max_pixels must be at least 1; got {self.batch_size}, "
-                f"{self.max_pixels}."
-            )
+        check_model_settings(self.precision, self.batch_size, self.max_pixels)
 
     def check_tiling(self) -> None:
         """Tile sizes that can run: positive sizes, an overlap smaller than the tile."""
@@ -141,6 +134,23 @@ class JobSpec:
                 "tile_overlap": int(self.tile_overlap),
             },
         }
+
+
+def as_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[str, ...]:
+    """A job's inputs as a tuple of strings; one path or pattern alone becomes a 1-tuple."""
+    many = (inputs,) if isinstance(inputs, (str, os.PathLike)) else inputs
+    return tuple(str(i) for i in many)
+
+
+def check_model_settings(precision: str, batch_size: int, max_pixels: int) -> None:
+    """The model settings every job spec has: a known precision, batch_size and max_pixels >= 1
+    (JobSpecError naming the bad one otherwise)."""
+    if precision not in PRECISIONS:
+        raise JobSpecError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
+    if int(batch_size) < 1 or int(max_pixels) < 1:
+        raise JobSpecError(
+            f"batch_size and max_pixels must be at least 1; got {batch_size}, {max_pixels}."
+        )
 
 
 def as_thresholds(value: Thresholds | str | os.PathLike) -> Thresholds:

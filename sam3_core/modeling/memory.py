@@ -210,6 +210,20 @@ def _memory_rope(
         return rope_rotation(height, width, head_dim, theta).to(device)
 
 
+def rope_attention(
+    q: Tensor, k: Tensor, v: Tensor, num_heads: int, rope: Tensor, key_rope: Tensor
+) -> Tensor:
+    """Attention of projected q [B, N, C] over k, v [B, L, C] with RoPE rotations rope [N, D/2]
+    and key_rope [L, D/2] (see `memory_rope`) -> [B, N, C]."""
+
+    def heads(x: Tensor) -> Tensor:
+        return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+    q, k = apply_rope(heads(q), rope), apply_rope(heads(k), key_rope)
+    out = F.scaled_dot_product_attention(q, k, heads(v))
+    return out.transpose(1, 2).flatten(2)
+
+
 class RoPEAttention(nn.Module):
     """Attention with 2-D RoPE on queries and on the spatial part of the keys."""
 
@@ -224,19 +238,13 @@ class RoPEAttention(nn.Module):
         self.v_proj = nn.Linear(kv_in_dim, internal)
         self.o_proj = nn.Linear(internal, d)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, rope: Tensor, key_rope: Tensor
     ) -> Tensor:
         """query [B, HW, C], key/value [B, L, Ckv] -> [B, HW, C]; rope [HW, D/2] and key_rope
         [L, D/2] complex rotations (see `memory_rope`)."""
-        q = apply_rope(self._heads(self.q_proj(query)), rope)
-        k = apply_rope(self._heads(self.k_proj(key)), key_rope)
-        v = self._heads(self.v_proj(value))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.o_proj(out.transpose(1, 2).flatten(2))
+        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        return self.o_proj(rope_attention(q, k, v, self.num_heads, rope, key_rope))
 
 
 class MemoryAttentionLayer(nn.Module):

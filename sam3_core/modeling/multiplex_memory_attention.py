@@ -10,26 +10,11 @@ norms are renamed `layer_norm*` as in our other modules.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import MultiplexConfig
-from sam3_core.modeling.layers import apply_rope, linear_activation
-from sam3_core.modeling.memory import memory_rope
-
-
-def rope_attention(
-    q: Tensor, k: Tensor, v: Tensor, num_heads: int, rope: Tensor, key_rope: Tensor
-) -> Tensor:
-    """Attention of projected q [B, N, C] over k, v [B, L, C] with RoPE rotations rope [N, D/2]
-    and key_rope [L, D/2] (see `memory_rope`) -> [B, N, C]."""
-
-    def heads(x: Tensor) -> Tensor:
-        return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
-
-    q, k = apply_rope(heads(q), rope), apply_rope(heads(k), key_rope)
-    out = F.scaled_dot_product_attention(q, k, heads(v))
-    return out.transpose(1, 2).flatten(2)
+from sam3_core.modeling.layers import linear_activation
+from sam3_core.modeling.memory import memory_rope, rope_attention
 
 
 class DecoupledMemoryAttentionLayer(nn.Module):

@@ -9,9 +9,6 @@ fo = pytest.importorskip("fiftyone")
 pytest.importorskip("ray.data", reason='Ray runner tests need Ray Data: pip install ".[ray]"')
 
 from tests.core.helpers import make_image
-
-# the two-node cluster of the jobs tests (module scope: started for this module, then stopped)
-from tests.core.jobs.test_jobs_ray import cluster  # noqa: F401
 from tests.fiftyone.helpers import load_plugin_module
 
 sam3_fiftyone = load_plugin_module()
@@ -42,7 +39,8 @@ def big_dataset(tmp_path):
     ds.delete()
 
 
-def test_ray_run_interrupted_then_resumed(cluster, big_dataset, checkpoint):  # noqa: F811
+def test_ray_run_interrupted_then_resumed(cluster, big_dataset, checkpoint):
+    # `cluster`: the two-node Ray cluster of tests/conftest.py, started for this module
     ds = big_dataset
     user = {s.id: [d.id for d in s.sam3.detections] for s in ds.exists("sam3")}
     notes = ds.values("notes.label")
