@@ -136,13 +136,6 @@ def usage_error(args: argparse.Namespace) -> str | None:
         return "give --thresholds or --score-threshold, not both (the file has a default)"
     if args.workers is not None and args.ray is None:
         return "--workers needs --ray (the local runner is one process; --ray runs N workers)"
-    if "labelstudio" in args.formats:
-        from sam3_core.jobs.writers import brush_encoder
-
-        try:
-            brush_encoder()
-        except ImportError as err:
-            return str(err)
     return None
 
 

@@ -84,7 +84,7 @@ def write_labelstudio(
 ) -> Path:
     """A Label Studio import file: one task per image with one prediction of all instances.
 
-    kind: "brush" (brushlabels, masks as Label Studio RLE; needs label-studio-sdk) or
+    kind: "brush" (brushlabels, masks as Label Studio RLE) or
     "rectangle" (rectanglelabels from the boxes; no extra package). url_for maps a record id
     to the task's image URL (default: the id itself; for local files served by Label Studio,
     e.g. `lambda p: "/data/local-files/?d=" + relative_path(p)`). The prediction's score is
@@ -93,7 +93,7 @@ def write_labelstudio(
     """
     if kind not in ("brush", "rectangle"):
         raise ValueError(f"kind must be 'brush' or 'rectangle'; got {kind!r}")
-    mask2rle = brush_encoder() if kind == "brush" else None
+    brush = kind == "brush"
     out_dir = Path(out_dir)
     target = Path(path) if path is not None else out_dir / "labelstudio.json"
     url_for = url_for or str
@@ -103,8 +103,7 @@ def write_labelstudio(
             if rec["error"] is not None:
                 continue
             results = [
-                labelstudio_region(n, rec, inst, mask2rle)
-                for n, inst in enumerate(rec["instances"])
+                labelstudio_region(n, rec, inst, brush) for n, inst in enumerate(rec["instances"])
             ]
             scores = [inst["score"] for inst in rec["instances"]]
             prediction = {
@@ -117,20 +116,9 @@ def write_labelstudio(
     return write_atomic(target, lambda fh: write_json_array(fh, tasks()))
 
 
-def brush_encoder() -> Callable:
-    """label_studio_sdk's `mask2rle`, or an error naming the install command."""
-    try:
-        from label_studio_sdk.converter.brush import mask2rle
-    except ImportError as err:
-        raise ImportError(
-            'Brush masks for Label Studio need label-studio-sdk: pip install "sam3-tools'
-            '[labelstudio]", or pass kind="rectangle" for boxes only.'
-        ) from err
-    return mask2rle
-
-
-def labelstudio_region(n: int, rec: dict, inst: dict, mask2rle: Callable | None) -> dict:
+def labelstudio_region(n: int, rec: dict, inst: dict, brush: bool) -> dict:
     """One instance -> a Label Studio result (brushlabels RLE, or rectanglelabels in percent)."""
+    from sam3_core.formats.labelstudio_rle import mask2rle
     from sam3_core.postprocess import rle_to_mask
 
     width, height = rec["width"], rec["height"]
@@ -143,10 +131,10 @@ def labelstudio_region(n: int, rec: dict, inst: dict, mask2rle: Callable | None)
         "image_rotation": 0,
         "score": inst["score"],
     }
-    if mask2rle is not None:
+    if brush:
         mask = rle_to_mask(inst["segmentation"])
         rle = mask2rle(mask.astype("uint8") * 255)
-        value = {"format": "rle", "rle": [int(v) for v in rle], "brushlabels": [inst["concept"]]}
+        value = {"format": "rle", "rle": rle, "brushlabels": [inst["concept"]]}
         return {**region, "type": "brushlabels", "value": value}
     x0, y0, x1, y1 = inst["box"]
     value = {

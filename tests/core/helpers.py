@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sam3_core import save_checkpoint  # noqa: F401 - the public writer, config recorded
 from sam3_core.build import build_model
 from sam3_core.config import sam3_tiny
 from tests.reference import perturb_
@@ -29,8 +30,9 @@ def make_image(h: int = 97, w: int = 150, seed: int = 0) -> np.ndarray:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def save_checkpoint(model, path):
-    """Save a model's weights as a safetensors checkpoint (as a user's local file); returns path."""
+def save_bare_checkpoint(model, path):
+    """Save a model's weights as .safetensors WITHOUT a config record (as a file made elsewhere:
+    the loader infers its config from the tensor shapes); returns path."""
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

@@ -12,9 +12,8 @@ import torch
 from sam3_core import ImagePredictor, load_model
 from sam3_core.build import build_model
 from sam3_core.config import get_config, sam3_tiny
-from sam3_core.weights.config_record import save_checkpoint as sam3_save_checkpoint
 from sam3_core.weights.errors import CheckpointError
-from tests.core.helpers import make_image, save_checkpoint, tiny_model
+from tests.core.helpers import make_image, save_bare_checkpoint, save_checkpoint, tiny_model
 
 
 def test_saved_and_loaded_models_answer_the_same(tmp_path):
@@ -43,7 +42,7 @@ def test_saved_and_loaded_models_answer_the_same(tmp_path):
 
 def test_the_checkpoint_picks_its_config(tmp_path):
     # A tiny SAM 3 file without a config record: the preset whose shapes fit it is used.
-    path = save_checkpoint(tiny_model(seed=1), tmp_path / "model.safetensors")
+    path = save_bare_checkpoint(tiny_model(seed=1), tmp_path / "model.safetensors")
     assert load_model(path).config == get_config("sam3_tiny")
     assert load_model(path, config="sam3_tiny").config == get_config("sam3_tiny")  # still accepted
 
@@ -51,13 +50,13 @@ def test_the_checkpoint_picks_its_config(tmp_path):
 def test_a_custom_config_travels_in_the_checkpoint_record(tmp_path):
     cfg = replace(sam3_tiny(), detr_decoder=replace(sam3_tiny().detr_decoder, num_queries=5))
     model = build_model(cfg)
-    recorded = sam3_save_checkpoint(model, tmp_path / "custom.safetensors")
+    recorded = save_checkpoint(model, tmp_path / "custom.safetensors")
     loaded = load_model(recorded)
     assert loaded.config == cfg
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     # The same weights without the record fit no preset: the error says to pass the config.
-    bare = save_checkpoint(model, tmp_path / "bare.safetensors")
+    bare = save_bare_checkpoint(model, tmp_path / "bare.safetensors")
     with pytest.raises(CheckpointError, match="pass config="):
         load_model(bare)
     assert load_model(bare, config=cfg).config == cfg

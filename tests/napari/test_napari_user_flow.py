@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.napari.viewer_tools import click, drag, ours, run, save_screenshot
+from tests.napari.viewer_tools import click, drag, open_cells, ours, run, save_screenshot
 
 pytestmark = pytest.mark.viewer
 
@@ -23,16 +23,10 @@ def wait_idle(qtbot, w) -> None:
 
 def test_click_box_paint_rerun_like_a_user(widget, qtbot, monkeypatch):
     from qtpy import API_NAME
-    from sam3_napari import runner
 
     assert API_NAME == "PyQt6"  # napari 0.9's backend (PyQt5 gets a deprecation toast)
     viewer, w = widget
-    infos, errors = [], []
-    monkeypatch.setattr(runner, "show_info", infos.append)
-    monkeypatch.setattr(runner, "show_error", errors.append)
-    image = viewer.open_sample("sam3-tools", "cells")[0]
-    w.reset_choices()
-    w.image.value = image
+    _, infos, errors = open_cells(viewer, w, monkeypatch)
     viewer.window._qt_window.resize(1400, 900)
     viewer.reset_view()
     qtbot.wait(200)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.napari.viewer_tools import ours, run
+from tests.napari.viewer_tools import open_cells, ours, run
 
 pytestmark = pytest.mark.viewer
 
@@ -182,17 +182,10 @@ def _save_small_png(shot: np.ndarray, path: Path) -> None:
 
 
 def test_a_thresholds_file_sets_each_concepts_score(widget, qtbot, tmp_path, monkeypatch):
-    from sam3_napari import runner
-
     from sam3_core.metrics.thresholds import Thresholds, save_thresholds
 
     viewer, w = widget
-    infos, errors = [], []
-    monkeypatch.setattr(runner, "show_info", infos.append)
-    monkeypatch.setattr(runner, "show_error", errors.append)
-    image = viewer.open_sample("sam3-tools", "cells")[0]
-    w.reset_choices()
-    w.image.value = image
+    _, infos, errors = open_cells(viewer, w, monkeypatch)
     path = save_thresholds(Thresholds(default=0.0, concepts={"Nucleus": 1.0}), tmp_path / "t.json")
     w.thresholds_file.value = path
     assert not errors and not w.score.enabled and "1 concept(s), default 0.00" in w.status.value

@@ -19,6 +19,20 @@ def run(qtbot, w, action) -> None:
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
 
 
+def open_cells(viewer, w, monkeypatch) -> tuple[object, list[str], list[str]]:
+    """Open the plugin's "cells" sample as the widget's image and capture the messages the
+    widget shows: (image layer, info messages, error messages)."""
+    from sam3_napari import runner
+
+    infos, errors = [], []
+    monkeypatch.setattr(runner, "show_info", infos.append)
+    monkeypatch.setattr(runner, "show_error", errors.append)
+    image = viewer.open_sample("sam3-tools", "cells")[0]
+    w.reset_choices()
+    w.image.value = image
+    return image, infos, errors
+
+
 def ours(viewer, kind: str) -> list:
     """Our Labels layers of one kind, found by metadata."""
     from sam3_napari.layers import tag_of

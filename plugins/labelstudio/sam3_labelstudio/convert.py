@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sam3_labelstudio.brush_rle import mask2rle
+from sam3_core.formats.labelstudio_rle import mask2rle
 from sam3_labelstudio.labeling import OutputTag
 
 

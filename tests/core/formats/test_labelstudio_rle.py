@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from label_studio_sdk.converter import brush as sdk
-from sam3_labelstudio import brush_rle
+
+from sam3_core.formats import labelstudio_rle as brush_rle
 
 
 def assert_same(mask: np.ndarray) -> list[int]:
