@@ -37,3 +37,17 @@ def save_bare_checkpoint(model, path):
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+def write_mp4(path, frames, fps=10) -> None:
+    """Write uint8 [T, H, W, 3] `frames` as an MPEG-4 video (PyAV), a keyframe every 4 frames."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = 4
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())

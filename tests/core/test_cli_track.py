@@ -11,8 +11,7 @@ from sam3_core.cli import main
 from sam3_core.postprocess import rle_to_mask
 from sam3_core.video.frames import open_frames
 from sam3_core.video.predictor import VideoPredictor
-from tests.core.helpers import make_image, save_checkpoint, tiny_model
-from tests.core.video.test_video import write_mp4
+from tests.core.helpers import make_image, save_checkpoint, tiny_model, write_mp4
 
 H, W, T = 64, 80, 5
 

@@ -54,7 +54,7 @@ def test_python_sections_parse():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """The files the README names, small and synthetic, plus a tiny checkpoint."""
-    from tests.core.video.test_video import write_mp4
+    from tests.core.helpers import write_mp4
     from tests.fiftyone.env import configure
 
     configure()  # the Hosts block's FiftyOne: a private database, before fiftyone is imported

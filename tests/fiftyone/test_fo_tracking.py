@@ -10,8 +10,7 @@ av = pytest.importorskip("av")
 
 import fiftyone.operators as foo
 
-from tests.core.helpers import make_image
-from tests.core.video.test_video import write_mp4
+from tests.core.helpers import make_image, write_mp4
 
 H, W, T = 64, 80, 5
 BOX = [5 / W, 5 / H, 40 / W, 40 / H]  # relative xywh of the pixel box (5, 5, 45, 45)

@@ -79,8 +79,7 @@ def test_video_config():
 
 @pytest.fixture(scope="module")
 def client(tiny_checkpoint, images_dir):
-    from tests.core.helpers import make_image
-    from tests.core.video.test_video import write_mp4
+    from tests.core.helpers import make_image, write_mp4
 
     frames = np.stack([np.roll(make_image(64, 80, seed=3), 2 * t, axis=1) for t in range(5)])
     write_mp4(images_dir / "clip.mp4", frames)

@@ -25,20 +25,7 @@ from sam3_core.video.frames import VideoReadError, open_frames
 from sam3_core.video.masklets import FILLED, REMOVED, fill_small_regions, small_regions
 from sam3_core.video.predictor import VideoPredictor
 from sam3_core.video.session import VideoSession
-from tests.core.helpers import make_image, save_checkpoint, tiny_model
-
-
-def write_mp4(path, frames, fps=10):
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = 4
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode())
+from tests.core.helpers import make_image, save_checkpoint, tiny_model, write_mp4
 
 
 def ramp(n=12, h=48, w=64):

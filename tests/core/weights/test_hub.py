@@ -28,7 +28,7 @@ print(f"{time.perf_counter() - start:.2f}")
 """
 
 
-def _fake_cache(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
+def fake_hub_cache(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
     """A huggingface_hub cache holding `files` of `repo` at main; returns the snapshot folder."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     folder = cache / ("models--" + repo.replace("/", "--"))
@@ -75,7 +75,7 @@ def test_cached_weights_are_used_without_the_network(tmp_path, monkeypatch):
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
     monkeypatch.setattr("sam3_core.weights.hub.hub_unreachable", no_network)
-    snapshot = _fake_cache(tmp_path, "facebook/sam3", {"sam3.pt": b"x"})
+    snapshot = fake_hub_cache(tmp_path, "facebook/sam3", {"sam3.pt": b"x"})
     assert resolve_checkpoint("facebook/sam3", cache_dir=tmp_path) == snapshot / "sam3.pt"
     # The preferred file wins when both are cached.
     (snapshot / HUB_FILES[0]).write_bytes(b"y")
@@ -85,7 +85,7 @@ def test_cached_weights_are_used_without_the_network(tmp_path, monkeypatch):
 def test_a_sharded_checkpoint_is_used_from_the_cache_only_when_every_shard_is(tmp_path):
     index = b'{"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}'
     files = {"model.safetensors.index.json": index, "model-1.safetensors": b"1"}
-    snapshot = _fake_cache(tmp_path, "someone/sharded", files)
+    snapshot = fake_hub_cache(tmp_path, "someone/sharded", files)
     from sam3_core.weights.hub import cached_checkpoint
 
     assert cached_checkpoint("someone/sharded", cache_dir=tmp_path) is None

@@ -144,10 +144,10 @@ def test_hub_id_facebook_sam31_loads_the_multiplex_checkpoint(tiny_files, tmp_pa
     # alone picks SAM 3.1, with no config and no network.
     from huggingface_hub import constants
 
-    from tests.core.weights.test_hub import _fake_cache
+    from tests.core.weights.test_hub import fake_hub_cache
 
     model, files = tiny_files
-    _fake_cache(
+    fake_hub_cache(
         tmp_path, "facebook/sam3.1", {"sam3.1_multiplex.pt": files["official"].read_bytes()}
     )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
