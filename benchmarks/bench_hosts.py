@@ -112,14 +112,14 @@ def ls_predict(ckpt: str, folder: Path, names: list[str], batch: int, tag: str):
     return time.perf_counter() - t0, found
 
 
-class Predictions:
-    """The `ls.predictions` of an in-memory SDK client: keeps what `create` receives."""
+class Projects:
+    """The `ls.projects` of an in-memory SDK client: keeps what `import_predictions` receives."""
 
     def __init__(self) -> None:
         self.created: list[dict] = []
 
-    def create(self, **prediction) -> None:
-        self.created.append(prediction)
+    def import_predictions(self, id: int, request: list[dict]) -> None:
+        self.created.extend(request)
 
 
 def run_preannotate(ckpt: str, folder: Path, out: Path, names: list[str]) -> list[dict]:
@@ -128,7 +128,7 @@ def run_preannotate(ckpt: str, folder: Path, out: Path, names: list[str]) -> lis
     from sam3_labelstudio.labeling import parse_config
     from sam3_labelstudio.project import ProjectTask
 
-    ls = SimpleNamespace(predictions=Predictions())
+    ls = SimpleNamespace(projects=Projects())
     tasks = [ProjectTask(i + 1, task(i + 1, n)["data"]["image"]) for i, n in enumerate(names)]
     found = (ls, parse_config(LABEL_CONFIG), tasks)
     args = model_args("preannotate", ckpt, folder, "--project", "1", "--out", str(out),
@@ -140,7 +140,7 @@ def run_preannotate(ckpt: str, folder: Path, out: Path, names: list[str]) -> lis
             raise RuntimeError("preannotate reported failed tasks (see the log above)")
     finally:
         cli.project_or_usage_error = reader
-    return ls.predictions.created
+    return ls.projects.created
 
 
 @contextlib.contextmanager

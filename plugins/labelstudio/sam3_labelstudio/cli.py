@@ -187,7 +187,9 @@ def preannotate(args: argparse.Namespace) -> int:
         )  # fmt: skip
         runner = "local" if args.ray is None else "ray"
         print(run_job(spec, out / "job", runner=runner, ray_address=args.ray, workers=args.workers))
-        counts = post_predictions(ls, iter_records(out / "job"), paths, schema, version, done)
+        counts = post_predictions(
+            ls, args.project, iter_records(out / "job"), paths, schema, version, done
+        )
     else:
         counts = {"posted": 0, "already": 0, "failed": 0}
     skipped = len(tasks) - len(paths) - already  # their image could not be fetched
