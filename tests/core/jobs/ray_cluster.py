@@ -3,6 +3,7 @@ tests/conftest.py wraps it): started with `ray start --block`, stopped node by n
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import socket
@@ -115,4 +116,7 @@ def local_cluster(logs: Path) -> Iterator[Cluster]:
         finally:
             for node in reversed(nodes):
                 stop_node(node)
-            shutil.rmtree(temp, ignore_errors=True)
+            # removed when the test process ends, not now: Ray Data keeps a file handler on the
+            # first session's ray-data.log in the driver process, and a later job (another
+            # cluster, or `--ray local`) in this process would fail to reopen it
+            atexit.register(shutil.rmtree, temp, True)
