@@ -73,7 +73,7 @@ class VideoPredictor:
         max_num_objects (SAM 3.1 only, default 128): objects past it are refused.
         """
         return VideoSession(
-            self,
+            self.image,
             open_frames(source),
             offload_to_cpu,
             max_memory_frames,

@@ -18,7 +18,7 @@ A SAM 3.1 model tracks clicked objects with its Object Multiplex tracker instead
 from __future__ import annotations
 
 from collections.abc import Container, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ import torch
 from sam3_core.device import autocast
 from sam3_core.modeling.detector import DetectorOutput, ImageFeatures
 from sam3_core.modeling.tracker import TrackerImageFeatures, TrackerMemory
-from sam3_core.predictor import ImageState, preprocess
+from sam3_core.predictor import ImagePredictor, ImageState, preprocess
 from sam3_core.prompts import ConceptBatch, PromptError, mask_prompt, normalize_concepts
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video.association import AssociationConfig, TrackState
@@ -38,38 +38,36 @@ from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS, Multiplex
 from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
 from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
-if TYPE_CHECKING:
-    from sam3_core.video.predictor import VideoPredictor
-
 DIRECTIONS = ("forward", "backward", "both")
 
 
 class VideoSession:
-    """Tracking state of one video; objects are added by clicks or concepts, then propagated."""
+    """Tracking state of one video; objects are added by clicks or concepts, then propagated.
+    `image`: the ImagePredictor whose model, device and precision track (`VideoPredictor.start`)."""
 
     def __init__(
         self,
-        predictor: VideoPredictor,
+        image: ImagePredictor,
         frames: FrameSource,
         offload_to_cpu: bool = False,
         max_memory_frames: int | None = None,
         association: AssociationConfig | None = None,
         max_num_objects: int | None = None,
     ) -> None:
-        self.predictor, self.frames = predictor, frames
+        self.image, self.frames = image, frames
         # SAM 3.1 tracks clicked objects with its multiplex tracker (`multiplex_backend`)
         self.multiplex: MultiplexVideo | None = None
-        if predictor.model.config.kind == "sam3.1":
-            predictor.model.require_parts(
+        if image.model.config.kind == "sam3.1":
+            image.model.require_parts(
                 "vision encoder", "tracker", "multiplex tracker", task="video"
             )
             self.multiplex = MultiplexVideo(
-                predictor.model,
-                predictor.device,
-                predictor.precision,
+                image.model,
+                image.device,
+                image.precision,
                 len(frames),
                 lambda t: self._encode(self.frames[t], detector=False),
-                predictor.image.tracker_features,
+                image.tracker_features,
                 max_num_objects or DEFAULT_MAX_NUM_OBJECTS,
             )
         elif max_num_objects is not None:
@@ -78,11 +76,11 @@ class VideoSession:
                 "tracks any number of objects: leave it out"
             )
         else:
-            predictor.model.require_parts("vision encoder", "tracker", "video memory", task="video")
-        self.tracker = predictor.model.tracker_model
-        self._vision = predictor.model.detector_model.vision_encoder
+            image.model.require_parts("vision encoder", "tracker", "video memory", task="video")
+        self.tracker = image.model.tracker_model
+        self._vision = image.model.detector_model.vision_encoder
         cfg = self.tracker.config
-        device = predictor.device
+        device = image.device
         self.association = association or AssociationConfig()
         self.bank = MemoryBank(
             num_memory_frames=cfg.num_memory_frames,
@@ -162,7 +160,8 @@ class VideoSession:
         reverse = bool(recent.reverse) if recent is not None and not is_init else False
         if mask is not None:
             result = self.mask_result(
-                feats, mask_prompt(mask, self.size, self.tracker.image_size, self.predictor.device)
+                feats,
+                mask_prompt(mask, self.size, self.tracker.image_size, self.image.device),
             )
         else:
             coords, labels = click_inputs(
@@ -175,7 +174,7 @@ class VideoSession:
                 self.size,
                 self.tracker.image_size,
             )
-            coords, labels = coords.to(self.predictor.device), labels.to(self.predictor.device)
+            coords, labels = coords.to(self.image.device), labels.to(self.image.device)
             embed = None if is_init else self._attend(obj, frame, reverse, feats)
             multimask = self.tracker.use_multimask(is_init, labels.shape[-1])
             result = self._decode(feats.tracker, embed, coords, labels, multimask)
@@ -195,7 +194,7 @@ class VideoSession:
         coords, labels = click_inputs(
             obj, frame, points, point_labels, boxes, clear_old, self.size, self.tracker.image_size
         )
-        device = self.predictor.device
+        device = self.image.device
         result = self.multiplex.add_clicks(obj.obj_id, frame, coords.to(device), labels.to(device))
         self.objects[obj.obj_id] = obj
         return self._instances(collect_outputs([(obj, result)]))
@@ -326,30 +325,30 @@ class VideoSession:
         if cur is not None and cur.index == t:
             if detector and not cur.image.features.fpn:
                 vit = cur.image.features.vit.permute(0, 3, 1, 2)
-                with autocast(self.predictor.device, self.predictor.precision):
+                with autocast(self.image.device, self.image.precision):
                     fpn, pos = self._vision.neck(vit, num_levels=3)
                 cur.image.features.fpn[:], cur.image.features.fpn_pos[:] = fpn, pos
             return cur
         self._current = None
         image = self._encode(self.frames[t], detector)
-        self._current = CurrentFrame(t, image, self.predictor.image.tracker_features(image))
+        self._current = CurrentFrame(t, image, self.image.tracker_features(image))
         return self._current
 
     def _encode(self, frame: np.ndarray, detector: bool) -> ImageState:
         """Backbone pass on one frame; with `detector` also the detector's FPN levels."""
         if detector:
-            return self.predictor.image.set_image(frame)
-        device = self.predictor.device
-        pixels = preprocess(frame, self.predictor.image.image_size)[None].to(device)
+            return self.image.set_image(frame)
+        device = self.image.device
+        pixels = preprocess(frame, self.image.image_size)[None].to(device)
         pixels = (pixels.float() / 255.0 - 0.5) / 0.5
-        with autocast(device, self.predictor.precision):
+        with autocast(device, self.image.precision):
             vit = self._vision.backbone(pixels)
         return ImageState(frame.shape[:2], ImageFeatures(vit, [], []))
 
     def _memory(self, obj: TrackedObject, t: int, reverse: bool, dtype: torch.dtype):
         """The attention tokens of one object's memory bank for frame `t`."""
         q = self.bank.query(obj.memory, t, reverse)
-        with autocast(self.predictor.device, self.predictor.precision):
+        with autocast(self.image.device, self.image.precision):
             return self.tracker.build_memory(
                 [(o, _as(m, dtype), _as(p, dtype)) for o, m, p in q.spatial],
                 q.pointers,
@@ -359,7 +358,7 @@ class VideoSession:
 
     def _attend(self, obj: TrackedObject, t: int, reverse: bool, feats: CurrentFrame):
         bank = self._memory(obj, t, reverse, feats.tracker.image_embed.dtype)
-        with autocast(self.predictor.device, self.predictor.precision):
+        with autocast(self.image.device, self.image.precision):
             return self.tracker.attend_memory(feats.tracker, bank)
 
     def _track(
@@ -387,7 +386,7 @@ class VideoSession:
                 torch.cat([b.memory_pos for _, b in items]),
                 items[0][1].num_object_pointer_tokens,
             )
-            with autocast(self.predictor.device, self.predictor.precision):
+            with autocast(self.image.device, self.image.precision):
                 embed = self.tracker.attend_memory(batch, bank)
             r = self._decode(batch, embed, None, None, multimask)
             out += [(obj, r.row(i)) for i, (obj, _) in enumerate(items)]
@@ -397,7 +396,7 @@ class VideoSession:
         self, tracker: TrackerImageFeatures, embed, coords, labels, multimask: bool
     ) -> FrameResult:
         """Decoder pass on B images (one object each); the result holds B rows."""
-        with autocast(self.predictor.device, self.predictor.precision):
+        with autocast(self.image.device, self.image.precision):
             out = self.tracker.predict_masks(
                 tracker, coords, labels, multimask=multimask, image_embed=embed
             )
@@ -409,11 +408,11 @@ class VideoSession:
     # ------------------------------------------------------------------ for the concept step
     def detect_concepts(self, image: ImageState) -> DetectorOutput:
         """The detector's raw output for the session's concepts on one frame."""
-        return self.predictor.image.detect_concepts(image, self.concepts)
+        return self.image.detect_concepts(image, self.concepts)
 
     def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
         """The tracker's output for a mask prompt [N, 1, H, W] on the current frame."""
-        with autocast(self.predictor.device, self.predictor.precision):
+        with autocast(self.image.device, self.image.precision):
             low, high, score, pointer = self.tracker.mask_as_output(feats.tracker, mask)
         return FrameResult(low[:, 0].float(), high.float(), pointer, score)
 
@@ -442,7 +441,7 @@ class VideoSession:
         high = torch.cat([r.high_res for _, r in items]) if masks is None else masks
         if scores is None:
             scores = torch.cat([r.score for _, r in items])
-        with autocast(self.predictor.device, self.predictor.precision):
+        with autocast(self.image.device, self.image.precision):
             memory, pos = self.tracker.encode_memory(
                 embed.expand(len(items), -1, -1, -1), high, scores, binarize
             )
@@ -465,7 +464,7 @@ class VideoSession:
             m = obj.memory.recent.get(t)
             if m is None or m.low_res is None:
                 return None
-        return FrameResult(m.low_res.to(self.predictor.device), None, m.pointer, m.object_score)
+        return FrameResult(m.low_res.to(self.image.device), None, m.pointer, m.object_score)
 
     # ------------------------------------------------------------------ concepts
     def _concept_objects(self) -> list[TrackedObject]:
