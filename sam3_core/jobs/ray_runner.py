@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -91,6 +93,32 @@ def quiet_broken_debug_log() -> Iterator[None]:
         log.setLevel(level)
 
 
+# The background thread Ray Data (2.60, `iter_threaded` in data/_internal/block_batching/util.py)
+# pulls blocks in. On an early stop it is only told to stop, not joined; if it is still inside a Ray
+# call when `ray.shutdown()` runs, Ray ends the whole process ("The core worker has already been
+# shutdown ... The process will exit"): a FiftyOne App or Label Studio server would die with it.
+RAY_DATA_ITERATION_THREAD = "iter_threaded"
+
+
+@contextlib.contextmanager
+def finished_iteration(dataset, timeout: float = 60.0) -> Iterator[Iterator[pa.Table]]:
+    """Iterate a dataset's record tables; on leaving (done, or a sink/interrupt error), close the
+    iteration and wait for Ray Data's iteration threads to finish, so Ray can be shut down safely.
+
+    No prefetching: record tables are small, and the prefetch thread would keep calling Ray after
+    an early stop."""
+    before = set(threading.enumerate())
+    tables = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+    try:
+        yield tables
+    finally:
+        tables.close()  # runs Ray Data's own cleanup: stops the executor, signals its threads
+        deadline = time.monotonic() + timeout
+        for thread in set(threading.enumerate()) - before:
+            if thread.name == RAY_DATA_ITERATION_THREAD:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class RayWorker:
     """The Ray Data callable class around a worker: each Arrow row's `paths` column holds one
     planned batch of image ids; returns the records of all of them as one table."""
@@ -144,8 +172,8 @@ def run_ray(
             compute=ray.data.ActorPoolStrategy(size=min(size, len(batches))),
             **placement,
         )
-        with quiet_broken_debug_log():
-            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        with quiet_broken_debug_log(), finished_iteration(dataset) as tables:
+            for table in tables:
                 sink(table)
     except ray.exceptions.RayError as err:
         raise RuntimeError(f"the Ray job failed on a worker: {cause_line(err)}") from err

@@ -84,6 +84,14 @@ def stop_node(node: subprocess.Popen) -> None:
             continue
 
 
+def disconnect_driver() -> None:
+    """Leave the cluster if this process is still connected (a job that did not disconnect):
+    a driver left on a stopped cluster ends its own process once Ray gives up reconnecting."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 @contextlib.contextmanager
 def local_cluster(logs: Path) -> Iterator[Cluster]:
     """A head node and a second node on 127.0.0.1, one CPU each, stopped at the end (only
@@ -114,6 +122,7 @@ def local_cluster(logs: Path) -> Iterator[Cluster]:
             nodes.append(start_node(logs / "node.log", f"--address=127.0.0.1:{port}", *common))
             yield Cluster(f"127.0.0.1:{port}", nodes)
         finally:
+            disconnect_driver()
             for node in reversed(nodes):
                 stop_node(node)
             # removed when the test process ends, not now: Ray Data keeps a file handler on the
