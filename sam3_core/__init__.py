@@ -1,52 +1,61 @@
 """SAM 3 (Segment Anything with Concepts): our PyTorch implementation and its small API.
 
-The image API loads with the package; videos (`sam3_core.video`) and large images and stacks
-(`sam3_core.large`) load on first use of their names, so `import sam3_core` stays light.
+Model configs load with the package; every other name loads from its module on first use
+(`sam3_core.lazy`), so `import sam3_core` and `sam3_core.config` need no torch (a CLI's
+`--help` answers at once) and videos or large images cost nothing until used.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sam3_core.build import build_model, load_model
 from sam3_core.config import CONFIGS, Sam3Config, get_config
-from sam3_core.formats.images import ImageReadError, load_image, open_array, to_axes
-from sam3_core.predictor import ImagePredictor, ImageState
-from sam3_core.prompts import PromptError
-from sam3_core.results import Concept, Exemplar, Instances
-from sam3_core.weights.config_record import save_checkpoint
-from sam3_core.weights.errors import CheckpointError, MissingPartError
+from sam3_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from sam3_core.build import build_model, load_model
+    from sam3_core.formats.images import ImageReadError, load_image, open_array, to_axes
     from sam3_core.large.sparse import TiledInstances
     from sam3_core.large.stacks import StackResult, segment_stack
     from sam3_core.large.tiling import segment_tiled
+    from sam3_core.predictor import ImagePredictor, ImageState
+    from sam3_core.prompts import PromptError
+    from sam3_core.results import Concept, Exemplar, Instances
     from sam3_core.video.association import AssociationConfig
     from sam3_core.video.frames import open_frames
     from sam3_core.video.predictor import VideoPredictor
-from sam3_core.video.session import VideoSession
+    from sam3_core.video.session import VideoSession
+    from sam3_core.weights.config_record import save_checkpoint
+    from sam3_core.weights.errors import CheckpointError, MissingPartError
 
-_LAZY = {
-    "AssociationConfig": "sam3_core.video.association",
-    "open_frames": "sam3_core.video.frames",
-    "VideoPredictor": "sam3_core.video.predictor",
-    "VideoSession": "sam3_core.video.session",
-    "TiledInstances": "sam3_core.large.sparse",
-    "StackResult": "sam3_core.large.stacks",
-    "segment_stack": "sam3_core.large.stacks",
-    "segment_tiled": "sam3_core.large.tiling",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Load a video or large-image name from its subpackage on first use."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sam3_core' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "build_model": "sam3_core.build",
+        "load_model": "sam3_core.build",
+        "ImageReadError": "sam3_core.formats.images",
+        "load_image": "sam3_core.formats.images",
+        "open_array": "sam3_core.formats.images",
+        "to_axes": "sam3_core.formats.images",
+        "TiledInstances": "sam3_core.large.sparse",
+        "StackResult": "sam3_core.large.stacks",
+        "segment_stack": "sam3_core.large.stacks",
+        "segment_tiled": "sam3_core.large.tiling",
+        "ImagePredictor": "sam3_core.predictor",
+        "ImageState": "sam3_core.predictor",
+        "PromptError": "sam3_core.prompts",
+        "Concept": "sam3_core.results",
+        "Exemplar": "sam3_core.results",
+        "Instances": "sam3_core.results",
+        "AssociationConfig": "sam3_core.video.association",
+        "open_frames": "sam3_core.video.frames",
+        "VideoPredictor": "sam3_core.video.predictor",
+        "VideoSession": "sam3_core.video.session",
+        "save_checkpoint": "sam3_core.weights.config_record",
+        "CheckpointError": "sam3_core.weights.errors",
+        "MissingPartError": "sam3_core.weights.errors",
+    },
+)
 
 __all__ = [
     "CONFIGS",

@@ -7,9 +7,9 @@ bring in scipy and pycocotools' evaluator).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sam3_core.lazy import lazy_exports
 from sam3_core.metrics.thresholds import (
     Thresholds,
     ThresholdsError,
@@ -19,28 +19,29 @@ from sam3_core.metrics.thresholds import (
     save_thresholds,
 )
 
-_LAZY = {
-    "EvalSet": "sam3_core.metrics.data",
-    "EvalDataError": "sam3_core.metrics.data",
-    "regions_from_instances": "sam3_core.metrics.data",
-    "evaluate": "sam3_core.metrics.evaluation",
-    "calibrate": "sam3_core.metrics.calibration",
-    "sweep": "sam3_core.metrics.calibration",
-    "Curves": "sam3_core.metrics.calibration",
-    "load_eval_set": "sam3_core.metrics.loaders",
-    "plot_curves": "sam3_core.metrics.plot",
-    "format_table": "sam3_core.metrics.report",
-}
+if TYPE_CHECKING:
+    from sam3_core.metrics.calibration import Curves, calibrate, sweep
+    from sam3_core.metrics.data import EvalDataError, EvalSet, regions_from_instances
+    from sam3_core.metrics.evaluation import evaluate
+    from sam3_core.metrics.loaders import load_eval_set
+    from sam3_core.metrics.plot import plot_curves
+    from sam3_core.metrics.report import format_table
 
-
-def __getattr__(name: str) -> Any:
-    """Load an evaluation name from its module on first use."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sam3_core.metrics' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "EvalSet": "sam3_core.metrics.data",
+        "EvalDataError": "sam3_core.metrics.data",
+        "regions_from_instances": "sam3_core.metrics.data",
+        "evaluate": "sam3_core.metrics.evaluation",
+        "calibrate": "sam3_core.metrics.calibration",
+        "sweep": "sam3_core.metrics.calibration",
+        "Curves": "sam3_core.metrics.calibration",
+        "load_eval_set": "sam3_core.metrics.loaders",
+        "plot_curves": "sam3_core.metrics.plot",
+        "format_table": "sam3_core.metrics.report",
+    },
+)
 
 __all__ = [
     "Curves",

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.viewer
 
 def wait_idle(qtbot, w) -> None:
     """Wait until no run is in flight or pending (auto-segmenting clicks)."""
-    qtbot.waitUntil(lambda: w.worker is None and not w._pending, timeout=60_000)
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
 
 
 def test_click_box_paint_rerun_like_a_user(widget, qtbot, monkeypatch):
@@ -30,7 +30,7 @@ def test_click_box_paint_rerun_like_a_user(widget, qtbot, monkeypatch):
     viewer.window._qt_window.resize(1400, 900)
     viewer.reset_view()
     qtbot.wait(200)
-    w._add_prompt_layers()
+    w.add_prompt_layers()
     shapes, points = w.exemplars.value, w.clicks.value
 
     # first click: a point, then an object; the clicks layer keeps the selection and its mode

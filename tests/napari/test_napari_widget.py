@@ -41,17 +41,15 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot, tmp_path):
     user = viewer.add_labels(np.full(image.data.shape, 7, np.uint32), name="SAM3 nucleus")
     w.reset_choices()
     w.image.value = image
-    progress = []
-    w._relay.progress.connect(lambda done, total, msg: progress.append((done, total)))
 
     # concept: a new Labels layer, the user's same-named layer untouched; re-run updates ours
     w.concept.value = "nucleus"
     run(qtbot, w, w.segment_concept)
     (out,) = ours(viewer, "concept")
     assert out is not user and out.name.startswith("SAM3 nucleus") and out.data.max() >= 1
-    assert out.data.shape == image.data.shape and progress[-1][0] == progress[-1][1]
+    assert out.data.shape == image.data.shape and w.progress.value == w.progress.max >= 1
     n_layers = len(viewer.layers)
-    store = w.engine.predictor(w._choice(), w.store_choice(w._context())).store
+    store = w.engine.predictor(w.model_choice(), w.store_choice(w.current_plane())).store
     assert store.path.parent == tmp_path / "cache" / "embeddings"
     assert len(store) == 1 and store.stats["misses"] == 1  # no file: in the user cache
     out.data[:] = 0
@@ -61,7 +59,7 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot, tmp_path):
     assert (user.data == 7).all()
 
     # exemplars: one positive and one negative box from the prompt layers
-    w._add_prompt_layers()
+    w.add_prompt_layers()
     shapes, points = w.exemplars.value, w.clicks.value
     shapes.add_rectangles(np.array([[40.0, 40.0], [90.0, 90.0]]))
     w.polarity.value = "negative"
@@ -75,17 +73,17 @@ def test_concept_exemplar_click_stack_tiled(widget, qtbot, tmp_path):
     # clicks: each click segments at once (auto); later clicks refine the same object
     w.polarity.value = "positive"
     points.add([60.0, 60.0])
-    qtbot.waitUntil(lambda: len(ours(viewer, "objects")) == 1 and w.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: len(ours(viewer, "objects")) == 1 and w.idle, timeout=60_000)
     (objects,) = ours(viewer, "objects")
     assert set(np.unique(objects.data)) <= {0, 1} and objects.data.max() == 1
     w.polarity.value = "negative"
     points.add([70.0, 75.0])
-    qtbot.waitUntil(lambda: w.worker is None and "object 1" in w.status.value, timeout=60_000)
+    qtbot.waitUntil(lambda: w.idle and "object 1" in w.status.value, timeout=60_000)
     assert objects.data.max() == 1 and points.features["positive"].tolist() == [True, False]
     w.start_next_object()
     w.polarity.value = "positive"
     points.add([200.0, 200.0])
-    qtbot.waitUntil(lambda: w.worker is None and "object 2" in w.status.value, timeout=60_000)
+    qtbot.waitUntil(lambda: w.idle and "object 2" in w.status.value, timeout=60_000)
     assert objects.data.max() == 2
 
     viewer.layers.selection.active = image
@@ -122,7 +120,10 @@ def test_cancel_and_errors_reach_the_user(widget, qtbot, monkeypatch):
     shown = []
     monkeypatch.setattr(runner, "show_error", shown.append)
     w.segment_concept()  # no image yet
-    assert w.worker is None and "no image chosen" in shown[-1]
+    assert w.idle and "no image chosen" in shown[-1]
+    before = w.status.value
+    w.cancel_job()  # nothing runs: nothing to cancel, the status stays
+    assert w.status.value == before and not w.engine.cancel.is_set()
 
     stack = viewer.open_sample("sam3-tools", "stack")[0]
     w.reset_choices()
@@ -130,8 +131,8 @@ def test_cancel_and_errors_reach_the_user(widget, qtbot, monkeypatch):
     w.scope.value = "whole stack (z/t)"
     w.segment_concept()
     assert w.cancel.enabled
-    w._cancel()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    w.cancel_job()
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
     assert w.status.value == "cancelled" and not ours(viewer, "concept")
 
     w.checkpoint.value = str(ROOT / "missing.safetensors")

@@ -16,7 +16,7 @@ import numpy as np
 def run(qtbot, w, action) -> None:
     """Trigger a widget action and wait until its worker finished."""
     action()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
 
 
 def open_cells(viewer, w, monkeypatch) -> tuple[object, list[str], list[str]]:

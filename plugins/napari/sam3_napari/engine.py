@@ -162,14 +162,17 @@ class Engine:
         progress: Progress = _noop,
     ) -> Instances:
         """Every instance of a concept (text and/or exemplar boxes) on one plane."""
-        state = self.state(choice, store, plane, progress)
-        self.check()
-        progress(2, 3, f"finding '{concept or 'exemplar'}'")
-        inst = self.predictor(choice, store).predict(
-            state, concept or None, list(exemplars) or None, score_threshold=score_threshold
+        return self._answer(
+            choice,
+            store,
+            plane,
+            progress,
+            f"finding '{concept or 'exemplar'}'",
+            lambda inst: f"{len(inst)} instance(s)",
+            concepts=concept or None,
+            exemplars=list(exemplars) or None,
+            score_threshold=score_threshold,
         )
-        progress(3, 3, f"{len(inst)} instance(s)")
-        return inst
 
     def segment_object(
         self,
@@ -182,17 +185,36 @@ class Engine:
         progress: Progress = _noop,
     ) -> Instances:
         """One object from clicks, refined from the previous low-res mask when given."""
-        state = self.state(choice, store, plane, progress)
-        self.check()
-        progress(2, 3, f"segmenting from {len(xy)} click(s)")
-        inst = self.predictor(choice, store).predict(
-            state,
+        return self._answer(
+            choice,
+            store,
+            plane,
+            progress,
+            f"segmenting from {len(xy)} click(s)",
+            lambda inst: f"score {float(inst.scores[0]):.2f}",
             points=xy,
             point_labels=labels,
             mask_input=mask_input,
             multimask=len(xy) == 1 and mask_input is None,
         )
-        progress(3, 3, f"score {float(inst.scores[0]):.2f}")
+
+    def _answer(
+        self,
+        choice: ModelChoice,
+        store: StoreChoice,
+        plane: Callable[[], np.ndarray],
+        progress: Progress,
+        doing: str,
+        summary: Callable[[Instances], str],
+        **prompts: Any,
+    ) -> Instances:
+        """Encode (or fetch) the plane, then `predict(state, **prompts)` on it; progress 2/3 says
+        `doing`, 3/3 the `summary` of the result."""
+        state = self.state(choice, store, plane, progress)
+        self.check()
+        progress(2, 3, doing)
+        inst = self.predictor(choice, store).predict(state, **prompts)
+        progress(3, 3, summary(inst))
         return inst
 
     def segment_tiled(

@@ -44,7 +44,12 @@ class JobRunner(Container):
         self.status.native.setWordWrap(True)  # a long message wraps instead of widening the dock
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.changed.connect(lambda text: self.status.native.setToolTip(str(text)))
-        self.cancel.changed.connect(self._cancel)
+        self.cancel.changed.connect(self.cancel_job)
+
+    @property
+    def idle(self) -> bool:
+        """True when no job runs (scripts and tests wait for this before reading layers)."""
+        return self.worker is None
 
     def report(self, done: int, total: int, message: str) -> None:
         """Progress from a worker thread, shown on the GUI thread (safe to call from any)."""
@@ -124,6 +129,9 @@ class JobRunner(Container):
         for button in self.run_buttons():
             button.enabled = not running
 
-    def _cancel(self) -> None:
+    def cancel_job(self) -> None:
+        """Ask the running job to stop at its next step (the Cancel button); no-op when idle."""
+        if self.worker is None:
+            return
         self.engine.cancel.set()
         self.status.value = "cancelling..."

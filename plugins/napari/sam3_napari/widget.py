@@ -109,7 +109,7 @@ class Sam3Widget(JobRunner):
             self.cancel, self.progress, self.status,
         ])  # fmt: skip
 
-        self.add_prompts.changed.connect(self._add_prompt_layers)
+        self.add_prompts.changed.connect(self.add_prompt_layers)
         self.polarity.changed.connect(self._set_polarity)
         self.clicks.changed.connect(self._watch_clicks)
         self.image.changed.connect(self._refresh_choices)
@@ -138,7 +138,9 @@ class Sam3Widget(JobRunner):
     def _refresh_choices(self, event: Any = None) -> None:
         self.reset_choices()
 
-    def _add_prompt_layers(self) -> None:
+    def add_prompt_layers(self) -> None:
+        """Add a Shapes layer (exemplar boxes) and a Points layer (clicks) on the chosen image's
+        grid, select them as the widget's prompts and leave the Points layer active."""
         image = self.image.value
         ndim = image.ndim if image is not None else 2
         shapes, points = L.add_prompt_layers(self.viewer, ndim)
@@ -175,11 +177,19 @@ class Sam3Widget(JobRunner):
             self.segment_object(quiet=True)
 
     # ------------------------------------------------------------------ running jobs
-    def _choice(self) -> ModelChoice:
+    @property
+    def idle(self) -> bool:
+        """True when no job runs and no click waits for one."""
+        return self.worker is None and not self._pending
+
+    def model_choice(self) -> ModelChoice:
+        """The checkpoint, config and device set in the widget."""
         device = "" if self.device.value == "auto" else self.device.value
         return ModelChoice(self.checkpoint.value.strip(), self.config.value or "", device)
 
-    def _context(self) -> PlaneContext:
+    def current_plane(self) -> PlaneContext:
+        """The chosen image's current plane (z/t from the sliders) and its channels; a channel
+        axis in use moves to a slider."""
         ctx = plane_context(
             self.viewer, self.image.value, self.channel_axis.value, self.channels.value
         )
@@ -232,19 +242,19 @@ class Sam3Widget(JobRunner):
     # ------------------------------------------------------------------ the three paths
     def segment_concept(self) -> None:
         """Find every instance of the concept / exemplars: plane, whole stack or tiled."""
-        self.guard(lambda: concept_job(self, self._context(), self._choice()))
+        self.guard(lambda: concept_job(self, self.current_plane(), self.model_choice()))
 
     def segment_object(self, quiet: bool = False) -> None:
         """Segment (or refine) one object from the clicks on the current plane."""
 
         def make() -> Made | None:
-            ctx = self._context()
+            ctx = self.current_plane()
             xy, labels = L.clicks_on_plane(self.clicks.value, ctx.image, ctx.index, ctx.axis)
             if not len(xy):
                 if quiet:
                     return None
                 raise ValueError("no clicks on this plane: choose a Points layer and click")
-            return object_job(self, ctx, self._choice(), xy, labels)
+            return object_job(self, ctx, self.model_choice(), xy, labels)
 
         if quiet and (self.image.value is None or self.clicks.value is None):
             return

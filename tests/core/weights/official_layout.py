@@ -9,8 +9,6 @@ table, the CLIP text projection transposed back and the tracker's point embeddin
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -20,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sam3_core.weights.official import DROPPED, rename_key
+from tests.core.weights.layout_tools import read_layout
 
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_sam3_keys.json.gz"
 
@@ -36,8 +35,7 @@ QKV = re.compile(r"(.+)\.([qkv])_proj\.(weight|bias)")
 @cache
 def official_layout() -> dict[str, tuple[tuple[int, ...], str]]:
     """Key -> (shape, dtype) of Meta's full-size official SAM 3 video model."""
-    with gzip.open(OFFICIAL_KEYS, "rt") as f:
-        return {k: (tuple(shape), dtype) for k, (shape, dtype) in json.load(f)["keys"].items()}
+    return read_layout(OFFICIAL_KEYS)
 
 
 @cache

@@ -10,8 +10,6 @@ tagged by its index, and reading the tags back.
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -28,6 +26,7 @@ from sam3_core.weights.official_multiplex import (
     MULTIPLEX,
     convert_official_multiplex,
 )
+from tests.core.weights.layout_tools import read_layout
 from tests.core.weights.official_layout import to_official_layout
 from tests.reference import perturb_
 
@@ -50,8 +49,7 @@ def tiny_multiplex_model(seed: int = 0) -> torch.nn.Module:
 @cache
 def official_multiplex_layout() -> dict[str, tuple[tuple[int, ...], str]]:
     """Key -> (shape, dtype) of Meta's full-size SAM 3.1 model."""
-    with gzip.open(OFFICIAL_SAM31_KEYS, "rt") as f:
-        return {k: (tuple(s), d) for k, (s, d) in json.load(f)["keys"].items()}
+    return read_layout(OFFICIAL_SAM31_KEYS)
 
 
 @cache

@@ -6,10 +6,7 @@ stands in for ours here. The official layout is pinned by `data/official_sam3_ke
 `data/dump_official_keys.py`), so the mapping is checked on the real `sam3.pt` layout.
 """
 
-import gzip
-import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,10 +20,10 @@ from sam3_core.weights.checkpoint import (
     load_weights,
     to_our_layout,
 )
+from tests.core.weights.layout_tools import assert_same_layout, meta_state
+from tests.core.weights.official_layout import official_layout
 
 transformers = pytest.importorskip("transformers")
-
-DATA = Path(__file__).parent / "data"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,48 +115,25 @@ def tiny_model():
     return transformers.Sam3VideoModel(_tiny_video_config()).eval()
 
 
-@pytest.fixture(scope="module")
-def official_layout() -> dict[str, tuple[list[int], str]]:
-    """Key -> (shape, dtype) of Meta's official SAM 3 video model (detector + tracker)."""
-    with gzip.open(DATA / "official_sam3_keys.json.gz", "rt") as f:
-        return json.load(f)["keys"]
-
-
-def _meta_state(layout: dict[str, tuple[list[int], str]]) -> dict[str, torch.Tensor]:
-    """Weightless tensors with exactly the given keys, shapes and dtypes."""
-    return {
-        k: torch.empty(shape, dtype=getattr(torch, dtype.removeprefix("torch.")), device="meta")
-        for k, (shape, dtype) in layout.items()
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # The official layout, at full size, without weights
 # ---------------------------------------------------------------------------------------------
 
 
-def test_official_layout_converts_to_exactly_the_transformers_video_keys(official_layout):
+def test_official_layout_converts_to_exactly_the_transformers_video_keys():
     with torch.device("meta"):
         reference = transformers.Sam3VideoModel(transformers.Sam3VideoConfig()).state_dict()
-    sd = _meta_state(official_layout)
+    sd = meta_state(official_layout())
     assert detect_layout(sd) == "official"
     converted = to_our_layout(sd)
-
-    assert sorted(converted) == sorted(reference)
-    wrong = {
-        k: (tuple(v.shape), tuple(reference[k].shape))
-        for k, v in converted.items()
-        if v.shape != reference[k].shape
-    }
-    assert not wrong
+    assert_same_layout(converted, reference)
     assert {v.dtype for v in converted.values()} == {torch.float32}
-    assert sum(v.numel() for v in converted.values()) == sum(v.numel() for v in reference.values())
 
 
-def test_bare_official_image_model_converts_like_sam3_pt(official_layout):
+def test_bare_official_image_model_converts_like_sam3_pt():
     # build_sam3_image_model(enable_inst_interactivity=True) saves the detector without its
     # prefix and the tracker under inst_interactive_predictor.model.
-    full = _meta_state(official_layout)
+    full = meta_state(official_layout())
     bare = {
         (
             "inst_interactive_predictor.model." + k.removeprefix("tracker.")

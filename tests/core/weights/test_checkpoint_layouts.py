@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 
 import numpy as np
@@ -16,17 +15,13 @@ from sam3_core.build import load_model
 from sam3_core.weights.checkpoint import detect_layout, to_our_layout
 from sam3_core.weights.official import DROPPED
 from tests.core.helpers import make_image, tiny_model
+from tests.core.weights.layout_tools import generic_key
 from tests.core.weights.official_layout import (
     FOURIER,
     FOURIER_ALIAS,
     official_layout,
     to_official_layout,
 )
-
-
-def _generic(key: str) -> str:
-    """A key with its layer indices replaced by N (a tiny model has fewer layers)."""
-    return re.sub(r"\d+", "N", key)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +57,7 @@ def test_official_file_reads_with_weights_only_and_has_the_official_keys(files):
     assert not [k for k in official if k not in full]  # exact official names, layer indices too
     # Every kind of official tensor is written (RoPE tables and detector point projections,
     # which the conversion drops, aside), each with the official number of dimensions.
-    assert {_generic(k) for k in official} == {_generic(k) for k in kept}
+    assert {generic_key(k) for k in official} == {generic_key(k) for k in kept}
     assert not [k for k, v in official.items() if v.ndim != len(full[k][0])]
     assert all(v.dtype == torch.float32 for v in official.values())
     # The layout-specific shapes of the value transforms.

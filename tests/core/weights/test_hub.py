@@ -14,6 +14,7 @@ from huggingface_hub import errors as hf_errors
 
 from sam3_core.weights.errors import CheckpointError
 from sam3_core.weights.hub import HUB_FILES, resolve_checkpoint
+from tests.core.weights.hub_tools import fake_hub_cache, forbid_network
 
 ROOT = Path(__file__).resolve().parents[3]
 RESOLVE = """
@@ -26,19 +27,6 @@ except Exception as err:
     print(type(err).__name__, err)
 print(f"{time.perf_counter() - start:.2f}")
 """
-
-
-def fake_hub_cache(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
-    """A huggingface_hub cache holding `files` of `repo` at main; returns the snapshot folder."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    folder = cache / ("models--" + repo.replace("/", "--"))
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(commit)
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name, data in files.items():
-        (snapshot / name).write_bytes(data)
-    return snapshot
 
 
 @pytest.mark.parametrize(
@@ -70,11 +58,7 @@ def test_offline_cache_miss_answers_at_once(tmp_path, env, reason):
 
 
 def test_cached_weights_are_used_without_the_network(tmp_path, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError("the hub was contacted although the cache holds the weights")
-
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
-    monkeypatch.setattr("sam3_core.weights.hub.hub_unreachable", no_network)
+    forbid_network(monkeypatch)
     snapshot = fake_hub_cache(tmp_path, "facebook/sam3", {"sam3.pt": b"x"})
     assert resolve_checkpoint("facebook/sam3", cache_dir=tmp_path) == snapshot / "sam3.pt"
     # The preferred file wins when both are cached.

@@ -13,24 +13,14 @@ from sam3_core.build import load_model
 from sam3_core.config import get_config
 from sam3_core.modeling.sam3 import Sam3Model
 from sam3_core.weights.checkpoint import CheckpointError, detect_layout, to_our_layout
+from tests.core.weights.hub_tools import fake_hub_cache, forbid_network
+from tests.core.weights.layout_tools import assert_same_layout, generic_key, meta_state
 from tests.core.weights.official_multiplex_layout import (
     official_keys_kept,
     official_multiplex_layout,
     tiny_multiplex_model,
     to_official_multiplex_layout,
 )
-
-
-def _meta_state(layout) -> dict[str, torch.Tensor]:
-    """Weightless tensors with exactly the given keys, shapes and dtypes."""
-    return {
-        k: torch.empty(shape, dtype=getattr(torch, dtype.removeprefix("torch.")), device="meta")
-        for k, (shape, dtype) in layout.items()
-    }
-
-
-def _generic(key: str) -> str:
-    return re.sub(r"\d+", "N", key)
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +30,11 @@ def full_reference() -> dict[str, torch.Tensor]:
 
 
 def test_official_31_key_list_maps_exactly_onto_our_sam31_model(full_reference):
-    sd = _meta_state(official_multiplex_layout())
+    sd = meta_state(official_multiplex_layout())
     assert len(sd) == 1623  # Meta's model at 96914d2, RoPE tables included
     assert detect_layout(sd) == "official_multiplex"
     converted = to_our_layout(sd)
-    assert sorted(converted) == sorted(full_reference)
-    wrong = {
-        k: (tuple(v.shape), tuple(full_reference[k].shape))
-        for k, v in converted.items()
-        if v.shape != full_reference[k].shape
-    }
-    assert not wrong
-    assert sum(v.numel() for v in converted.values()) == sum(
-        v.numel() for v in full_reference.values()
-    )
+    assert_same_layout(converted, full_reference)
     assert {p.split(".")[0] for p in converted} == {
         "detector_model",
         "tracker_model",
@@ -64,7 +45,7 @@ def test_official_31_key_list_maps_exactly_onto_our_sam31_model(full_reference):
 
 
 def test_legacy_31_prefixes_convert_like_the_released_ones():
-    sd = _meta_state(official_multiplex_layout())
+    sd = meta_state(official_multiplex_layout())
     legacy = {
         re.sub(r"^detector\.", "sam3_model.", re.sub(r"^tracker\.", "sam2_predictor.", k)): v
         for k, v in sd.items()
@@ -74,7 +55,7 @@ def test_legacy_31_prefixes_convert_like_the_released_ones():
 
 
 def test_a_31_tensor_without_a_module_is_refused_by_name():
-    sd = _meta_state(official_multiplex_layout())
+    sd = meta_state(official_multiplex_layout())
     sd["tracker.model.future_head.weight"] = torch.empty(2, device="meta")
     with pytest.raises(CheckpointError, match="tracker.model.future_head.weight"):
         to_our_layout(sd)
@@ -106,7 +87,7 @@ def test_tiny_official_31_file_has_official_names(tiny_files):
     assert detect_layout(official) == "official_multiplex"
     kept = official_keys_kept()
     assert not [k for k in official if k not in kept]  # exact official names
-    assert {_generic(k) for k in official} == {_generic(k) for k in kept}
+    assert {generic_key(k) for k in official} == {generic_key(k) for k in kept}
 
 
 @pytest.mark.parametrize("layout", ["ours", "official"])
@@ -144,18 +125,12 @@ def test_hub_id_facebook_sam31_loads_the_multiplex_checkpoint(tiny_files, tmp_pa
     # alone picks SAM 3.1, with no config and no network.
     from huggingface_hub import constants
 
-    from tests.core.weights.test_hub import fake_hub_cache
-
     model, files = tiny_files
     fake_hub_cache(
         tmp_path, "facebook/sam3.1", {"sam3.1_multiplex.pt": files["official"].read_bytes()}
     )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("the hub was contacted although the cache holds the weights")
-
-    monkeypatch.setattr("sam3_core.weights.hub.hub_unreachable", no_network)
+    forbid_network(monkeypatch)
     loaded = load_model("facebook/sam3.1")
     assert loaded.config.kind == "sam3.1"
     name = "multiplex_tracker.mask_decoder.mask_tokens.weight"
