@@ -12,7 +12,8 @@ torch and, besides our `.venv`'s packages, `iopath portalocker timm einops psuti
 "setuptools<81"` (e.g. `pip install --target DIR`):
 
     git -C MIRROR archive 96914d2 sam3 | tar -x -C SAM3_CHECKOUT
-    PYTHONPATH=.:SAM3_CHECKOUT:DIR python tools/make_multiplex_goldens.py [OUT_NPZ]
+    PYTHONPATH=.:SAM3_CHECKOUT:DIR:tests/core/weights/data \
+        python tools/make_multiplex_goldens.py [OUT_NPZ [MASK_NPZ]]
 
 Sections (key prefixes in the npz): `decoder/` the multiplex mask decoder with the
 valid/invalid slot embeddings and the propagation image encoding; `memory_encoder/` the memory
@@ -24,7 +25,11 @@ demux and object pointers, pointer temporal encodings) on the modules of the sec
 temporal encodings, the decoupled attention) from stored frame outputs; `video/` Meta's
 `track_step` over 6 frames (clicks on 5 objects in 2 buckets, then propagation), with the
 interactive head's weights and Meta's own rounding spread per frame (`video/spread/`: how far
-its outputs move when every weight moves by one fp32 rounding step, the largest of 3 draws). Each holds
+its outputs move when every weight moves by one fp32 rounding step, the largest of 3 draws);
+`mask/` (written to a second file, `multiplex_mask_goldens.npz`) Meta's mask-as-output path:
+`_use_mask_as_output` on 3 masks (one empty), then `add_new_masks_to_existing_state` adding 2
+detections into the free slots of a propagated frame of 5 objects and re-encoding its memory
+(how SAM 3.1's video model starts concept tracks). Each holds
 `w/<checkpoint key>`, `in/<name>` and `out/<name>`. Not here: the three neck heads, which are
 our SAM 3 `FPNNeck` (parity-tested with SAM 3) under 3.1's key names (tested against Meta's full
 3.1 key list). Reruns give identical files (seeded) with the same torch version.
@@ -43,7 +48,9 @@ from sam3_core.config import sam3_1_tiny
 from tests.reference import perturb_, ulp_perturbed
 
 UPSTREAM_COMMIT = "96914d2425f90a64f45ca977c2b5165418099543"
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "tests/core/data/multiplex_goldens.npz"
+DATA = Path(__file__).resolve().parent.parent / "tests/core/data"
+DEFAULT_OUT = DATA / "multiplex_goldens.npz"
+DEFAULT_MASK_OUT = DATA / "multiplex_mask_goldens.npz"
 TRACKER = "tracker.model."
 
 
@@ -436,6 +443,7 @@ def tracker_case(out: dict, gen: torch.Generator, modules: dict[str, torch.nn.Mo
     out["tracker/out/tpos"] = tpos.numpy()
     memory_case(out, gen, tracker, state)
     video_case(out, gen, tracker)
+    mask_case(out, gen, tracker)
 
 
 def memory_case(out: dict, gen: torch.Generator, tracker, state) -> None:
@@ -594,8 +602,95 @@ def video_case(out: dict, gen: torch.Generator, tracker) -> None:
     out["video/in/clicks"] = clicks.numpy()
 
 
-def main(out_path: str) -> None:
-    """Run every case and write the npz."""
+def _blobs(side: int, gen: torch.Generator) -> torch.Tensor:
+    """4 binary masks [4, 1, side, side]: a rectangle, an ellipse, a random-edged blob, empty."""
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    rect = (yy >= side // 8) & (yy < side // 2) & (xx >= side // 4) & (xx < 3 * side // 4)
+    ellipse = ((yy - 0.6 * side) / (0.2 * side)) ** 2 + ((xx - 0.4 * side) / (0.3 * side)) ** 2
+    noise = torch.rand(side // 8, side // 8, generator=gen)[None, None]
+    blob = torch.nn.functional.interpolate(noise, size=(side, side), mode="bilinear")[0, 0]
+    masks = [rect, ellipse <= 1, blob > 0.6, torch.zeros_like(rect)]
+    return torch.stack(masks)[:, None]
+
+
+def mask_case(out: dict, gen: torch.Generator, tracker) -> None:
+    """Meta's mask-as-output path on the tracker of the video case: `_use_mask_as_output` for
+    3 masks (the last empty: absent), then `add_new_masks_to_existing_state` adding 2 masks as
+    new objects to a propagated frame of 5 objects (2 buckets of 4; they take bucket 1's free
+    slots) and re-encoding that frame's memory with their conditioning channels."""
+    from sam3.model.multiplex_utils import MultiplexState
+
+    cfg = sam3_1_tiny()
+    d, size = cfg.tracker.hidden_size, cfg.vit.image_size
+    grid = size // cfg.vit.patch_size
+    side = tracker.input_mask_size
+    assert side == 16 * grid
+    _perturb(tracker.interactive_mask_downsample, 620)
+    _weights(
+        out, "mask", f"{TRACKER}interactive_mask_downsample.", tracker.interactive_mask_downsample
+    )
+
+    def seq(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).permute(2, 0, 1)
+
+    decoder = tracker.interactive_sam_mask_decoder
+    up = lambda x, k: torch.nn.functional.interpolate(x, scale_factor=k, mode="nearest")
+    inter = _half(torch.randn(1, d, grid, grid, generator=gen))
+    prop = _half(torch.randn(1, d, grid, grid, generator=gen))
+    high = [decoder.conv_s0(up(inter, 4)), decoder.conv_s1(up(inter, 2))]
+    sizes = [(4 * grid, 4 * grid), (2 * grid, 2 * grid), (grid, grid)]
+    pix = tracker._get_interactive_pix_mem([*map(seq, high), seq(inter)], sizes)
+    blobs = _blobs(side, gen).float()
+    masks = blobs[[0, 1, 3]]
+    state = MultiplexState([[0, 1, 2, -1]], torch.device("cpu"), torch.float32, 4)
+    single = tracker._use_mask_as_output(
+        backbone_features=pix, high_res_features=high, mask_inputs=masks, multiplex_state=state
+    )
+    # a propagated frame of 5 objects (outputs rounded to fp16, stored exactly)
+    state = MultiplexState([[0, 1, 2, 3], [4, -1, -1, -1]], torch.device("cpu"), torch.float32, 4)
+    low = _half(torch.randn(5, 1, 4 * grid, 4 * grid, generator=gen) * 4)
+    scores = torch.tensor([[2.0], [-1.5], [0.5], [3.0], [-0.25]])
+    pointers = _half(torch.randn(5, d, generator=gen))
+    prev = {
+        "pred_masks": low,
+        "pred_masks_high_res": torch.nn.functional.interpolate(
+            low, size=(size, size), mode="bilinear", align_corners=False
+        ),
+        "object_score_logits": scores,
+        "obj_ptr": state.mux(pointers),
+        "conditioning_objects": set(),
+        "image_features": seq(prop),
+        "image_pos_enc": seq(prop),
+    }
+    new = blobs[[1, 2]]
+    tracker.add_new_masks_to_existing_state(
+        interactive_pix_feat=pix,
+        interactive_high_res_features=high,
+        propagation_vision_feats=[seq(prop)],
+        propagation_feat_sizes=[(grid, grid)],
+        new_masks=new,
+        obj_idxs_in_mask=[5, 6],
+        obj_ids_in_mask=None,
+        prev_output=prev,
+        multiplex_state=state,
+        add_mask_to_memory=True,
+    )
+    inputs = {"interactive": inter, "propagation": prop, "low": low, "scores": scores}
+    inputs |= {"pointers": pointers}
+    for name, x in inputs.items():
+        out[f"mask/in/{name}"] = x.half().numpy()
+    out["mask/in/blobs"] = blobs.bool().numpy()
+    for name in ("low_res_masks", "object_score_logits", "obj_ptr"):
+        out[f"mask/out/single/{name}"] = single[name].numpy()
+    out["mask/out/assignments"] = np.array(state.assignments)
+    out["mask/out/conditioning"] = np.array(sorted(prev["conditioning_objects"]))
+    for name in ("pred_masks", "object_score_logits", "obj_ptr", "maskmem_features"):
+        out[f"mask/out/{name}"] = prev[name].numpy()
+    out["mask/out/maskmem_pos_enc"] = prev["maskmem_pos_enc"][0].numpy()
+
+
+def main(out_path: str, mask_path: str) -> None:
+    """Run every case and write the npz files."""
     torch.cuda.get_device_properties = lambda *_: SimpleNamespace(major=0, minor=0)
     torch.set_grad_enabled(False)
     out: dict[str, np.ndarray] = {
@@ -609,10 +704,19 @@ def main(out_path: str) -> None:
         modules |= case(out, torch.Generator().manual_seed(i))
     torch.manual_seed(len(cases))
     tracker_case(out, torch.Generator().manual_seed(len(cases)), modules)
-    np.savez_compressed(out_path, **out)
-    size = Path(out_path).stat().st_size / 2**20
-    print(f"wrote {len(out)} arrays ({size:.1f} MiB) to {out_path}")
+    mask = {k: v for k, v in out.items() if k.startswith("mask/")}
+    stamp = {k: out[k] for k in ("upstream_commit", "torch_version")}
+    for path, arrays in (
+        (out_path, {k: v for k, v in out.items() if k not in mask}),
+        (mask_path, stamp | mask),
+    ):
+        np.savez_compressed(path, **arrays)
+        size = Path(path).stat().st_size / 2**20
+        print(f"wrote {len(arrays)} arrays ({size:.2f} MiB) to {path}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT_OUT))
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT_OUT),
+        sys.argv[2] if len(sys.argv) > 2 else str(DEFAULT_MASK_OUT),
+    )

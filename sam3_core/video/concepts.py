@@ -125,7 +125,7 @@ def concept_step(
         obj = TrackedObject(oid, label=int(labels[d]))
         session.objects[oid] = obj
         states[oid] = TrackState(t, cfg.init_trk_keep_alive)
-        new_items.append((obj, session.mask_result(feats, (masks[d] >= 0.5).float()[None, None])))
+        new_items.append((obj, session.mask_result(feats, masks[d][None, None])))
         outputs[oid] = (obj, shown[j : j + 1], scores[d])
     session.remember(new_items, t, feats, binarize=True, cond=True, reverse=reverse)
     for tid in ended:  # false starts and duplicates: hidden on the held frames too

@@ -7,6 +7,12 @@ A click on a frame that holds no prompt yet first propagates the other objects t
 "propagation and interaction"), then the frame becomes a conditioning frame of every bucket.
 A new object re-encodes the prompted frames' memories for the new buckets and forgets the
 tracked ones (the next `propagate` recomputes them).
+
+Mask prompts and the detector's masks of concept tracks take Meta's "mask as output" path
+(`mask_results`): the mask itself is the frame's output (logits +-10), and the interactive head,
+given the mask as a dense prompt, only makes its object pointer. Concept tracks
+(`sam3_core.video.multiplex_concepts`) use a group's parts one by one: `propagate_results`,
+`add_objects` (new objects into free slots, no memory forgotten) and `store`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sam3_core.device import autocast
-from sam3_core.modeling.multiplex_state import MultiplexState
+from sam3_core.modeling.multiplex_state import PADDING, MultiplexState
 from sam3_core.modeling.multiplex_tracker import MultiplexFrameOutput
 from sam3_core.modeling.sam3 import Sam3Model
 from sam3_core.modeling.tracker import NO_OBJECT_SCORE, TrackerImageFeatures
@@ -55,14 +61,17 @@ class MultiplexVideo:
         encode: Callable[[int], ImageState],
         interactive: Callable[[ImageState], TrackerImageFeatures],
         max_num_objects: int = DEFAULT_MAX_NUM_OBJECTS,
+        shared: Callable[..., MultiplexFeatures] | None = None,
     ) -> None:
         """`encode(t)`: the backbone's output on frame t; `interactive`: the interactive head's
-        features of such an output (both the session's)."""
+        features of such an output (both the session's); `shared`: another group's `features`
+        to read frames from (groups of one session compute each frame once)."""
         if max_num_objects < 1:
             raise ValueError(f"max_num_objects must be at least 1, got {max_num_objects}")
         cfg = model.config.multiplex
         if cfg is None:
             raise ValueError("MultiplexVideo needs a SAM 3.1 model (config.kind 'sam3.1')")
+        self.model = model
         self.head, self.mux, self.neck = (
             model.tracker_model,
             model.multiplex_tracker,
@@ -80,11 +89,28 @@ class MultiplexVideo:
         self.ids: list[int] = []  # object ids in multiplex-state order
         self.state: MultiplexState | None = None
         self._cached: tuple[int, ImageState, MultiplexFeatures] | None = None
+        self._shared = shared
+        self.others: Callable[[], int] = lambda: 0  # objects the session tracks elsewhere
+
+    def sibling(self) -> MultiplexVideo:
+        """A new, empty group of the same model and cap that reads this group's features."""
+        return MultiplexVideo(
+            self.model, self.device, self.precision, self.bank.num_frames, self.encode,
+            self.interactive, self.max_num_objects, shared=self.features,
+        )  # fmt: skip
+
+    @property
+    def input_mask_size(self) -> int:
+        """Side of the masks the mask-as-output path takes (Meta's `input_mask_size`: 4x the
+        low-res mask side, 1152 for the released model)."""
+        return 16 * self.mux.grid
 
     # ------------------------------------------------------------------ features
     def features(self, t: int, clicks: bool = False) -> MultiplexFeatures:
         """Frame `t`'s features: the ViT once, the propagation neck, and with `clicks` the
         interactive neck (only the current frame's are kept)."""
+        if self._shared is not None:
+            return self._shared(t, clicks)
         if self._cached is None or self._cached[0] != t:
             self._cached = None
             image = self.encode(t)
@@ -102,29 +128,54 @@ class MultiplexVideo:
     def add_clicks(self, obj_id: int, t: int, coords: Tensor, labels: Tensor) -> FrameResult:
         """Clicks / box corners coords [1, 1, P, 2] (model pixels), labels [1, 1, P] for one
         object on frame `t`; returns its result there (low_res [1, 4h, 4w])."""
-        new = obj_id not in self.ids
-        if new and len(self.ids) >= self.max_num_objects:
+
+        def decode(feats: MultiplexFeatures) -> FrameResult:
+            multimask = self.head.use_multimask(True, labels.shape[-1])
+            with autocast(self.device, self.precision):
+                out = self.head.predict_masks(
+                    feats.interactive, coords, labels, multimask=multimask
+                )
+                frame = self.mux.frame_output(
+                    out.low_res_masks[0],
+                    out.iou_scores[0],
+                    out.mask_tokens[0],
+                    out.object_score_logits[0],
+                    self.head.object_pointer_proj,
+                )
+            return _results([obj_id], frame)[obj_id]
+
+        return self._prompt(obj_id, t, decode)
+
+    def add_mask(self, obj_id: int, t: int, mask: Tensor) -> FrameResult:
+        """A mask prompt [1, 1, M, M] {0, 1} (M = `input_mask_size`) for one object on frame
+        `t`: the mask is its output there (Meta's mask-as-output); returns that result."""
+        return self._prompt(obj_id, t, lambda feats: self.mask_results(t, [obj_id], mask)[obj_id])
+
+    def check_room(self, count: int = 1) -> None:
+        """Refuse `count` new objects past `max_num_objects` (all of the session's)."""
+        total = len(self.ids) + self.others()
+        if total + count > self.max_num_objects:
             raise PromptError(
-                f"this session tracks {self.max_num_objects} objects already (max_num_objects); "
-                "remove_object one first, or start the session with a larger max_num_objects"
+                f"this session tracks {total} objects and max_num_objects is "
+                f"{self.max_num_objects}: remove_object some first, or start the session with "
+                "a larger max_num_objects"
             )
+
+    def _prompt(
+        self, obj_id: int, t: int, decode: Callable[[MultiplexFeatures], FrameResult]
+    ) -> FrameResult:
+        """One object's prompt on `t`: `decode` makes its result; the frame becomes a
+        conditioning frame holding every object's output there."""
+        new = obj_id not in self.ids
+        if new:
+            self.check_room()
         feats = self.features(t, clicks=True)
         record = self.bank.records.get(t)
         if record is not None and record.cond:
             results, prompted = dict(record.results), set(record.prompted)
         else:
             results, prompted = self._propagated(t, feats), set()
-        multimask = self.head.use_multimask(True, labels.shape[-1])
-        with autocast(self.device, self.precision):
-            out = self.head.predict_masks(feats.interactive, coords, labels, multimask=multimask)
-            frame = self.mux.frame_output(
-                out.low_res_masks[0],
-                out.iou_scores[0],
-                out.mask_tokens[0],
-                out.object_score_logits[0],
-                self.head.object_pointer_proj,
-            )
-        result = _results([obj_id], frame)[obj_id]
+        result = decode(feats)
         results[obj_id] = result
         prompted.add(obj_id)
         if new:
@@ -136,6 +187,44 @@ class MultiplexVideo:
         self.bank.records[t] = self._encode(feats.image, feats.image_pos, results, prompted)
         return result
 
+    def mask_results(self, t: int, ids: list[int], masks: Tensor) -> dict[int, FrameResult]:
+        """Meta's mask-as-output for N objects on frame `t`: masks [N, 1, M, M] in [0, 1]
+        (M = `input_mask_size`; others are resized) become logits +-10 (high_res, and low_res
+        [1, M/4, M/4] by an antialiased resize), present where the mask has a pixel; the
+        pointer comes from the interactive head given the mask as a dense prompt."""
+        feats = self.features(t, clicks=True)
+        size = self.input_mask_size
+        m = masks.float()
+        if m.shape[-2:] != (size, size):
+            m = F.interpolate(
+                m, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+        high = m * 20.0 - 10.0
+        low = F.interpolate(
+            high, size=(size // 4, size // 4), mode="bilinear", align_corners=False, antialias=True
+        )
+        n = m.shape[0]
+        coords = torch.zeros(1, n, 1, 2, device=m.device)  # a padding point, as Meta's
+        labels = -torch.ones(1, n, 1, device=m.device, dtype=torch.long)
+        with autocast(self.device, self.precision):
+            dense = self.head.mask_downsample(m.to(feats.interactive.image_embed.dtype))
+            out = self.head.predict_masks(
+                feats.interactive, coords, labels, mask_input=dense[None], multimask=False
+            )
+            frame = self.mux.frame_output(
+                out.low_res_masks[0],
+                out.iou_scores[0],
+                out.mask_tokens[0],
+                out.object_score_logits[0],
+                self.head.object_pointer_proj,
+            )
+            scores = (m.flatten(1) > 0).any(1, keepdim=True).float() * 20.0 - 10.0
+            pointers = self.mux.pointer(frame.pointers, scores)  # absent masks: no-object
+        return {
+            i: FrameResult(low[k], high[k : k + 1], pointers[k : k + 1], scores[k : k + 1])
+            for k, i in enumerate(ids)
+        }
+
     def _propagated(self, t: int, feats: MultiplexFeatures) -> dict[int, FrameResult]:
         """The objects tracked so far, decoded on `t` from memory (none before the first)."""
         cond = self.bank.cond_frames()
@@ -144,12 +233,25 @@ class MultiplexVideo:
         return _results(self.ids, self._propagate(t, t < cond[0], feats))
 
     def _add_object(self, obj_id: int) -> None:
-        if self.state is None:
-            self.state = MultiplexState.for_objects(1, self.multiplex_count, device=self.device)
-        else:
-            self.state.add_objects(1)
-        self.ids.append(obj_id)
+        self.add_objects([obj_id])
         self.bank.drop_tracked()
+
+    def add_objects(self, ids: list[int]) -> None:
+        """Append objects: free slots first, then new buckets. Stored memories are kept (the
+        new slots read as empty there), as Meta adds detections to a tracked state."""
+        if self.state is None:
+            self.state = MultiplexState.for_objects(
+                len(ids), self.multiplex_count, device=self.device
+            )
+        else:
+            self.state.add_objects(len(ids))
+        self.ids.extend(ids)
+
+    def free_slots(self) -> int:
+        """Slots of the existing buckets that new objects can take without a new bucket."""
+        if self.state is None:
+            return 0
+        return sum(b[: self.state.capacity].count(PADDING) for b in self.state.assignments)
 
     def remove(self, obj_id: int) -> None:
         """Stop tracking one object: its slot is freed, emptied buckets and their memory go."""
@@ -196,6 +298,56 @@ class MultiplexVideo:
             )
         self.bank.prune(t, anchors)
         return out
+
+    def propagate_results(self, t: int, reverse: bool) -> dict[int, FrameResult]:
+        """Every object's result on `t` from memory (high_res kept), nothing stored."""
+        frame = self._propagate(t, reverse, self.features(t))
+        results = _results(self.ids, frame)
+        for k, r in enumerate(results.values()):
+            r.high_res = frame.high_res_masks[k : k + 1]
+        return results
+
+    def store(
+        self,
+        t: int,
+        results: dict[int, FrameResult],
+        conditioning: set[int] = frozenset(),
+        prompted: set[int] = frozenset(),
+    ) -> None:
+        """Encode frame `t`'s memory from every object's result (by id; high_res logits, else
+        low_res upsampled) with the conditioning channel set for `conditioning`, and store it;
+        `prompted` objects make it a conditioning frame (their results are kept there)."""
+        feats = self.features(t)
+        per_object = [results[i] for i in self.ids]
+        high = [r.high_res if r.high_res is not None else r.low_res[:, None] for r in per_object]
+        sizes = {h.shape[-1] for h in high}
+        if len(sizes) > 1:  # mask outputs beside decoded ones: all to the mask size (Meta's)
+            side = self.input_mask_size
+            high = [
+                h
+                if h.shape[-1] == side
+                else F.interpolate(
+                    h.float(), size=(side, side), mode="bilinear", align_corners=False
+                )
+                for h in high
+            ]
+        scores = torch.cat([r.score for r in per_object])
+        pointers = torch.cat([r.pointer for r in per_object])
+        cond = [k for k, i in enumerate(self.ids) if i in conditioning or i in prompted]
+        with autocast(self.device, self.precision):
+            memory, pos = self.mux.encode_memory(
+                feats.image, torch.cat([h.float() for h in high]), scores, self.state, cond
+            )
+        kept = {i: r for i, r in results.items() if i in self.ids} if prompted else {}
+        self.bank.records[t] = MultiplexRecord(
+            memory,
+            pos,
+            feats.image,
+            feats.image_pos,
+            self.state.mux(pointers.to(memory.dtype)),
+            kept,
+            set(prompted),
+        )
 
     def _propagate(self, t: int, reverse: bool, feats: MultiplexFeatures) -> MultiplexFrameOutput:
         """Memory attention and the multiplex decoder on `t` for every bucket."""

@@ -11,8 +11,9 @@ Click tracking follows SAM 2 / transformers' `Sam3TrackerVideoModel` (conditioni
 recent memories, object pointers, its multimask rules). Frames are decoded on demand, only the
 current frame's backbone features are cached, and the memory bank keeps only what can still
 be read (`sam3_core.video.memory_bank`), so memory stays flat however long the video is.
-A SAM 3.1 model tracks clicked objects with its Object Multiplex tracker instead
-(`sam3_core.video.multiplex_backend`); concepts on SAM 3.1 videos are not built yet.
+A SAM 3.1 model tracks with its Object Multiplex tracker instead: clicked and mask-prompted
+objects in `sam3_core.video.multiplex_backend`, concept tracks in
+`sam3_core.video.multiplex_concepts` (SAM 3's association with SAM 3.1's thresholds).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sam3_core.video.concepts import concept_step, merge_concepts
 from sam3_core.video.frames import FrameSource
 from sam3_core.video.memory_bank import FrameMemory, MemoryBank
 from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS, MultiplexVideo
+from sam3_core.video.multiplex_concepts import SAM31_ASSOCIATION, MultiplexConcepts
 from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
 from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
@@ -55,21 +57,18 @@ class VideoSession:
         max_num_objects: int | None = None,
     ) -> None:
         self.image, self.frames = image, frames
-        # SAM 3.1 tracks clicked objects with its multiplex tracker (`multiplex_backend`)
+        # SAM 3.1 tracks with its multiplex tracker: clicked objects in `self.multiplex`,
+        # concept tracks in groups of their own (`self.multiplex_concepts`)
         self.multiplex: MultiplexVideo | None = None
+        self.multiplex_concepts: MultiplexConcepts | None = None
         if image.model.config.kind == "sam3.1":
             image.model.require_parts(
                 "vision encoder", "tracker", "multiplex tracker", task="video"
             )
-            self.multiplex = MultiplexVideo(
-                image.model,
-                image.device,
-                image.precision,
-                len(frames),
-                lambda t: self._encode(self.frames[t], detector=False),
-                image.tracker_features,
-                max_num_objects or DEFAULT_MAX_NUM_OBJECTS,
-            )
+            self.multiplex = self._multiplex_group(max_num_objects or DEFAULT_MAX_NUM_OBJECTS)
+            self.multiplex_concepts = MultiplexConcepts(self, self._features)
+            self.multiplex.others = self.multiplex_concepts.count
+            association = association or SAM31_ASSOCIATION
         elif max_num_objects is not None:
             raise ValueError(
                 "max_num_objects caps SAM 3.1 (Object Multiplex) sessions; a SAM 3 session "
@@ -116,7 +115,7 @@ class VideoSession:
         """Bytes of tensors the session holds (memory bank + cached frame features)."""
         total = sum(o.memory.nbytes() for o in self.objects.values())
         if self.multiplex is not None:
-            total += self.multiplex.nbytes()
+            total += self.multiplex.nbytes() + self.multiplex_concepts.nbytes()
         if self._current is not None:
             feats = self._current.image.features
             tensors = [feats.vit, *feats.fpn, *feats.fpn_pos, self._current.tracker.image_embed]
@@ -185,17 +184,26 @@ class VideoSession:
     def _add_multiplex_prompt(
         self, obj: TrackedObject, frame, points, point_labels, boxes, mask, clear_old
     ) -> Instances:
-        """`add_prompt` on a SAM 3.1 session: clicks and boxes through the interactive head."""
-        if mask is not None:
+        """`add_prompt` on a SAM 3.1 session: clicks and boxes through the interactive head, a
+        mask as the object's output (mask as output)."""
+        if obj.obj_id in self.track_states:
             raise PromptError(
-                "mask prompts on SAM 3.1 videos need its mask-as-output path, which this version "
-                "does not have yet: give clicks or a box, or track with facebook/sam3"
+                f"object {obj.obj_id} is a concept track; on SAM 3.1 videos prompts start or "
+                "refine clicked objects only: give a new obj_id, or remove_object it first"
             )
-        coords, labels = click_inputs(
-            obj, frame, points, point_labels, boxes, clear_old, self.size, self.tracker.image_size
-        )
         device = self.image.device
-        result = self.multiplex.add_clicks(obj.obj_id, frame, coords.to(device), labels.to(device))
+        if mask is not None:
+            size = self.multiplex.input_mask_size
+            prompt = mask_prompt(mask, self.size, size, device)
+            result = self.multiplex.add_mask(obj.obj_id, frame, prompt)
+        else:
+            coords, labels = click_inputs(
+                obj, frame, points, point_labels, boxes, clear_old, self.size,
+                self.tracker.image_size,
+            )  # fmt: skip
+            result = self.multiplex.add_clicks(
+                obj.obj_id, frame, coords.to(device), labels.to(device)
+            )
         self.objects[obj.obj_id] = obj
         return self._instances(collect_outputs([(obj, result)]))
 
@@ -214,16 +222,15 @@ class VideoSession:
         again, and from then on every frame is searched for all the concepts.
         """
         self._check_frame(frame)
-        if self.multiplex is not None:
-            raise PromptError(
-                "concept tracking on SAM 3.1 videos needs SAM 3.1's mask-as-output path (masks "
-                "from the detector written into the multiplex memory), which this version does "
-                "not have yet: click the objects (add_prompt), or track concepts with "
-                "facebook/sam3"
-            )
         batch = normalize_concepts(concepts, exemplars, self.size)
         self.concepts = merge_concepts(self.concepts, batch)
         self.label_names = ["object", *self.concepts.names]
+        if self.multiplex_concepts is not None:
+            outputs = self.multiplex_concepts.add_frame(frame)
+            record = self.multiplex.bank.records.get(frame)
+            clicked = record.results if record is not None and record.cond else {}
+            clicked = [(self.objects[i], r) for i, r in clicked.items()]
+            return self._instances(collect_outputs(clicked) | outputs)
         feats = self._features(frame)
         tracks = [(o, self._cond_result(o, frame)) for o in self._concept_objects()]
         pending = [o for o, r in tracks if r is None]
@@ -243,6 +250,7 @@ class VideoSession:
         self.track_states.pop(obj_id, None)
         if self.multiplex is not None:
             self.multiplex.remove(obj_id)
+            self.multiplex_concepts.discard(obj_id)
 
     # ------------------------------------------------------------------ propagation
     def propagate(
@@ -260,7 +268,7 @@ class VideoSession:
             raise PromptError("Nothing to track: call add_prompt or add_concept on a frame first.")
         prompted = [f for o in self.objects.values() for f in o.memory.cond]
         if self.multiplex is not None:
-            prompted = self.multiplex.cond_frames()
+            prompted = self.multiplex.cond_frames() + self.multiplex_concepts.cond_frames()
         passes = []
         if direction in ("forward", "both"):
             passes.append((min(prompted, default=0) if start is None else start, False))
@@ -291,7 +299,10 @@ class VideoSession:
     def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Outputs:
         if self.multiplex is not None:
             results = self.multiplex.step(t, reverse, anchors)
-            return collect_outputs([(self.objects[i], r) for i, r in results.items()])
+            outputs = collect_outputs([(self.objects[i], r) for i, r in results.items()])
+            if self.concepts is not None:
+                outputs |= self.multiplex_concepts.step(t, reverse, anchors)
+            return outputs
         feats = self._features(t)
         done = self._concept_frames.pop(t, None)
         reused, pending = [], []
@@ -318,6 +329,31 @@ class VideoSession:
         return outputs
 
     # ------------------------------------------------------------------ model calls
+    def _multiplex_group(self, max_num_objects: int) -> MultiplexVideo:
+        """The group of clicked SAM 3.1 objects (it owns the frame features; concept groups are
+        its `sibling`s). While concepts are tracked, frames come from `_features`."""
+
+        def encode(t: int) -> ImageState:
+            if self.concepts is not None:
+                return self._features(t).image
+            return self._encode(self.frames[t], detector=False)
+
+        def interactive(image: ImageState) -> TrackerImageFeatures:
+            cur = self._current  # computed already when the frame came from `_features`
+            if cur is not None and cur.image is image:
+                return cur.tracker
+            return self.image.tracker_features(image)
+
+        return MultiplexVideo(
+            self.image.model,
+            self.image.device,
+            self.image.precision,
+            len(self.frames),
+            encode,
+            interactive,
+            max_num_objects,
+        )
+
     def _features(self, t: int) -> CurrentFrame:
         """Frame `t`'s features; the detector's FPN only while concepts are tracked."""
         detector = self.concepts is not None
@@ -411,7 +447,9 @@ class VideoSession:
         return self.image.detect_concepts(image, self.concepts)
 
     def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
-        """The tracker's output for a mask prompt [N, 1, H, W] on the current frame."""
+        """The tracker's output for a mask prompt [N, 1, H, W] on the current frame (0/1, or
+        the detector's logits: kept where >= 0.5, as SAM 3's video model)."""
+        mask = (mask >= 0.5).to(mask.dtype)
         with autocast(self.image.device, self.image.precision):
             low, high, score, pointer = self.tracker.mask_as_output(feats.tracker, mask)
         return FrameResult(low[:, 0].float(), high.float(), pointer, score)

@@ -27,16 +27,22 @@ from sam3_core.modeling.multiplex_tracker import (
 from sam3_core.modeling.tracker import NO_OBJECT_SCORE
 from sam3_core.video.multiplex_backend import MultiplexFeatures
 from sam3_core.video.predictor import VideoPredictor
+from sam3_core.video.state import FrameResult
 from sam3_core.weights.checkpoint import to_our_layout
 
 GOLDENS = Path(__file__).resolve().parents[1] / "data" / "multiplex_goldens.npz"
+MASK_GOLDENS = GOLDENS.with_name("multiplex_mask_goldens.npz")
 ATOL = 2e-5
 
 
 @cache
 def goldens() -> dict[str, np.ndarray]:
-    with np.load(GOLDENS) as z:
-        return {k: z[k] for k in z.files}
+    """Both golden files in one dict (`mask/` keys from the second)."""
+    out = {}
+    for path in (GOLDENS, MASK_GOLDENS):
+        with np.load(path) as z:
+            out |= {k: z[k] for k in z.files}
+    return out
 
 
 def _section(name: str, kind: str) -> dict[str, torch.Tensor]:
@@ -83,7 +89,9 @@ def _close(got: torch.Tensor, want: np.ndarray, what: str) -> float:
 
 
 def test_goldens_name_the_upstream_commit():
-    assert str(goldens()["upstream_commit"]) == "96914d2425f90a64f45ca977c2b5165418099543"
+    for path in (GOLDENS, MASK_GOLDENS):
+        with np.load(path) as z:
+            assert str(z["upstream_commit"]) == "96914d2425f90a64f45ca977c2b5165418099543"
 
 
 def test_multiplex_mask_decoder_matches_meta(tracker):
@@ -290,24 +298,16 @@ def _upsampled_levels(top: torch.Tensor) -> list[torch.Tensor]:
     return [*up, top]
 
 
-def test_six_frame_click_and_propagation_matches_meta_track_step(monkeypatch):
-    # The public video API on Meta's weights: clicks on 5 objects (2 buckets of 4) on frame 0
-    # through the interactive head, then 5 frames propagated by the multiplex tracker with
-    # Meta's memory selection (`sam3_core.video.multiplex_backend`). The frames' neck levels
-    # are the golden's (fed in place of the backbone's); the outputs are read where the
-    # tracker makes them. Compared with Meta's `track_step` frame by frame, within 3x Meta's
-    # own rounding spread (the memory recurrence amplifies fp32 rounding about 3x per frame).
+def _meta_model():
+    """The tiny SAM 3.1 model with the goldens' tracker weights (interactive head and
+    multiplex tracker; the detector and backbone stay random: the goldens bypass them)."""
     model = build_model(sam3_1_tiny())
     head, mux = model.tracker_model, model.multiplex_tracker
-    ours = to_our_layout(_section("video", "w"))
+    ours = to_our_layout(_section("video", "w") | _section("mask", "w"))
     assert {k.split(".")[0] for k in ours} == {"tracker_model"}
     loaded = {k.removeprefix("tracker_model."): v for k, v in ours.items()}
-    # the whole interactive head but its mask-prompt downsampler (unused by clicks)
-    assert set(head.state_dict()) - set(loaded) == {
-        "mask_downsample.weight",
-        "mask_downsample.bias",
-    }
-    head.load_state_dict(loaded, strict=False)
+    assert set(head.state_dict()) == set(loaded)  # the whole interactive head
+    head.load_state_dict(loaded)
     for section, modules in (
         ("decoder", ("mask_decoder.", "image_positional_embedding.", "output_valid", "output_inv")),
         ("memory_encoder", ("memory_encoder.",)),
@@ -316,6 +316,18 @@ def test_six_frame_click_and_propagation_matches_meta_track_step(monkeypatch):
         ("tracker", ("memory_temporal_positional_encoding", "occlusion_spatial_embedding")),
     ):
         _load(mux, section, modules, exact=False)
+    return model
+
+
+def test_six_frame_click_and_propagation_matches_meta_track_step(monkeypatch):
+    # The public video API on Meta's weights: clicks on 5 objects (2 buckets of 4) on frame 0
+    # through the interactive head, then 5 frames propagated by the multiplex tracker with
+    # Meta's memory selection (`sam3_core.video.multiplex_backend`). The frames' neck levels
+    # are the golden's (fed in place of the backbone's); the outputs are read where the
+    # tracker makes them. Compared with Meta's `track_step` frame by frame, within 3x Meta's
+    # own rounding spread (the memory recurrence amplifies fp32 rounding about 3x per frame).
+    model = _meta_model()
+    head, mux = model.tracker_model, model.multiplex_tracker
     x = _section("video", "in")
     num_frames, n = 6, 5
     size = model.config.image_size  # video frames at the model size: clicks map 1:1
@@ -361,3 +373,62 @@ def test_six_frame_click_and_propagation_matches_meta_track_step(monkeypatch):
         present_seen |= bool(present.any())
         absent_seen |= bool((~present).any())
     assert present_seen and absent_seen
+
+
+@torch.no_grad()
+def test_mask_as_output_and_adding_detections_match_meta(monkeypatch):
+    # Meta's mask-as-output path (how SAM 3.1 starts tracks from masks: mask prompts and the
+    # detector's new detections): `_use_mask_as_output` on 3 masks, the last empty, then
+    # `add_new_masks_to_existing_state`: 2 masks added as new objects (ids 6, 7) to a
+    # propagated frame of 5 objects, taking bucket 1's free slots, and that frame's memory
+    # re-encoded with their conditioning channels. Ours: `MultiplexVideo.mask_results`,
+    # `add_objects` and `store`, the frame's features the golden's.
+    model = _meta_model()
+    head, mux = model.tracker_model, model.multiplex_tracker
+    x, want = _section("mask", "in"), _section("mask", "out")
+    size = model.config.image_size
+    group = VideoPredictor(model).start(np.zeros((1, size, size, 3), np.uint8)).multiplex
+    inter = _upsampled_levels(x["interactive"])
+    prop = x["propagation"]
+    dec = mux.mask_decoder
+    high_res = (dec.conv_s0(_upsampled_levels(prop)[0]), dec.conv_s1(_upsampled_levels(prop)[1]))
+    feats = MultiplexFeatures(prop, prop, high_res, head.prepare_image_features(inter, [prop] * 3))
+    monkeypatch.setattr(group, "features", lambda t, clicks=False: feats)
+    blobs = x["blobs"].float()
+    single = group.mask_results(0, [1, 2, 3], blobs[[0, 1, 3]])
+    _close(torch.cat([r.low_res for r in single.values()])[:, None],
+           want["single/low_res_masks"].numpy(), "mask-as-output low-res masks")  # fmt: skip
+    scores = torch.cat([r.score for r in single.values()])
+    np.testing.assert_array_equal(scores.numpy(), want["single/object_score_logits"].numpy())
+    pointers = torch.cat([r.pointer for r in single.values()])
+    _close(pointers, want["single/obj_ptr"].numpy(), "mask-as-output pointers (one absent)")
+    # a propagated frame of objects 1..5, then detections 6 and 7 added
+    group.add_objects([1, 2, 3, 4, 5])
+    low = x["low"]
+    results = {
+        i: FrameResult(
+            low[k],
+            torch.nn.functional.interpolate(
+                low[k : k + 1], size=(size, size), mode="bilinear", align_corners=False
+            ),
+            x["pointers"][k : k + 1],
+            x["scores"][k : k + 1],
+        )
+        for k, i in enumerate([1, 2, 3, 4, 5])
+    }
+    results |= group.mask_results(0, [6, 7], blobs[[1, 2]])
+    group.add_objects([6, 7])
+    assert group.state.assignments == want["assignments"].tolist()
+    assert [group.ids.index(i) for i in (6, 7)] == want["conditioning"].tolist()
+    group.store(0, results, conditioning={6, 7})
+    record = group.bank.records[0]
+    assert not record.cond  # a tracked frame stays an ordinary memory frame
+    _close(torch.cat([results[i].low_res for i in group.ids])[:, None],
+           want["pred_masks"].numpy(), "frame masks")  # fmt: skip
+    _close(record.memory, want["maskmem_features"].numpy(), "re-encoded memory")
+    _close(record.memory_pos, want["maskmem_pos_enc"].numpy(), "memory encoding")
+    _close(record.pointers, want["obj_ptr"].numpy(), "muxed pointers")
+    # the test can fail: without the new objects' conditioning channels the memory differs
+    group.store(0, results)
+    err = group.bank.records[0].memory - torch.from_numpy(want["maskmem_features"].numpy())
+    assert err.abs().max() > 1e-3

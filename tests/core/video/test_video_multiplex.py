@@ -117,14 +117,6 @@ def test_adding_and_removing_objects_after_propagation(vp):
     assert dict(s.propagate(start=0))[5].track_ids.tolist() == [2, 3, 4, 6]
 
 
-def test_concepts_and_masks_are_refused_by_name(vp):
-    s = vp.start(moving_video(3))
-    with pytest.raises(PromptError, match="SAM 3.1.*mask-as-output"):
-        s.add_concept(0, "object")
-    with pytest.raises(PromptError, match="SAM 3.1.*mask-as-output"):
-        s.add_prompt(0, obj_id=1, mask=np.ones((64, 80), bool))
-
-
 def test_max_num_objects_is_for_sam31_sessions():
     sam3 = VideoPredictor(tiny_model(seed=2), device="cpu")
     with pytest.raises(ValueError, match="max_num_objects caps SAM 3.1"):
