@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     seg.add_argument(
         "inputs",
-        nargs="+",
-        help="image files, folders (recursive), globs, .txt/.parquet lists, s3:// or gs:// URIs",
+        nargs="*",
+        help="image files, folders (recursive), globs, .txt/.parquet/.jsonl lists, s3:// or "
+        "gs:// URIs (none with --prompts: the prompts file's images)",
     )
     seg.add_argument(
         "--concept", action="append", default=[], help="a noun phrase; repeat for more"
@@ -54,6 +55,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         type=parse_exemplar,
         help="x0,y0,x1,y1[,neg] box around an example, in pixels; repeat for more",
+    )
+    seg.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="per-image prompts: .jsonl/.json/.parquet rows of a path and its prompts, e.g. "
+        '{"path": "a.jpg", "prompts": ["cat", {"name": "dog", "exemplars": '
+        "[[10, 20, 80, 90, 1]]}]}; listed images use only their own, the others "
+        "--concept/--exemplar",
+    )
+    seg.add_argument(
+        "--relative-boxes",
+        action="store_true",
+        help="the --prompts boxes are fractions of the image's width and height",
     )
     seg.add_argument("--out", required=True, type=Path, help="output folder (resumed if it exists)")
     seg.add_argument(
@@ -125,8 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def usage_error(args: argparse.Namespace) -> str | None:
     """A message for flags that cannot work together, else None."""
-    if not args.concept and not args.exemplar:
-        return "give at least one --concept or --exemplar"
+    if not args.concept and not args.exemplar and args.prompts is None:
+        return "give at least one --concept or --exemplar, or a --prompts file"
+    if not args.inputs and args.prompts is None:
+        return "give the images to segment (files, folders, globs or lists), or --prompts FILE"
+    if args.relative_boxes and args.prompts is None:
+        return "--relative-boxes applies to the boxes of a --prompts file: give one"
     if args.tile_overlap >= (args.tile or TILE_SIZE):
         return (
             f"--tile-overlap {args.tile_overlap} must be smaller than the tile size "
@@ -159,6 +179,8 @@ def job_spec(args: argparse.Namespace):
         tile_above=args.tile_above,
         tile_overlap=args.tile_overlap,
         store=args.store,
+        image_prompts=args.prompts,
+        relative_boxes=args.relative_boxes,
         token=args.token,
     )
 

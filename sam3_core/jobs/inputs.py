@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from sam3_core.formats.images import IMAGE_EXTENSIONS, ImageReadError, iter_image_files
 
-LIST_SUFFIXES = (".txt", ".parquet")
+LIST_SUFFIXES = (".txt", ".parquet", ".jsonl")
 PATH_COLUMNS = ("path", "uri", "image", "filepath", "file_name")
 
 
@@ -42,8 +42,7 @@ def expand(item: str) -> list[str]:
         return list_uri(item)
     path = Path(item).expanduser()
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-        listed = read_list(path)
-        return [u if is_uri(u) else str(Path(u).expanduser().absolute()) for u in listed]
+        return [as_id(u) for u in read_list(path)]
     try:
         files = iter_image_files(path, recursive=True)
     except ImageReadError as err:
@@ -51,21 +50,58 @@ def expand(item: str) -> list[str]:
     return [str(f.absolute()) for f in files]
 
 
+def as_id(item: str) -> str:
+    """The id of one listed image: a URI as is, a local path made absolute."""
+    return item if is_uri(item) else str(Path(item).expanduser().absolute())
+
+
 def read_list(path: Path) -> list[str]:
-    """Paths or URIs from a `.txt` (one a line) or `.parquet` (a path column) list."""
+    """Paths or URIs from a `.txt` (one a line), `.parquet` or `.jsonl` (a path column) list."""
     if path.suffix.lower() == ".txt":
         lines = (line.strip() for line in path.read_text().splitlines())
         return [line for line in lines if line and not line.startswith("#")]
-    import pyarrow.parquet as pq
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+        names = pq.read_schema(path).names
+        column = path_column(path, names)
+        return [str(v) for v in pq.read_table(path, columns=[column])[column].to_pylist() if v]
+    rows = read_rows(path)
+    column = path_column(path, rows[0] if rows else PATH_COLUMNS)
+    return [str(row[column]) for row in rows if row.get(column)]
+
+
+def path_column(path: Path, names) -> str:
+    """The first of PATH_COLUMNS among a list file's column `names`; InputError if none."""
     column = next((c for c in PATH_COLUMNS if c in names), None)
     if column is None:
         raise InputError(
             f"{path} has no path column: name one of {', '.join(PATH_COLUMNS)} (it has "
             f"{', '.join(names)})."
         )
-    return [str(v) for v in pq.read_table(path, columns=[column])[column].to_pylist() if v]
+    return column
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a `.jsonl` (one JSON object a line), `.json` (an array of objects) or
+    `.parquet` table, as dicts; InputError for a file that is none of these."""
+    import json
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        text = path.read_text()
+        if path.suffix.lower() == ".json":
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read {path}: {err}; check the file.") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InputError(f"{path} must hold one JSON object per row (a path and its columns).")
+    return rows
 
 
 def list_uri(uri: str) -> list[str]:

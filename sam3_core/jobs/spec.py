@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sam3_core.jobs.image_prompts import ImagePrompts, Prompt, as_image_prompts
 from sam3_core.prompts import PromptError, normalize_concepts, to_exemplar
 from sam3_core.results import Exemplar
 
@@ -46,6 +47,13 @@ class JobSpec:
     before it is decoded. store: an embedding store folder (`sam3_core.store`, e.g. filled by
     `sam3 embed`) the workers read image embeddings from, and write new ones to; with an fp32
     store the records are the same as without it.
+
+    image_prompts: per-image prompts, {image path or URI: [concepts]} or a `.jsonl` / `.json` /
+    `.parquet` prompts file (see `sam3_core.jobs.image_prompts`); a listed image is segmented
+    with its own concepts only (records name each instance by its concept's name), the others
+    with `concepts` / `exemplars` (without those, they become error records). With a prompts
+    file and no `inputs`, the file's paths are the inputs. relative_boxes: the image_prompts
+    boxes are fractions of the image's width and height, scaled on the worker once it is read.
     """
 
     inputs: tuple[str, ...]
@@ -64,6 +72,8 @@ class JobSpec:
     tile_above: int | None = TILE_ABOVE
     tile_overlap: int = 128
     store: str | None = None
+    image_prompts: ImagePrompts | None = field(default=None, repr=False)
+    relative_boxes: bool = False
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,8 +82,10 @@ class JobSpec:
         object.__setattr__(self, "concepts", tuple(concepts))
         try:
             object.__setattr__(self, "exemplars", tuple(to_exemplar(e) for e in self.exemplars))
+            if self.image_prompts is not None:
+                self.read_image_prompts()
             self.names()
-        except PromptError as err:
+        except (PromptError, ValueError) as err:
             raise JobSpecError(str(err)) from None
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", str(self.checkpoint))
@@ -83,12 +95,34 @@ class JobSpec:
             object.__setattr__(self, "store", str(Path(self.store).expanduser()))
         self.check_tiling()
         if not self.inputs:
-            raise JobSpecError("A job needs inputs: image files, folders, globs or a .txt list.")
+            raise JobSpecError(
+                "A job needs inputs: image files, folders, globs, a .txt list, or a prompts "
+                "file given as image_prompts."
+            )
         for name in ("score_threshold", "mask_threshold"):
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
                 raise JobSpecError(f"{name} must lie in [0, 1]; got {value!r}.")
         check_model_settings(self.precision, self.batch_size, self.max_pixels)
+
+    def read_image_prompts(self) -> None:
+        """Turn `image_prompts` into an `ImagePrompts`; a prompts file alone is the inputs."""
+        given = self.image_prompts
+        object.__setattr__(self, "image_prompts", as_image_prompts(given))
+        if not self.inputs and isinstance(given, (str, os.PathLike)):
+            object.__setattr__(self, "inputs", (str(Path(given).expanduser()),))
+
+    def has_shared_prompts(self) -> bool:
+        """Whether the job has prompts for images without prompts of their own."""
+        return bool(self.concepts or self.exemplars)
+
+    def prompt(self, image_id: str, size: tuple[int, int]) -> Prompt | None:
+        """What the image `image_id` of (H, W) `size` is segmented with (None: no prompt)."""
+        if self.image_prompts is not None and image_id in self.image_prompts:
+            return self.image_prompts.prompt(image_id, size, self.relative_boxes)
+        if not self.has_shared_prompts():
+            return None
+        return Prompt(list(self.concepts) or None, list(self.exemplars) or None, None)
 
     def check_tiling(self) -> None:
         """Tile sizes that can run: positive sizes, an overlap smaller than the tile."""
@@ -111,8 +145,18 @@ class JobSpec:
         return self.thresholds.lowest() if self.thresholds is not None else self.score_threshold
 
     def names(self) -> list[str]:
-        """The category name of each concept, in order (exemplars alone: "exemplar")."""
-        return concept_names(self.concepts, self.exemplars)
+        """The category name of each concept, in order (exemplars alone: "exemplar"); then
+        the names of the per-image prompts not among them."""
+        if self.image_prompts is None or self.has_shared_prompts():
+            names = concept_names(self.concepts, self.exemplars)
+        elif not self.image_prompts.sets:
+            raise PromptError(
+                "image_prompts lists no image: give prompts for some images, or concepts."
+            )
+        else:
+            names = []
+        extra = self.image_prompts.names if self.image_prompts is not None else ()
+        return names + [n for n in extra if n not in names]
 
     def signature(self) -> dict:
         """What the results depend on: prompts, thresholds, weights, config, precision."""
@@ -133,6 +177,21 @@ class JobSpec:
                 "tile_above": self.tile_above,
                 "tile_overlap": int(self.tile_overlap),
             },
+            **self.image_prompts_signature(),
+        }
+
+    def image_prompts_signature(self) -> dict:
+        """The per-image prompts part of the signature (absent without them, so jobs of
+        concepts keep their signature): content digest, image count, names, box units."""
+        if self.image_prompts is None:
+            return {}
+        return {
+            "image_prompts": {
+                "sha256": self.image_prompts.digest,
+                "images": len(self.image_prompts),
+                "names": self.names(),
+                "relative_boxes": bool(self.relative_boxes),
+            }
         }
 
 

@@ -1,12 +1,14 @@
 """The predictor worker both runners use: paths in, decoded here, records out.
 
-Small images go through `predict_batch` together; images over the job's tile limit (or too
-large to read at once) go one by one through `segment_tiled`, read lazily where the format
-allows. Per-concept thresholds (`JobSpec.thresholds`) are applied to both.
+Small images go through the backbone together, then each through its own prompt (the job's
+concepts, or its per-image prompts); images over the job's tile limit (or too large to read at
+once) go one by one through `segment_tiled`, read lazily where the format allows. Per-concept
+thresholds (`JobSpec.thresholds`) are applied to both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from sam3_core.formats.images import (
     load_image,
     read_image_size,
 )
+from sam3_core.jobs.image_prompts import Prompt
 from sam3_core.jobs.inputs import local_copy
 from sam3_core.jobs.records import records_table
 from sam3_core.jobs.spec import JobSpec
@@ -76,36 +79,46 @@ class Worker:
                 records.append(error_record(path, f"{type(err).__name__}: {err}"))
                 continue
             images.append((path, image))
-        for (path, image), result in zip(images, self.segment([im for _, im in images])):
+        for (path, _), result in zip(images, self.segment(images)):
             records.append(to_record(path, result))
         return records_table(records)
 
     def predict_kwargs(self) -> dict:
-        """Thresholds and batch size for the predictor (the lowest per-concept threshold)."""
+        """Thresholds for the predictor (the lowest per-concept threshold)."""
         return {
-            "batch_size": self.spec.batch_size,
             "score_threshold": self.spec.lowest_threshold(),
             "mask_threshold": self.spec.mask_threshold,
         }
 
-    def segment(self, images: list[np.ndarray]) -> list[Instances | dict]:
-        """One `predict_batch` call; on a prompt that fails for some image, image by image."""
-        spec, kwargs = self.spec, self.predict_kwargs()
-        concepts, exemplars = list(spec.concepts) or None, list(spec.exemplars) or None
-        try:
-            found = self.predictor.predict_batch(images, concepts, exemplars, **kwargs)
-            return [self.keep(inst) for inst in found]
-        except PromptError:
-            if len(images) == 1:
-                raise
+    def segment(self, images: list[tuple[str, np.ndarray]]) -> list[Instances | dict]:
+        """(id, image) pairs -> Instances, or a dict (height, width, error) for an image
+        without instances to look for (error None: its prompt set is empty). One backbone
+        pass per `batch_size` images, then each image's own prompt (`JobSpec.prompt`); a
+        prompt that fails for an image is that image's error."""
         results: list[Instances | dict] = []
-        for image in images:
-            try:
-                found = self.predictor.predict_batch([image], concepts, exemplars, **kwargs)
-                results.append(self.keep(found[0]))
-            except PromptError as err:
-                results.append({"height": image.shape[0], "width": image.shape[1], "error": err})
+        size = self.spec.batch_size
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
+            prompts = [self.spec.prompt(image_id, im.shape[:2]) for image_id, im in chunk]
+            todo = [im for (_, im), p in zip(chunk, prompts) if has_prompt(p)]
+            states = iter(self.predictor.set_images(todo) if todo else [])
+            for (_, image), prompt in zip(chunk, prompts):
+                h, w = image.shape[:2]
+                if not has_prompt(prompt):
+                    results.append({"height": h, "width": w, "error": no_prompt_error(prompt)})
+                    continue
+                try:
+                    results.append(self.answer(next(states), prompt))
+                except PromptError as err:
+                    results.append({"height": h, "width": w, "error": f"PromptError: {err}"})
         return results
+
+    def answer(self, state, prompt: Prompt) -> Instances:
+        """One encoded image's instances of its prompt, named and kept by threshold."""
+        found = self.predictor.predict(
+            state, prompt.concepts, prompt.exemplars, **self.predict_kwargs()
+        )
+        return self.keep(renamed(found, prompt.names))
 
     def tiled_record(self, image_id: str, local: Path) -> dict:
         """One large image through `segment_tiled` -> its record (an error record on a bad
@@ -113,21 +126,26 @@ class Worker:
         from sam3_core.formats.images import open_array
         from sam3_core.large import tiling
 
-        spec, kwargs = self.spec, self.predict_kwargs()
+        spec = self.spec
         try:
             reader = tiling.TileReader(open_array(local))
+            prompt = spec.prompt(image_id, reader.size)
+            if not has_prompt(prompt):
+                height, width = reader.size
+                return error_record(image_id, no_prompt_error(prompt), height, width)
             tiled = tiling.segment_tiled(
                 self.predictor,
                 reader,
-                list(spec.concepts) or None,
-                list(spec.exemplars) or None,
+                prompt.concepts,
+                prompt.exemplars,
                 tile_size=spec.tile_size(),
                 overlap=spec.tile_overlap,
-                **kwargs,
+                batch_size=spec.batch_size,
+                **self.predict_kwargs(),
             )
         except TILED_ERRORS as err:
             return error_record(image_id, f"{type(err).__name__}: {err}")
-        tiled = self.keep(tiled)
+        tiled = self.keep(renamed(tiled, prompt.names))
         height, width = tiled.image_size
         instances = [
             instance(name, tiled.scores[i], tiled.boxes[i], tiled.rle(i))
@@ -149,6 +167,26 @@ class Worker:
         from sam3_core.metrics.thresholds import keep_mask
 
         return found[keep_mask(found.names(), found.scores, self.spec.thresholds)]
+
+
+def has_prompt(prompt: Prompt | None) -> bool:
+    """Whether an image has something to look for (not None, not an empty prompt set)."""
+    return prompt is not None and bool(prompt.concepts or prompt.exemplars)
+
+
+def no_prompt_error(prompt: Prompt | None) -> str | None:
+    """The error of an image without a prompt (None for an empty prompt set: no error)."""
+    if prompt is not None:
+        return None
+    return (
+        "JobSpecError: no prompt for this image: add it to image_prompts, or give the job "
+        "concepts or exemplars for the images not listed there"
+    )
+
+
+def renamed(found, names: Sequence[str] | None):
+    """`Instances` / `TiledInstances` with their concepts named `names` (None: as they are)."""
+    return found if names is None else dataclasses.replace(found, label_names=list(names))
 
 
 def read_whole(local: Path, spec: JobSpec) -> np.ndarray | None:
@@ -188,7 +226,8 @@ def too_large(width: int, height: int, max_pixels: int) -> str:
 
 
 def error_record(image_id: str, error: str, height: int | None = None, width: int | None = None):
-    """A record for an image that could not be segmented."""
+    """A record without instances: `error` says why the image could not be segmented (None:
+    it had nothing to look for)."""
     return {"id": image_id, "width": width, "height": height, "instances": [], "error": error}
 
 
@@ -203,12 +242,10 @@ def instance(concept: str, score, box, rle: dict) -> dict:
 
 
 def to_record(image_id: str, result: Instances | dict) -> dict:
-    """Instances of one image -> its record (masks as COCO RLE)."""
+    """Instances of one image -> its record (masks as COCO RLE); a dict (height, width,
+    error) -> a record without instances (an error record when `error` is set)."""
     if isinstance(result, dict):
-        err = result["error"]
-        return error_record(
-            image_id, f"{type(err).__name__}: {err}", result["height"], result["width"]
-        )
+        return error_record(image_id, result["error"], result["height"], result["width"])
     height, width = result.image_size
     instances = [
         instance(name, result.scores[i], result.boxes[i], mask_to_rle(result.masks[i]))

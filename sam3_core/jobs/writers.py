@@ -27,8 +27,11 @@ SIZE_COLUMNS = ("id", "width", "height", "error")
 
 
 def job_names(out_dir: str | os.PathLike) -> list[str]:
-    """The category names of the job that wrote `out_dir`, in prompt order."""
+    """The category names of the job that wrote `out_dir`, in prompt order (then those of its
+    per-image prompts)."""
     signature = read_job(out_dir)["signature"]
+    if "image_prompts" in signature:
+        return list(signature["image_prompts"]["names"])
     return concept_names(signature["concepts"], signature["exemplars"])
 
 

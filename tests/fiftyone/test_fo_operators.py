@@ -170,6 +170,7 @@ def test_form_words_and_result_panel(dataset, checkpoint):
     )
 
     assert "config_name" not in _form(AUTO, dataset) and "ray" in _form(AUTO, dataset)
+    assert "ray" in _form(EXEMPLARS, dataset)  # the exemplar operator runs a job too
     advanced = _form(AUTO, dataset, {"advanced": True})
     assert advanced["config_name"].default == "" and "workers" in advanced  # the checkpoint says
 

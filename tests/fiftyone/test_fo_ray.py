@@ -72,3 +72,25 @@ def test_ray_run_interrupted_then_resumed(cluster, big_dataset, checkpoint):
     assert {k: done[k] for k in user} == user  # the user's own labels kept
     assert ds.values("notes.label") == notes  # another field untouched
     assert ds.count("sam3.detections") > N  # instances found on the images
+
+
+def test_exemplars_on_ray_equal_local(cluster, big_dataset, checkpoint):
+    """Each sample's own boxes travel to the Ray workers: the labels equal a local run's."""
+    view = big_dataset.limit(8)
+    boxes = [
+        fo.Detections(detections=[fo.Detection(label="x", bounding_box=[i / 20, 0.1, 0.4, 0.5])])
+        for i in range(len(view))
+    ]
+    view.set_values("ex", boxes)
+    settings = {"checkpoint": checkpoint, "device": "cpu", "score_threshold": 0.0}
+    report = sam3_fiftyone.label_from_exemplars(
+        view, "on_ray", "ex", ray=cluster.address, workers=2, batch_size=2, **settings
+    )
+    assert (report.labeled, report.failed) == (len(view), 0)
+    sam3_fiftyone.label_from_exemplars(view, "here", "ex", batch_size=2, **settings)
+    for sample in view:
+        a, b = sample.on_ray.detections, sample.here.detections
+        assert [d.label for d in a] == [d.label for d in b] and a
+        assert [d.confidence for d in a] == [d.confidence for d in b]
+        assert all((p.mask == q.mask).all() for p, q in zip(a, b))
+    assert big_dataset.count("on_ray") == len(view)  # nothing outside the view

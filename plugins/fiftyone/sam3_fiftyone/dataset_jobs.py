@@ -1,4 +1,5 @@
-"""Label a view by concepts through `sam3_core.jobs` (in this process or on Ray), resumably.
+"""Label a view by concepts through `sam3_core.jobs` (in this process or on Ray), resumably;
+`run_view_job` is the part `label_from_exemplars` shares.
 
 The view's image paths become a job's inputs; the job writes Parquet shards as batches finish
 and each new shard is written back to the dataset at once with one `set_values` call. The job
@@ -65,8 +66,6 @@ def label_view(
     `evaluate_view` keeps it in `dataset.info["sam3_thresholds"]`, or a thresholds file), which
     replace `score_threshold`. progress(fraction, text) is called as shards arrive.
     """
-    from sam3_core.jobs import JobSpec
-
     check_output(output)
     check_output_field(samples, field, overwrite, skip_labeled, choices=choices)
     concepts = [c.strip() for c in concepts if c and c.strip()]
@@ -77,16 +76,52 @@ def label_view(
     ids, paths = todo.values(["id", "filepath"]) if len(todo) else ([], [])
     if not ids:
         return report  # nothing to do: no model is loaded
-    if samples.media_type != "image":
-        raise ValueError(
-            f"label_view segments images; this view holds {samples.media_type} samples "
-            "(for videos use track_samples or the 'SAM 3: track in videos' operator)."
-        )
-    spec = JobSpec(
-        inputs=("inputs.txt",),  # the real list is written into the job folder below
+    check_images(samples, "label_view")
+    spec = job_spec(
         concepts=tuple(concepts),
         score_threshold=float(score_threshold),
         mask_threshold=float(mask_threshold),
+        checkpoint=checkpoint,
+        config=config,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        thresholds=thresholds,
+        store=store,
+    )
+    run_view_job(
+        samples, field, spec, dict(zip(ids, paths)), report, output, ray, workers, job_dir, progress
+    )
+    return report
+
+
+def check_images(samples, what: str) -> None:
+    """Raise unless `samples` holds images (videos are tracked, not labeled by a job)."""
+    if samples.media_type != "image":
+        raise ValueError(
+            f"{what} segments images; this view holds {samples.media_type} samples "
+            "(for videos use track_samples or the 'SAM 3: track in videos' operator)."
+        )
+
+
+def job_spec(
+    *,
+    checkpoint: str | None,
+    config: str | None,
+    device: str | None,
+    precision: str,
+    batch_size: int,
+    thresholds,
+    store: str | os.PathLike | None,
+    **prompts_and_thresholds,
+):
+    """The `JobSpec` of a view's job (its inputs are written into the job folder later):
+    prompts and score/mask thresholds as given, the model settings with the plugin's
+    defaults."""
+    from sam3_core.jobs import JobSpec
+
+    return JobSpec(
+        inputs=("inputs.txt",),  # the real list is written into the job folder
         checkpoint=checkpoint or None,
         config=config or DEFAULT_CONFIG,
         device=device or None,
@@ -94,17 +129,33 @@ def label_view(
         batch_size=int(batch_size),
         thresholds=as_thresholds(thresholds),
         store=str(store) if store else None,
+        **prompts_and_thresholds,
     )
+
+
+def run_view_job(
+    samples,
+    field: str,
+    spec,
+    paths_by_id: dict,
+    report: JobReport,
+    output: str,
+    ray: str | None,
+    workers: int | None,
+    job_dir: str | os.PathLike | None,
+    progress: Progress | None,
+) -> None:
+    """Run `spec` on the images of `paths_by_id` (sample id -> filepath), writing each shard's
+    records into `field` as it lands; the job folder goes at the end unless it was named."""
     out = Path(job_dir) if job_dir else default_job_dir(samples, field, spec)
     out.mkdir(parents=True, exist_ok=True)
     inputs = out / "inputs.txt"
-    inputs.write_text("".join(f"{p}\n" for p in sorted(set(paths))))  # one id per image
+    inputs.write_text("".join(f"{p}\n" for p in sorted(set(paths_by_id.values()))))
     spec = dataclasses.replace(spec, inputs=(str(inputs),))
-    writer = ShardImporter(samples, field, dict(zip(ids, paths)), output, report)
+    writer = ShardImporter(samples, field, paths_by_id, output, report)
     run_spec(spec, out, writer, ray, workers, progress)
     if not job_dir and writer.complete():
         shutil.rmtree(out, ignore_errors=True)
-    return report
 
 
 def as_thresholds(thresholds):

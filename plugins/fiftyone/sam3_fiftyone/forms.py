@@ -117,6 +117,28 @@ def model_settings(params: dict) -> dict:
     }
 
 
+def job_kwargs(ctx) -> dict:
+    """The keywords `label_view` and `label_from_exemplars` share, from the form: output,
+    thresholds, model, safety (overwrite / skip labeled), where to run, progress."""
+    p = ctx.params
+    settings = model_settings(p)
+    return {
+        "output": settings["output"],
+        "score_threshold": settings["confidence_thresh"],
+        "checkpoint": settings["checkpoint"],
+        "config": settings["config_name"],
+        "batch_size": int(p.get("batch_size") or 4),
+        "overwrite": bool(p.get("overwrite")),
+        "skip_labeled": bool(p.get("skip_labeled")),
+        "ray": (p.get("ray") or "").strip() or None,
+        "workers": p.get("workers") or None,
+        "store": settings["store"],
+        "thresholds": thresholds_from(ctx),
+        "progress": app_progress(ctx),
+        "choices": FORM_CHOICES,
+    }
+
+
 def thresholds_from(ctx) -> dict | None:
     """The calibrated thresholds the form picked (kept in the dataset's info), or None."""
     field = ctx.params.get("thresholds_from")

@@ -95,8 +95,9 @@ def label_samples(
     progress: Progress | None = None,
     choices: Choices = SDK_CHOICES,
 ) -> JobReport:
-    """Label `samples` into `field` with a `Sam3Model`, batch by batch, saving as it goes
-    (the path for per-sample prompts; concepts alone go through `label_view` and its jobs).
+    """Label `samples` into `field` with a `Sam3Model`, batch by batch, saving as it goes, in
+    this process (any prompts, clicks too; concepts and exemplar boxes at dataset scale go
+    through `label_view` / `label_from_exemplars` and their jobs).
 
     A sample whose image cannot be read (or whose prompts are invalid) is counted, logged and
     skipped; the run goes on. With `skip_labeled`, samples whose `field` is set are left as is,

@@ -1,7 +1,7 @@
 """FiftyOne operators: auto-label by concepts, label from exemplars, track in videos.
 
-Each `execute` is a thin call into this package's Python API (`label_view`, `label_samples`,
-`track_samples`); the forms live in `forms`. Embeddings and evaluation have their own modules.
+Each `execute` is a thin call into this package's Python API (`label_view`,
+`label_from_exemplars`, `track_samples`); the forms live in `forms`. Embeddings and evaluation have their own modules.
 """
 
 from __future__ import annotations
@@ -58,30 +58,16 @@ class AutoLabelConcepts(Sam3Operator):
         from .dataset_jobs import label_view
 
         p = ctx.params
-        settings = forms.model_settings(p)
+        view = ctx.target_view()
         report = label_view(
-            ctx.target_view(),
-            p["output_field"],
-            forms.concepts_from(p),
-            output=settings["output"],
-            score_threshold=settings["confidence_thresh"],
-            checkpoint=settings["checkpoint"],
-            config=settings["config_name"],
-            batch_size=int(p.get("batch_size") or 4),
-            overwrite=bool(p.get("overwrite")),
-            skip_labeled=bool(p.get("skip_labeled")),
-            ray=(p.get("ray") or "").strip() or None,
-            workers=p.get("workers") or None,
-            store=settings["store"],
-            thresholds=forms.thresholds_from(ctx),
-            progress=forms.app_progress(ctx),
-            choices=forms.FORM_CHOICES,
+            view, p["output_field"], forms.concepts_from(p), **forms.job_kwargs(ctx)
         )
         return forms.finish(ctx, report)
 
 
 class LabelFromExemplars(Sam3Operator):
-    """Find every instance like the boxed exemplars (plus optional text) in each image."""
+    """Find every instance like the boxed exemplars (plus optional text) in each image, as a
+    dataset job in the App's process or on a Ray cluster."""
 
     @property
     def config(self) -> foo.OperatorConfig:
@@ -116,12 +102,11 @@ class LabelFromExemplars(Sam3Operator):
         inputs.str("negative_label", label="Label whose boxes are negatives (optional)")
         inputs.str("negative_tag", label="Label tag marking negative boxes (optional)")
         inputs.str("text", label="Concept text (optional; applies to every image)")
-        forms.model_inputs(ctx, inputs, "sam3_exemplars", ray=False)
+        forms.model_inputs(ctx, inputs, "sam3_exemplars", ray=True)
         return types.Property(inputs, view=types.View(label="SAM 3: label from exemplars"))
 
     def execute(self, ctx) -> dict:
-        from .labeling import label_samples
-        from .model import Sam3Model
+        from .exemplar_jobs import label_from_exemplars
 
         p = ctx.params
         field = p["exemplar_field"]
@@ -134,24 +119,15 @@ class LabelFromExemplars(Sam3Operator):
             view = view.exists(field)
             if ids is not None:
                 view = view.select([s["sample_id"] for s in ctx.selected_labels])
-        config = {
-            **forms.model_settings(p),
-            "classes": [text] if text else [],
-            "prompt_field": field,
-            "negative_label": p.get("negative_label") or None,
-            "negative_tag": p.get("negative_tag") or None,
-            "exemplar_ids": ids,
-            "join_exemplars": True,
-        }
-        report = label_samples(
+        report = label_from_exemplars(
             view,
-            Sam3Model(config),
             p["output_field"],
-            batch_size=int(p.get("batch_size") or 4),
-            overwrite=bool(p.get("overwrite")),
-            skip_labeled=bool(p.get("skip_labeled")),
-            progress=forms.app_progress(ctx),
-            choices=forms.FORM_CHOICES,
+            field,
+            concepts=[text] if text else [],
+            negative_label=p.get("negative_label") or None,
+            negative_tag=p.get("negative_tag") or None,
+            exemplar_ids=ids,
+            **forms.job_kwargs(ctx),
         )
         return forms.finish(ctx, report)
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from sam3_core.jobs import JobSpec, run_job
 from tests.core.helpers import save_checkpoint, tiny_model
-from tests.core.jobs.job_tools import MAX_PIXELS, make_images
+from tests.core.jobs.job_tools import MAX_PIXELS, make_images, prompts_of
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,20 @@ def local_out(tmp_path_factory, spec):
     out = tmp_path_factory.mktemp("local") / "out"
     summary = run_job(spec, out, exports=("coco", "labelstudio", "overlays"), progress=False)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def prompt_spec(spec, job_data) -> JobSpec:
+    """The shared job with "cell" for every image and per-image prompts for four of them (no
+    score threshold: the tiny random model scores low)."""
+    _, images = job_data
+    return dataclasses.replace(
+        spec, concepts=("cell",), image_prompts=prompts_of(images), score_threshold=0.0
+    )
+
+
+@pytest.fixture(scope="session")
+def prompt_out(tmp_path_factory, prompt_spec):
+    """One uninterrupted local run of `prompt_spec`, with its COCO file."""
+    out = tmp_path_factory.mktemp("prompts") / "out"
+    return out, run_job(prompt_spec, out, exports=("coco",), progress=False)

@@ -47,6 +47,20 @@ def make_images(folder: Path) -> Path:
     return folder
 
 
+def prompts_of(images) -> dict:
+    """Per-image prompts over the job_data folder: exemplars alone under a name, text with
+    positive and negative exemplars beside a plain text, an empty set, a box off the image."""
+    return {
+        str(images / "im00.png"): [{"name": "blob", "exemplars": [[4, 4, 20, 20, 1]]}],
+        str(images / "im01.png"): [
+            "cell",
+            {"text": "dog", "exemplars": [[2, 2, 30, 30, 1], [10, 10, 20, 20, 0]]},
+        ],
+        str(images / "im02.png"): [],
+        str(images / "im03.png"): [{"name": "far", "exemplars": [[500, 500, 600, 600]]}],
+    }
+
+
 def shard_ids(out: Path) -> list[str]:
     """Every id in every shard, duplicates kept."""
     shards = (out / "shards").glob("*.parquet")

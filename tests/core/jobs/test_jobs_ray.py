@@ -61,6 +61,17 @@ def test_ray_worker_killed_mid_job_still_completes(cluster, tmp_path, spec, loca
     assert list(iter_records(out)) == list(iter_records(ref))
 
 
+def test_ray_per_image_prompts_equal_local(cluster, tmp_path, prompt_spec, prompt_out):
+    """Per-image prompts travel with the spec to the actors: the same records as locally."""
+    out = tmp_path / "out"
+    summary = run_job(
+        prompt_spec, out, runner="ray", ray_address=cluster.address, workers=2, progress=False
+    )
+    ref, local = prompt_out
+    assert (summary.processed, summary.errors) == (TOTAL, local.errors)
+    assert list(iter_records(out)) == list(iter_records(ref))
+
+
 def test_cli_segment_on_the_cluster(cluster, tmp_path, job_data, local_out, capsys):
     """`sam3 segment --ray ADDRESS --workers 2`: the same records as the local runner (the CLI
     has no max_pixels flag, so huge.png is segmented here, not an error), both files written,
