@@ -13,9 +13,9 @@ every side in turn, so bursts of load hit all alike; each side reports its best 
   starlette's TestClient, tasks posted `--ls-batch` at a time as Label Studio's "Retrieve
   predictions" does, images read from local storage (`--local-files-root`).
 - ls preannotate: `sam3_labelstudio.cli.preannotate` itself (task images listed, the local job
-  run, records converted, one prediction created per task), with the project read replaced by
-  the same tasks and schema, and the SDK client by an in-memory one: no Label Studio server and
-  no HTTP in the timing. With `--label-studio`: the real command on a real Label Studio
+  run, records converted into one prediction per task and imported 100 a request while the job
+  runs, as the command does), with the project read replaced by the same tasks and schema, and
+  the SDK client by an in-memory one: no Label Studio server and no HTTP in the timing. With `--label-studio`: the real command on a real Label Studio
   ($LS_VENV, started as the e2e tests do, about a minute), images uploaded to a new project per
   round; the timing then includes reading the project, downloading the images from Label
   Studio and posting the predictions. Either way a line gives the time per stage.
@@ -146,14 +146,17 @@ def run_preannotate(ckpt: str, folder: Path, out: Path, names: list[str]) -> lis
 @contextlib.contextmanager
 def stage_times() -> Iterator[dict[str, float]]:
     """Seconds `cli.preannotate` spends per stage while active: its stage functions are
-    wrapped where it looks them up (convert+post includes reading the job's records)."""
+    wrapped where it looks them up. Predictions are converted and imported (in requests of
+    `--post-batch`) as the job's batches finish, so "job" includes most of "convert" and
+    "post"; those two also count the records read back after the job."""
     import sam3_labelstudio.preannotate as pre
     from sam3_labelstudio import cli
 
     import sam3_core.jobs
 
     stages = {"project": (cli, "project_or_usage_error"), "images": (pre, "task_inputs"),
-              "job": (sam3_core.jobs, "run_job"), "convert+post": (pre, "post_predictions")}  # fmt: skip
+              "job": (sam3_core.jobs, "run_job"), "convert": (pre, "record_results"),
+              "post": (pre.PredictionPoster, "flush")}  # fmt: skip
     spent = dict.fromkeys(stages, 0.0)
 
     def timer(fn, name: str):

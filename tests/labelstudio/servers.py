@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "labelstudio"
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+PLUGIN = ROOT / "plugins" / "labelstudio"
 try:  # the backend package, also from a plain checkout (as tests/labelstudio/conftest.py)
     import sam3_labelstudio  # noqa: F401
 except ImportError:
@@ -69,14 +70,18 @@ def readme_config(heading: str) -> str:
 
 
 @contextmanager
-def label_studio(data: Path) -> Iterator[tuple[str, str]]:
-    """A fresh Label Studio storing into `data`; yields (base URL, personal access token)."""
+def label_studio(data: Path, files_root: Path | None = None) -> Iterator[tuple[str, str]]:
+    """A fresh Label Studio storing into `data` (serving Local Storage files under
+    `files_root` when given); yields (base URL, personal access token)."""
     if not (shutil.which(LS_BIN) or os.access(LS_BIN, os.X_OK)):
         pytest.skip(f"Label Studio not found at {LS_BIN}: run .ci/run, or set LABEL_STUDIO_BIN")
     port = free_port()
     env = dict(os.environ, ML_BLOCK_LOCAL_IP="false", SSRF_PROTECTION_ENABLED="false",
                LABEL_STUDIO_BASE_DATA_DIR=str(data), LABEL_STUDIO_USERNAME=USER,
                LABEL_STUDIO_PASSWORD=PASSWORD)  # fmt: skip
+    if files_root is not None:
+        env.update(LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+                   LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(files_root))  # fmt: skip
     log = data / "ls.log"
     cmd = [LS_BIN, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port)]
     with open(log, "wb") as out:

@@ -6,6 +6,15 @@ model. Skips when the `label-studio` binary is absent (a failure under CI=true).
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import requests
@@ -21,9 +30,15 @@ CONFIG = """<View>
 
 
 @pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
+def files_root(tmp_path_factory):
+    """The folder Label Studio serves Local Storage files from (its document root)."""
+    return tmp_path_factory.mktemp("lsfiles")
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory, files_root):
     """A fresh Label Studio on a loopback port; yields (base URL, personal access token)."""
-    with servers.label_studio(tmp_path_factory.mktemp("lsdata")) as ls:
+    with servers.label_studio(tmp_path_factory.mktemp("lsdata"), files_root) as ls:
         yield ls
 
 
@@ -236,3 +251,217 @@ def test_preannotate_on_ray(label_studio, tiny_checkpoint, tmp_path, monkeypatch
     for task in ls.tasks.list(project=project.id):
         [pred] = list(ls.predictions.list(task=task.id))
         assert pred.result and pred.model_version == "sam3-sam3_tiny-tiny"
+
+
+def upload_images(base: str, pat: str, project: int, folder, seeds, size=(40, 56)) -> dict:
+    """Upload one small image per seed into a project; returns {file name: task id}."""
+    from label_studio_sdk import LabelStudio
+    from PIL import Image
+
+    from tests.core.helpers import make_image
+
+    files = {}
+    for seed in seeds:
+        Image.fromarray(make_image(*size, seed=seed)).save(folder / f"{seed}.png")
+        files[str(seed)] = (f"{seed}.png", (folder / f"{seed}.png").read_bytes())
+    auth = servers.access_headers(base, pat)
+    r = requests.post(f"{base}/api/projects/{project}/import", headers=auth, files=files)
+    assert r.status_code == 201, r.text
+    ls = LabelStudio(base_url=base, api_key=pat)
+    return {t.data["image"].rsplit("-", 1)[-1]: t.id for t in ls.tasks.list(project=project)}
+
+
+def test_preannotate_killed_mid_job_then_resumed(
+    label_studio, tiny_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """A ~30-task project: the command is SIGKILLed once some imports reached Label Studio, then
+    run again: each task ends with exactly one prediction of ours, finished images are not
+    segmented again, a user's annotation and another model's prediction stay as they were."""
+    from label_studio_sdk import LabelStudio
+    from sam3_labelstudio.cli import main
+
+    from tests.core.jobs.job_tools import shard_ids
+
+    base, pat = label_studio
+    ls = LabelStudio(base_url=base, api_key=pat)
+    project = ls.projects.create(title="sam3 preannotate resume", label_config=CONFIG).id
+    tasks = upload_images(base, pat, project, tmp_path, range(100, 130))
+    assert len(tasks) == 30
+    mine = [{"id": "mine", "type": "rectanglelabels", "from_name": "rect", "to_name": "image",
+             "original_width": 56, "original_height": 40,
+             "value": {"x": 1, "y": 2, "width": 3, "height": 4, "rectanglelabels": ["Cell"]}}]  # fmt: skip
+    ls.annotations.create(id=tasks["100.png"], result=mine)
+    ls.predictions.create(task=tasks["101.png"], result=mine, model_version="other-model")
+    out = tmp_path / "run"
+    argv = ["preannotate", "--project", str(project), "--out", str(out), "--post-batch", "6",
+            "--checkpoint", str(tiny_checkpoint), "--config", "sam3_tiny", "--device", "cpu",
+            "--score-threshold", "0", "--batch-size", "2"]  # fmt: skip
+
+    def ours() -> int:
+        return sum(p.model_version != "other-model" for p in ls.predictions.list(project=project))
+
+    # the first run, in its own process, killed as soon as Label Studio holds some predictions
+    env = dict(os.environ, LABEL_STUDIO_URL=base, LABEL_STUDIO_API_KEY=pat, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(servers.ROOT), str(servers.PLUGIN)]))  # fmt: skip
+    code = "import sys; from sam3_labelstudio.cli import main; sys.exit(main(sys.argv[1:]))"
+    log = tmp_path / "first-run.log"
+    with open(log, "w") as fh:
+        first = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=fh,
+                                 stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        # killed when an import has reached Label Studio and a later batch is stored, not posted
+        while not 0 < ours() < len(set(shard_ids(out / "job"))):
+            assert first.poll() is None, f"the first run ended before the kill:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"nothing posted in 300 s:\n{log.read_text()}"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait()
+    assert first.returncode == -signal.SIGKILL, log.read_text()
+    time.sleep(1)  # an import in flight at the kill is finished by Label Studio, or dropped
+    posted = ours()
+    stored = len(set(shard_ids(out / "job")))  # images with a record at the kill
+    assert 0 < posted < 30, f"the kill came too late to interrupt the job ({posted} posted)"
+    assert posted < stored < 30
+
+    # the same command again, resumed
+    monkeypatch.setenv("LABEL_STUDIO_URL", base)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", pat)
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    job = re.search(r"(\d+) images done \(0 errors.*?\), (\d+) already done, of (\d+)", text)
+    assert job, text
+    done, skipped, listed = map(int, job.groups())
+    assert listed == 30 - posted  # tasks with our prediction are not listed again
+    assert skipped == stored - posted > 0  # stored at the kill but not yet posted: read, not rerun
+    assert done + stored == 30  # every image segmented exactly once over both runs
+    summary = f"30 tasks, {30 - posted} predictions posted (sam3-sam3_tiny-tiny), {posted} already"
+    assert summary in text
+
+    for name, task in tasks.items():
+        preds = list(ls.predictions.list(task=task))
+        versions = sorted(p.model_version for p in preds)
+        expected = ["other-model"] if name == "101.png" else []
+        assert versions == sorted(expected + ["sam3-sam3_tiny-tiny"]), (name, versions)
+        [pred] = [p for p in preds if p.model_version == "sam3-sam3_tiny-tiny"]
+        assert {r["type"] for r in pred.result} == {"brushlabels", "rectanglelabels"}
+        assert pred.result[0]["original_width"] == 56
+    [kept] = list(ls.annotations.list(id=tasks["100.png"]))
+    assert kept.result == mine  # annotations are never touched
+    [other] = [
+        p
+        for p in ls.predictions.list(task=tasks["101.png"])
+        if p.model_version != "sam3-sam3_tiny-tiny"
+    ]
+    assert other.result == mine
+
+    assert main(argv) == 0  # a third run has nothing left to do
+    assert (
+        "30 tasks, 0 predictions posted (sam3-sam3_tiny-tiny), 30 already"
+        in capsys.readouterr().out
+    )
+
+
+def test_import_a_segment_job_into_projects(
+    label_studio, files_root, tiny_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """`sam3 segment --format labelstudio` output, imported as the README says: the tasks show
+    their images (Local Storage) and the job's masks, under the project's own labels."""
+    from label_studio_sdk import LabelStudio
+    from label_studio_sdk.converter.brush import decode_rle
+    from PIL import Image
+    from sam3_labelstudio.cli import main
+
+    from sam3_core.cli import main as sam3
+    from tests.core.helpers import make_image
+
+    base, pat = label_studio
+    ls = LabelStudio(base_url=base, api_key=pat)
+    images = files_root / "job images"  # a space: the Local Storage URL is quoted
+    (images / "sub").mkdir(parents=True)
+    for name, seed in (("a.png", 1), ("b.png", 2), ("sub/c.png", 3)):
+        Image.fromarray(make_image(48, 64, seed=seed)).save(images / name)
+    out = tmp_path / "labels"
+    assert sam3(["segment", str(images), "--concept", "red blood cell", "--format", "labelstudio",
+                 "--checkpoint", str(tiny_checkpoint), "--config", "sam3_tiny", "--device", "cpu",
+                 "--score-threshold", "0", "--no-overlays", "--out", str(out)]) == 0  # fmt: skip
+    exported = {
+        Path(t["data"]["image"]).name: t for t in json.loads((out / "labelstudio.json").read_text())
+    }
+    assert set(exported) == {"a.png", "b.png", "c.png"}
+    monkeypatch.setenv("LABEL_STUDIO_URL", base)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", pat)
+    auth = servers.access_headers(base, pat)
+
+    # into an existing project whose label "RBC" has the concept: regions go to its brush tag
+    project = ls.projects.create(title="sam3 import", label_config=CONFIG).id
+    argv = ["import", str(out / "labelstudio.json"), "--local-files-root", str(files_root)]
+    assert main([*argv, "--project", str(project)]) == 0
+    assert f"project {project}: 3 tasks imported" in capsys.readouterr().out
+    tasks = list(ls.tasks.list(project=project))
+    assert len(tasks) == 3
+    for task in tasks:
+        url = task.data["image"]
+        assert url.startswith("/data/local-files/?d=job%20images/")
+        name = url.rsplit("/", 1)[-1]
+        served = requests.get(base + url, headers=auth)
+        assert (
+            served.status_code == 200
+            and served.content == (images / ("sub/" if name == "c.png" else "") / name).read_bytes()
+        )
+        [pred] = list(ls.predictions.list(task=task.id))
+        [want] = exported[name]["predictions"]
+        assert pred.model_version == "sam3" and len(pred.result) == len(want["result"]) > 0
+        for got, region in zip(pred.result, want["result"]):
+            assert got["type"] == "brushlabels" and got["from_name"] == "brush"
+            assert got["value"]["brushlabels"] == ["RBC"]
+            assert (got["original_width"], got["original_height"]) == (64, 48)
+            assert np.array_equal(
+                decode_rle(got["value"]["rle"]), decode_rle(region["value"]["rle"])
+            )
+    [storage] = list(ls.import_storage.local.list(project=project))  # serves the images
+    assert Path(storage.path) == images
+
+    # into a new project (--title): a label per concept
+    assert main([*argv, "--title", "sam3 job"]) == 0
+    new = int(re.search(r"project (\d+): 3 tasks", capsys.readouterr().out).group(1))
+    [task] = [t for t in ls.tasks.list(project=new) if t.data["image"].endswith("a.png")]
+    [pred] = list(ls.predictions.list(task=task.id))
+    assert {(r["from_name"], r["value"]["brushlabels"][0]) for r in pred.result} == {
+        ("label", "red blood cell")
+    }
+
+    # preannotate reads the imported tasks' images back through Label Studio's Local Storage
+    pre = ["preannotate", "--project", str(new), "--out", str(tmp_path / "pre"), "--checkpoint",
+           str(tiny_checkpoint), "--config", "sam3_tiny", "--device", "cpu", "--score-threshold", "0"]  # fmt: skip
+    assert main(pre) == 0
+    assert "3 tasks, 3 predictions posted (sam3-sam3_tiny-tiny)" in capsys.readouterr().out
+    versions = {p.model_version for p in ls.predictions.list(task=task.id)}
+    assert versions == {"sam3", "sam3-sam3_tiny-tiny"}
+
+    # a project without the concept, or images outside Label Studio's root: nothing imported
+    other = ls.projects.create(
+        title="sam3 dogs", label_config=CONFIG.replace('concept="red blood cell"', "")
+    ).id
+    assert main([*argv, "--project", str(other)]) == 2
+    assert "no label for ['red blood cell']" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "import",
+                str(out / "labelstudio.json"),
+                "--local-files-root",
+                str(images / "sub"),
+                "--project",
+                str(project),
+            ]
+        )
+        == 2
+    )
+    assert "is not under --local-files-root" in capsys.readouterr().err
+    assert (
+        list(ls.tasks.list(project=other)) == [] and len(list(ls.tasks.list(project=project))) == 3
+    )

@@ -208,13 +208,9 @@ class Backend:
         concepts = schema.concepts(outputs)
         state = self._state(task, schema)
         inst = self.run(self.settings.concepts, self.predictor, state, concepts)
-        results = []
-        for out in outputs:
-            for label, concept in out.concepts.items():
-                keep = inst.labels == concepts.index(concept)
-                results += convert.instance_results(
-                    inst.masks[keep], inst.boxes[keep], inst.scores[keep], out, label
-                )
+        results = convert.outputs_results(
+            outputs, concepts, inst.labels, inst.masks, inst.boxes, inst.scores
+        )
         return convert.prediction(results, self.model_version)
 
     def interactive(self, task: dict, schema: Schema, items: list[dict]) -> dict:

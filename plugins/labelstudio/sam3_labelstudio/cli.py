@@ -1,5 +1,6 @@
 """`sam3-labelstudio serve`: load SAM 3 once, then serve the Label Studio ML backend protocol;
-`sam3-labelstudio embed`: encode a project's images into the embedding store ahead of time."""
+`embed`: encode a project's images into the embedding store ahead of time; `preannotate`: a
+project's predictions as a dataset job; `import`: a job's labelstudio.json into a project."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from sam3_core.cli.args import parse_fraction, parse_positive_int
 from sam3_core.store import STORE_ENV
 from sam3_labelstudio.backend import Backend, Settings
+from sam3_labelstudio.import_job import add_import_parser, import_command
 from sam3_labelstudio.options import (
     add_model_options,
     add_source_options,
@@ -21,6 +23,7 @@ from sam3_labelstudio.options import (
     load_thresholds_option,
     make_fetcher,
 )
+from sam3_labelstudio.preannotate import POST_BATCH
 from sam3_labelstudio.tracker_options import add_video_options, association
 from sam3_labelstudio.video import attach_video
 
@@ -104,7 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"read and write image embeddings in this folder (env {STORE_ENV})",
     )
     p.add_argument("--batch-size", type=parse_positive_int, default=4, help="images per pass")
+    p.add_argument(
+        "--post-batch",
+        type=parse_positive_int,
+        default=POST_BATCH,
+        help=f"predictions per import request, posted as the job runs (default {POST_BATCH})",
+    )
     p.add_argument("--log-level", default="info")
+    add_import_parser(sub)
     return parser
 
 
@@ -161,9 +171,10 @@ def embed(args: argparse.Namespace) -> int:
 
 
 def preannotate(args: argparse.Namespace) -> int:
-    """Run `sam3-labelstudio preannotate`; 1 when a task failed (see the log), else 0."""
-    from sam3_core.jobs import JobSpec, iter_records, run_job
-    from sam3_labelstudio.preannotate import post_predictions, task_inputs
+    """Run `sam3-labelstudio preannotate`; 1 when a task failed (see the log) or Label Studio
+    refused an import (run it again to resume), 2 for settings that cannot run, else 0."""
+    from sam3_core.jobs import InputError, JobSpec, JobSpecError, run_job
+    from sam3_labelstudio.preannotate import PostError, PredictionPoster, task_inputs
 
     found = project_or_usage_error(args)
     if isinstance(found, str):
@@ -171,28 +182,33 @@ def preannotate(args: argparse.Namespace) -> int:
         return 2
     ls, schema, tasks = found
     version = model_version(args.checkpoint, args.config)
-    done = {t.id for t in tasks if version in t.versions}
-    already = len(done)
+    already = sum(version in t.versions for t in tasks)
     out = args.out or Path(f"sam3-preannotate-{args.project}")
-    paths = task_inputs([t for t in tasks if t.id not in done], make_fetcher(args), out / "images")
+    todo = [t for t in tasks if version not in t.versions]
+    paths = task_inputs(todo, make_fetcher(args), out / "images")
+    poster = PredictionPoster(ls, args.project, paths, schema, version, args.post_batch)
     if paths:
         listing = out / "inputs.txt"
         listing.write_text("".join(f"{p}\n" for p in sorted(paths)))
-        spec = JobSpec(
-            inputs=(str(listing),), concepts=tuple(schema.concepts(schema.batch_outputs())),
-            score_threshold=args.score_threshold, mask_threshold=args.mask_threshold,
-            thresholds=load_thresholds_option(args), checkpoint=args.checkpoint,
-            config=args.config, device=args.device, precision=args.precision,
-            batch_size=args.batch_size, store=args.embedding_store,
-        )  # fmt: skip
-        runner = "local" if args.ray is None else "ray"
-        print(run_job(spec, out / "job", runner=runner, ray_address=args.ray, workers=args.workers))
-        counts = post_predictions(
-            ls, args.project, iter_records(out / "job"), paths, schema, version, done
-        )
-    else:
-        counts = {"posted": 0, "already": 0, "failed": 0}
-    skipped = len(tasks) - len(paths) - already  # their image could not be fetched
+        job = out / "job"
+        try:
+            spec = JobSpec(
+                inputs=(str(listing),), concepts=tuple(schema.concepts(schema.batch_outputs())),
+                score_threshold=args.score_threshold, mask_threshold=args.mask_threshold,
+                thresholds=load_thresholds_option(args), checkpoint=args.checkpoint,
+                config=args.config, device=args.device, precision=args.precision,
+                batch_size=args.batch_size, store=args.embedding_store,
+            )  # fmt: skip
+            runner = "local" if args.ray is None else "ray"
+            print(run_job(spec, job, runner=runner, ray_address=args.ray, workers=args.workers,
+                          on_progress=lambda done, total: poster.read_new_shards(job)))  # fmt: skip
+            poster.read_new_shards(job)  # what the hook has not seen (an earlier run's)
+            poster.flush()
+        except (JobSpecError, InputError, PostError) as exc:  # settings, or Label Studio down
+            print(f"sam3-labelstudio preannotate: {exc}", file=sys.stderr)
+            return 1 if isinstance(exc, PostError) else 2
+    skipped = len(todo) - len(paths)  # their image could not be fetched
+    counts = poster.counts
     print(
         f"project {args.project}: {len(tasks)} tasks, {counts['posted']} predictions posted "
         f"({version}), {already} already had one, {counts['failed'] + skipped} failed"
@@ -235,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-    commands = {"embed": embed, "preannotate": preannotate, "serve": serve}
+    commands = {
+        "embed": embed,
+        "import": import_command,
+        "preannotate": preannotate,
+        "serve": serve,
+    }
     return commands[args.command](args)
 
 

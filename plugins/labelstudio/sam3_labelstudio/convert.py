@@ -170,6 +170,20 @@ def instance_results(masks, boxes, scores, out: OutputTag, label: str) -> list[d
     return results
 
 
+def outputs_results(outputs: list[OutputTag], concepts: list[str], labels, masks, boxes, scores):
+    """Regions of every label of `outputs` from instances of several concepts (`labels` [N]:
+    each instance's index in `concepts`; masks [N, H, W] bool, boxes [N, 4] xyxy, scores [N]):
+    a label gets the instances of its concept. The one mapping for /predict and preannotate."""
+    labels = np.asarray(labels)
+    results: list[dict] = []
+    for out in outputs:
+        for label, concept in out.concepts.items():
+            keep = labels == concepts.index(concept)
+            if keep.any():
+                results += instance_results(masks[keep], boxes[keep], scores[keep], out, label)
+    return results
+
+
 def prediction(results: list[dict], model_version: str) -> dict:
     """One task's prediction: its regions, an overall score (mean region score) and the version."""
     scores = [r["score"] for r in results if "score" in r]

@@ -50,17 +50,7 @@ def add_model_options(s: argparse.ArgumentParser) -> None:
 
 def add_source_options(s: argparse.ArgumentParser) -> None:
     """Where task files come from: Label Studio (URL, token), allowed hosts, a local root."""
-    s.add_argument(
-        "--label-studio-url",
-        default=os.environ.get("LABEL_STUDIO_URL"),
-        help="Label Studio base URL, for uploaded files (env LABEL_STUDIO_URL)",
-    )
-    s.add_argument(
-        "--label-studio-token",
-        default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="personal access token or legacy token; prefer env LABEL_STUDIO_API_KEY (a "
-        "command line is visible to every user in `ps`)",
-    )
+    add_connection_options(s)
     s.add_argument(
         "--allow-host",
         action="append",
@@ -79,6 +69,21 @@ def add_source_options(s: argparse.ArgumentParser) -> None:
         default=os.environ.get(MAX_MB_ENV) or str(DEFAULT_MAX_MB),
         help=f"refuse task files (images, downloaded videos) larger than this (env {MAX_MB_ENV}, "
         f"default {DEFAULT_MAX_MB:g})",
+    )
+
+
+def add_connection_options(s: argparse.ArgumentParser) -> None:
+    """Which Label Studio, with which token (both from the environment by default)."""
+    s.add_argument(
+        "--label-studio-url",
+        default=os.environ.get("LABEL_STUDIO_URL"),
+        help="Label Studio base URL, for uploaded files (env LABEL_STUDIO_URL)",
+    )
+    s.add_argument(
+        "--label-studio-token",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="personal access token or legacy token; prefer env LABEL_STUDIO_API_KEY (a "
+        "command line is visible to every user in `ps`)",
     )
 
 

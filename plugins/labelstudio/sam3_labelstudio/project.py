@@ -32,6 +32,20 @@ def client(ls_url: str, token: str):
 
 def read_project(ls, project: int, ls_url: str = "") -> tuple[Schema, list[ProjectTask]]:
     """The schema of an Image project and its tasks with an image (others are logged)."""
+    schema = read_schema(ls, project, ls_url)
+    tasks = []
+    for task in ls.tasks.list(project=project, fields="all"):
+        url = (task.data or {}).get(schema.data_key)
+        if not (isinstance(url, str) and url):
+            log.warning("task %s has no data.%s: skipped", task.id, schema.data_key)
+            continue
+        versions = {prediction_version(p) for p in (task.predictions or [])}
+        tasks.append(ProjectTask(task.id, url, {v for v in versions if v}))
+    return schema, tasks
+
+
+def read_schema(ls, project: int, ls_url: str = "") -> Schema:
+    """The schema of an Image project's labeling config, or a ProjectError saying the fix."""
     try:
         config = ls.projects.get(id=project).label_config
     except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
@@ -48,15 +62,7 @@ def read_project(ls, project: int, ls_url: str = "") -> tuple[Schema, list[Proje
             f"Project {project} labels {schema.media_tag.lower()}s: this command works on Image "
             "projects (videos are encoded frame by frame while tracking)."
         )
-    tasks = []
-    for task in ls.tasks.list(project=project, fields="all"):
-        url = (task.data or {}).get(schema.data_key)
-        if not (isinstance(url, str) and url):
-            log.warning("task %s has no data.%s: skipped", task.id, schema.data_key)
-            continue
-        versions = {prediction_version(p) for p in (task.predictions or [])}
-        tasks.append(ProjectTask(task.id, url, {v for v in versions if v}))
-    return schema, tasks
+    return schema
 
 
 def prediction_version(prediction) -> str | None:
