@@ -17,18 +17,25 @@ at the start and the end, with re-conditioned frames capped (default 4) and kept
 released model). Last line:
 `video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps for the
 clicks; G the larger growth of the two memory runs).
-`python benchmarks/bench_video.py [--config sam3]` (default: sam3 on a GPU, sam3_tiny on CPU).
+`python benchmarks/bench_video.py [--config sam3 | --size full]` (default: sam3 on a GPU,
+sam3_tiny on CPU).
 
 `--multiplex`: only SAM 3's tracker vs SAM 3.1's Object Multiplex on the same frames, ms per
 propagated frame (CPU time on a CPU) for 1, 16, 64, 128 objects clicked on frame 0 (the
-config's SAM 3.1 layout with buckets of `--bucket`, 16 as released); last line
-`multiplex_speedup_16=.. multiplex_speedup_128=..` (SAM 3 ms/frame / SAM 3.1 ms/frame).
+config's SAM 3.1 layout with buckets of `--bucket`, 16 as released). Both models' ViT trunks
+read one cache (each distinct frame computed once, before timing): the ms are the trackers'
+work (necks, memory, decoders, masks at the video size); the trunk's ms/frame is printed with
+the speedups it would give if added to both sides. `--size full` (the released sizes, 1008 px):
+3 propagated frames of a still video (one trunk pass) and one run, so that it ends on a CPU.
+Last line `multiplex_speedup_16=.. multiplex_speedup_128=..` (SAM 3 ms/frame / SAM 3.1 ms/frame,
+tracking only).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import statistics
 import sys
 import time
@@ -53,11 +60,12 @@ class SyntheticFrames(FrameSource):
 
     name = "synthetic video"
 
-    def __init__(self, n: int, h: int, w: int) -> None:
+    def __init__(self, n: int, h: int, w: int, still: bool = False) -> None:
+        """`still`: every frame the same (the texture does not drift)."""
         rng = np.random.default_rng(0)
         small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
         self.base = np.kron(small, np.ones((8, 8, 1), np.uint8))[:h, :w]
-        self.n, self._size = n, (h, w)
+        self.n, self._size, self.still = n, (h, w), still
 
     def __len__(self) -> int:
         return self.n
@@ -67,7 +75,7 @@ class SyntheticFrames(FrameSource):
         return self._size
 
     def _get(self, index: int) -> np.ndarray:
-        return np.roll(self.base, (index, 2 * index), (0, 1))
+        return self.base if self.still else np.roll(self.base, (index, 2 * index), (0, 1))
 
 
 def pixel_clicks(h: int, w: int) -> dict[int, tuple[list, list]]:
@@ -238,16 +246,45 @@ def recondition_run(device, frames: int, size, keep: int | None) -> dict[str, fl
     }
 
 
+def clock_for(device: torch.device):
+    """This process's CPU time on a CPU (other processes' load does not count), else wall
+    time (after a sync)."""
+    return time.process_time if device.type == "cpu" else time.perf_counter
+
+
+class CachedTrunk(torch.nn.Module):
+    """A ViT trunk whose outputs are kept per distinct input in a cache that several models
+    (with the same trunk shape) share: the first model to see a frame computes it, the others
+    read it. `seconds`: the time this trunk spent computing, `computed`: how many frames."""
+
+    def __init__(self, trunk: torch.nn.Module, cache: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.trunk, self.cache = trunk, cache
+        self.seconds, self.computed = 0.0, 0
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        key = hashlib.sha1(pixels.detach().float().cpu().numpy().tobytes()).hexdigest()
+        if key not in self.cache:
+            clock = clock_for(pixels.device)
+            sync(pixels.device)
+            t0 = clock()
+            self.cache[key] = self.trunk(pixels)
+            sync(pixels.device)
+            self.seconds += clock() - t0
+            self.computed += 1
+        return self.cache[key]
+
+
 def multiplex_ms_per_frame(vp, frames, num_objects: int, n: int) -> float:
-    """ms per propagated frame for `num_objects` objects clicked on frame 0 (clicks not timed):
-    on a CPU this process's CPU time (other processes' load does not count), else wall time."""
+    """ms per propagated frame for `num_objects` objects clicked on frame 0 (clicks not timed)
+    over `n` frames after it, by `clock_for` the device."""
     rng = np.random.default_rng(num_objects)
     h, w = frames.size
     session = vp.start(frames)
     for obj_id in range(1, num_objects + 1):
         xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
         session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
-    clock = time.process_time if vp.device.type == "cpu" else time.perf_counter
+    clock = clock_for(vp.device)
     sync(vp.device)
     t0 = clock()
     for _ in session.propagate(start=0, max_frames=n + 1):
@@ -256,50 +293,80 @@ def multiplex_ms_per_frame(vp, frames, num_objects: int, n: int) -> float:
     return 1000 * (clock() - t0) / n
 
 
-def print_multiplex(
-    device, config: str | None, counts: list[int], n: int, bucket: int, runs: int
-) -> None:
-    """SAM 3's per-object tracker vs SAM 3.1's multiplex one on the same frames: ms/frame
-    for each number of clicked objects, median of `runs` interleaved runs (random weights:
-    the cost, not the masks)."""
+def multiplex_predictors(device, base: str, bucket: int, precision: str) -> dict:
+    """SAM 3 (`base`) and its SAM 3.1 layout (buckets of `bucket`) on random weights, their ViT
+    trunks reading one `CachedTrunk` cache."""
     from sam3_core.build import build_model
     from sam3_core.config import get_config, replace
     from sam3_core.video.predictor import VideoPredictor
 
-    base = config or ("sam3" if device.type == "cuda" else "sam3_tiny")
-    precision = "bf16" if device.type == "cuda" else "fp32"
     multi = get_config(base.replace("sam3", "sam3.1", 1))
     multi = replace(multi, multiplex=replace(multi.multiplex, multiplex_count=bucket))
+    cache: dict[str, torch.Tensor] = {}
     vps = {}
     for name, cfg in (("sam3", get_config(base)), ("sam3.1", multi)):
         torch.manual_seed(0)
-        vps[name] = VideoPredictor(build_model(cfg).to(device).eval(), device, precision)
-    frames = SyntheticFrames(n + 1, 240, 320)
-    for vp in vps.values():
-        multiplex_ms_per_frame(vp, SyntheticFrames(3, 240, 320), 2, 2)  # warm-up
-    speedups = {}
+        model = build_model(cfg).to(device).eval()
+        vision = model.detector_model.vision_encoder
+        vision.backbone = CachedTrunk(vision.backbone, cache)
+        vps[name] = VideoPredictor(model, device, precision)
+        gc.collect()
+    return vps
+
+
+def print_multiplex(
+    device, config: str | None, counts: list[int], n: int, bucket: int, runs: int, still: bool
+) -> None:
+    """SAM 3's per-object tracker vs SAM 3.1's multiplex one on the same frames: ms/frame
+    for each number of clicked objects, median of `runs` interleaved runs (random weights:
+    the cost, not the masks); `still`: a video of one repeated frame."""
+    base = config or ("sam3" if device.type == "cuda" else "sam3_tiny")
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    vps = multiplex_predictors(device, base, bucket, precision)
+    frames = SyntheticFrames(n + 1, 240, 320, still=still)
+    for vp in vps.values():  # warm-up; fills the trunk cache with every frame (SAM 3 computes)
+        multiplex_ms_per_frame(vp, frames, 1, 1 if still else n)
+    trunk = vps["sam3"].model.detector_model.vision_encoder.backbone
+    trunk_ms = 1000 * trunk.seconds / max(trunk.computed, 1)
+    clock = "CPU" if device.type == "cpu" else "wall"
     print(
         f"device={device} precision={precision} config={base} vs its SAM 3.1 layout, buckets "
-        f"of {bucket}; {n} propagated frames 320x240, objects clicked on frame 0, median of {runs} runs; "
-        f"{'CPU' if device.type == 'cpu' else 'wall'} ms"
+        f"of {bucket}; {n} propagated frames 320x240{' (a still video)' if still else ''}, "
+        f"objects clicked on frame 0, median of {runs} run(s); {clock} ms, ViT trunk cached"
     )
     print(f"{'objects':>8} {'sam3 ms/frame':>14} {'sam3.1 ms/frame':>16} {'speedup':>8}")
+    ms: dict[int, dict[str, float]] = {}
     for count in counts:
         taken: dict[str, list[float]] = {k: [] for k in vps}
         for _ in range(runs):  # interleaved, so load from other processes hits both alike
             for k, vp in vps.items():
                 taken[k].append(multiplex_ms_per_frame(vp, frames, count, n))
-        ms = {k: statistics.median(v) for k, v in taken.items()}
-        speedups[count] = ms["sam3"] / ms["sam3.1"]
-        print(f"{count:>8} {ms['sam3']:>14.1f} {ms['sam3.1']:>16.1f} {speedups[count]:>7.2f}x")
-    print(" ".join(f"multiplex_speedup_{c}={speedups[c]:.2f}" for c in (16, 128) if c in speedups))
+        ms[count] = {k: statistics.median(v) for k, v in taken.items()}
+        sam3, sam31 = ms[count]["sam3"], ms[count]["sam3.1"]
+        print(f"{count:>8} {sam3:>14.1f} {sam31:>16.1f} {sam3 / sam31:>7.2f}x", flush=True)
+    shown = [c for c in (16, 128) if c in ms]
+    with_trunk = " ".join(
+        f"speedup_{c}={(ms[c]['sam3'] + trunk_ms) / (ms[c]['sam3.1'] + trunk_ms):.2f}"
+        for c in shown
+    )
+    print(f"ViT trunk {trunk_ms:.1f} {clock} ms/frame (not in the ms above); with it: {with_trunk}")
+    print(" ".join(f"multiplex_speedup_{c}={ms[c]['sam3'] / ms[c]['sam3.1']:.2f}" for c in shown))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=None, help="default: sam3 on a GPU, sam3_tiny on CPU")
-    ap.add_argument("--frames", type=int, default=32, help="frames timed per run")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per side (median)")
+    ap.add_argument(
+        "--frames", type=int, help="frames timed per run (32; --multiplex: 8, full size 3)"
+    )
+    ap.add_argument(
+        "--runs", type=int, help="timed runs per side, median (5; --multiplex: 3, full size 1)"
+    )
+    ap.add_argument(
+        "--size",
+        choices=("tiny", "full"),
+        help="--multiplex on sam3_tiny or the released sizes (sam3): shorthand for --config",
+    )
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--device", default=None)
@@ -317,14 +384,18 @@ def main() -> None:
     if args.multiplex:
         torch.set_grad_enabled(False)
         counts = [int(c) for c in args.objects.split(",")]
+        full = args.size == "full" or args.config == "sam3"
+        config = {"tiny": "sam3_tiny", "full": "sam3"}.get(args.size, args.config)
         return print_multiplex(
             pick_device(args.device),
-            args.config,
+            config,
             counts,
-            min(args.frames, 8),
+            args.frames or (3 if full else 8),
             args.bucket,
-            min(args.runs, 3),
+            args.runs or (1 if full else 3),
+            still=full,
         )
+    args.frames, args.runs = args.frames or 32, args.runs or 5
 
     from sam3_core.build import build_model
     from sam3_core.config import get_config

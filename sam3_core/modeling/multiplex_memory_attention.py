@@ -45,9 +45,11 @@ class DecoupledMemoryAttentionLayer(nn.Module):
         rope: Tensor,
         key_rope: Tensor,
     ) -> Tensor:
-        """image [1 or B, HW, C] current-frame features; x [B, HW, C] the bucket stream;
-        memory_image [1 or B, L, C] memory-frame features (zeros at pointer tokens);
-        memory_keys [B, L, C] positional part of the keys; memory [B, L, C] -> [B, HW, C]."""
+        """image [1 or B, HW, C] current-frame features; x [1 or B, HW, C] the bucket stream
+        (one row while it is the same for every bucket: the first layer's self-attention and
+        queries are then computed once); memory_image [1 or B, L, C] memory-frame features
+        (zeros at pointer tokens); memory_keys [B, L, C] positional part of the keys;
+        memory [B, L, C] -> [B, HW, C]."""
         t = self.layer_norm1(x)
         out = rope_attention(
             self.self_attn_q_proj(t),
@@ -61,6 +63,7 @@ class DecoupledMemoryAttentionLayer(nn.Module):
         t = self.layer_norm2(x)
         q = self.image_cross_attn_q_proj(image) + self.cross_attn_q_proj(t)
         k = self.image_cross_attn_k_proj(memory_image) + self.cross_attn_k_proj(memory)
+        q = q.expand(memory.shape[0], -1, -1)
         out = rope_attention(
             q, k + memory_keys, self.cross_attn_v_proj(memory), self.num_heads, rope, key_rope
         )
@@ -109,7 +112,7 @@ class DecoupledMemoryAttention(nn.Module):
                 f"{num_object_pointer_tokens} object-pointer tokens only in memory"
             )
         tokens = image.flatten(2).transpose(1, 2)
-        x = (tokens + 0.1 * image_pos.flatten(2).transpose(1, 2)).expand(batch, -1, -1)
+        x = tokens + 0.1 * image_pos.flatten(2).transpose(1, 2)  # [1 or B, HW, C]
         if num_object_pointer_tokens:
             ptr_pos = memory_pos[:1, spatial:]
             pad = memory_image.new_zeros(memory_image.shape[0], num_object_pointer_tokens, channels)

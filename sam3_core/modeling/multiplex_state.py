@@ -1,9 +1,11 @@
 """Which object sits in which slot of which bucket (SAM 3.1's Object Multiplex), and moving
 per-object tensors between the object order ("data space") and buckets ("mux space").
 
-`mux`/`demux` multiply by precomputed 0/1 selection matrices: one matmul each, exact, and
-padded slots come out as zeros. Slots hold an object index (0..N-1), `PADDING` (never used)
-or `REMOVED` (an object that was removed; the slot stays taken until its bucket empties).
+`mux`/`demux` copy rows by precomputed indices (Meta multiplies by 0/1 selection matrices; the
+copy gives the same values, keeps the input's dtype, and costs one pass over the data instead of
+a matmul over every object); padded slots come out as zeros. Slots hold an object index
+(0..N-1), `PADDING` (never used) or `REMOVED` (an object that was removed; the slot stays
+taken until its bucket empties).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ REMOVED = -1116
 
 
 class MultiplexState:
-    """Bucket assignments plus their mux/demux matrices, on one device and dtype."""
+    """Bucket assignments plus the slot indices that mux/demux copy by, on one device."""
 
     def __init__(
         self,
@@ -28,7 +30,8 @@ class MultiplexState:
         capacity: int | None = None,
     ) -> None:
         """assignments: one list of slot entries per bucket, all of the bucket size;
-        capacity: how many slots per bucket may be filled (default: all)."""
+        capacity: how many slots per bucket may be filled (default: all); dtype: of
+        `mux_matrix` only (mux/demux keep their input's dtype)."""
         self.device, self.dtype = torch.device(device or "cpu"), dtype
         self.capacity = capacity
         self._assign([list(b) for b in assignments])
@@ -57,19 +60,38 @@ class MultiplexState:
         self.assignments = assignments
         self.multiplex_count, self.capacity = size, capacity
         self.num_buckets, self.num_objects = len(assignments), len(ids)
-        slots = torch.tensor([i for b in assignments for i in b], device=self.device)
-        valid = slots >= 0
-        self.mux_matrix = torch.zeros(
-            len(slots), self.num_objects, device=self.device, dtype=self.dtype
+        flat = [i for b in assignments for i in b]
+        slot_of = {i: k for k, i in enumerate(flat) if i >= 0}
+        # object_slots[i]: the flat slot (bucket * multiplex_count + slot) that holds object i
+        self.object_slots = torch.tensor(
+            [slot_of[i] for i in range(self.num_objects)], device=self.device, dtype=torch.long
         )
-        self.mux_matrix[valid.nonzero()[:, 0], slots[valid]] = 1.0
-        self.demux_matrix = self.mux_matrix.T.contiguous()
+        self.valid_slots = torch.tensor([i >= 0 for i in flat], device=self.device)
+        self.empty_slots = (~self.valid_slots).nonzero()[:, 0]  # padding and removed slots
+
+    @property
+    def mux_matrix(self) -> Tensor:
+        """[num_buckets * multiplex_count, N] 0/1 selection matrix (Meta's form of `mux`)."""
+        out = torch.zeros(
+            self.num_buckets * self.multiplex_count,
+            self.num_objects,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        out[self.object_slots, torch.arange(self.num_objects, device=self.device)] = 1.0
+        return out
+
+    @property
+    def demux_matrix(self) -> Tensor:
+        """[N, num_buckets * multiplex_count]: the transpose of `mux_matrix`."""
+        return self.mux_matrix.T.contiguous()
 
     def mux(self, x: Tensor) -> Tensor:
         """[N, ...] per object -> [num_buckets, multiplex_count, ...] (padding zeros)."""
         if x.shape[0] != self.num_objects:
             raise ValueError(f"mux needs {self.num_objects} objects, got {x.shape[0]}")
-        out = self.mux_matrix.to(x.dtype) @ x.reshape(self.num_objects, -1)
+        out = x.new_zeros(self.num_buckets * self.multiplex_count, *x.shape[1:])
+        out.index_copy_(0, self.object_slots.to(x.device), x)
         return out.view(self.num_buckets, self.multiplex_count, *x.shape[1:])
 
     def demux(self, x: Tensor) -> Tensor:
@@ -79,12 +101,12 @@ class MultiplexState:
                 f"demux needs [{self.num_buckets}, {self.multiplex_count}, ...], got "
                 f"{tuple(x.shape)}"
             )
-        flat = x.reshape(self.num_buckets * self.multiplex_count, -1)
-        return (self.demux_matrix.to(x.dtype) @ flat).view(self.num_objects, *x.shape[2:])
+        flat = x.reshape(self.num_buckets * self.multiplex_count, *x.shape[2:])
+        return flat.index_select(0, self.object_slots.to(x.device))
 
     def valid_mask(self) -> Tensor:
         """[num_buckets, multiplex_count] bool: slots that hold a live object."""
-        return (self.mux_matrix.sum(dim=1) > 0).view(self.num_buckets, self.multiplex_count)
+        return self.valid_slots.view(self.num_buckets, self.multiplex_count).clone()
 
     def add_objects(self, count: int) -> None:
         """Append `count` objects (indices N..N+count-1): free slots first, then new buckets."""

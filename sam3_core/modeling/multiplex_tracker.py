@@ -181,24 +181,47 @@ class MultiplexTracker(nn.Module):
         level), high_res_masks [N, 1, H, W] logits and object_score_logits [N, 1] in object
         order; `conditioning` lists the objects prompted on this frame. Returns memory and its
         encoding, both [B, C, h, w]."""
-        cfg = self.config
-        n = high_res_masks.shape[0]
-        mask = torch.sigmoid(high_res_masks) * cfg.sigmoid_scale_for_mem_enc
-        mask = mask + cfg.sigmoid_bias_for_mem_enc
-        cond = torch.zeros(n, device=mask.device, dtype=mask.dtype)
-        cond[list(conditioning)] = 1.0
-        cond = cond.view(-1, 1, 1, 1).expand_as(mask)
-        x = torch.cat([state.mux(mask).squeeze(2), state.mux(cond).squeeze(2)], dim=1)
-        size = (16 * image_embed.shape[-2], 16 * image_embed.shape[-1])
-        if x.shape[-2:] != size:
-            x = F.interpolate(
-                x.float(), size=size, mode="bilinear", align_corners=False, antialias=True
-            )
-        memory, pos = self.memory_encoder(image_embed, x.to(image_embed.dtype))
+        grid, dtype = image_embed.shape[-2:], image_embed.dtype
+        x = self.memory_encoder_input(high_res_masks, state, conditioning, grid, dtype)
+        memory, pos = self.memory_encoder(image_embed, x)
         # absent objects and empty slots (their muxed score is 0) add the no-object embedding
         absent = 1.0 - (state.mux(object_score_logits) > 0).to(memory.dtype)  # [B, m, 1]
         no_object = (absent * self.occlusion_spatial_embedding_parameter).sum(dim=1)
         return memory + no_object[..., None, None], pos
+
+    def memory_encoder_input(
+        self,
+        high_res_masks: Tensor,
+        state: MultiplexState,
+        conditioning: Sequence[int],
+        grid: Sequence[int],
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """The memory encoder's input [B, 2m, 16h, 16w] (in `dtype`, default float32) for a
+        grid (h, w): per slot the mask (sigmoid, scaled and shifted; 0 in empty slots) resized
+        to 16x the grid, then the conditioning channels (1 for the `conditioning` objects).
+
+        Equal to Meta's (mux by selection matrices, then an antialiased resize of all 2m
+        channels) up to float rounding: the masks are muxed by index before the elementwise
+        sigmoid, the constant conditioning channels are built at the target size, and an
+        enlargement uses plain bilinear (antialiasing changes only a reduction). Channels-last,
+        which the strided convolutions of the mask downsampler read several times faster."""
+        cfg = self.config
+        size = (16 * grid[0], 16 * grid[1])
+        x = state.mux(high_res_masks[:, 0].float())  # [B, m, H, W], a fresh tensor
+        x.sigmoid_().mul_(cfg.sigmoid_scale_for_mem_enc).add_(cfg.sigmoid_bias_for_mem_enc)
+        x.flatten(0, 1).index_fill_(0, state.empty_slots.to(x.device), 0.0)
+        if x.shape[-2:] != size:
+            shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        cond = torch.zeros(state.num_objects, device=x.device, dtype=x.dtype)
+        cond[list(conditioning)] = 1.0
+        m = state.multiplex_count
+        shape, cl = (state.num_buckets, 2 * m, *size), torch.channels_last
+        out = torch.empty(shape, device=x.device, dtype=dtype or x.dtype, memory_format=cl)
+        out[:, :m] = x
+        out[:, m:] = state.mux(cond)[..., None, None]
+        return out
 
     def memory_time_index(self, distance: int, cond: bool) -> int:
         """Row of `memory_temporal_positional_encoding` for a memory frame (Meta's "v2" rule):
