@@ -1,12 +1,14 @@
 """One frame of concept tracking, as transformers' `Sam3VideoModel` does it.
 
-Detect (score threshold, optional mask NMS), clean the tracks' propagated masks (small holes
-and specks), match detections to them, start tracks for new detections up to `max_num_objects`
-(their masks given to the tracker as mask prompts), advance the hot-start counters (false
-starts and duplicates end), re-condition tracks on strong detections every
-`recondition_every_nth_frame` frames, blank tracks hidden behind a more persistent one,
-write the tracks' memories from their (constrained) masks, and end tracks empty for
-`end_lost_after` frames. Used by `sam3_core.video.session`.
+Detect (score threshold, optional mask NMS, optionally no detections near the border), clean
+the tracks' propagated masks (small holes and specks), match detections to them, start tracks
+for new detections up to `max_num_objects` (their masks given to the tracker as mask prompts),
+advance the hot-start counters (false starts and duplicates end), re-condition tracks on strong
+detections every `recondition_every_nth_frame` frames, blank tracks hidden behind a more
+persistent one, write the tracks' memories from their (constrained) masks, end tracks empty
+for `end_lost_after` frames, and record the tracks not confirmed yet (`masklet_confirmation`)
+in the host's `unconfirmed`. Used by `sam3_core.video.session` and
+`sam3_core.video.multiplex_concepts`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from sam3_core.prompts import ConceptBatch
 from sam3_core.video.association import (
     TrackState,
     associate,
+    away_from_border,
     limit_new_tracks,
     lost_tracks,
     nms_masks,
+    suppressed_tracks,
+    update_confirmation,
     update_tracks,
 )
 from sam3_core.video.masklets import (
@@ -54,7 +59,11 @@ def detect(session: ConceptHost, feats: CurrentFrame) -> tuple[Tensor, Tensor, T
     rows, queries = (scores > cfg.score_threshold_detection).nonzero(as_tuple=True)
     scores = scores[rows, queries]
     masks = out.mask_logits.select(rows, queries).float()
-    keep = nms_masks(scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh, rows)
+    keep = nms_masks(
+        scores, masks, cfg.score_threshold_detection, cfg.det_nms_thresh, rows, cfg.det_nms_use_iom
+    )
+    if cfg.border_margin > 0:  # after NMS, as Meta's
+        keep &= away_from_border(out.boxes[rows, queries].float(), cfg.border_margin)
     return scores[keep], masks[keep], rows[keep] + 1
 
 
@@ -89,11 +98,18 @@ def concept_step(
     ended = update_tracks(states, assoc, t, cfg, reverse)
     recondition = set()
     if cfg.recondition_every_nth_frame > 0 and t % cfg.recondition_every_nth_frame == 0:
-        logits = {o.obj_id: float(r.score.reshape(-1)[0]) for o, r in tracked}
-        recondition = {i for i in assoc.recondition if logits[i] > cfg.high_conf_thresh}
+        # the tracker's object score: its logit (transformers), its probability (Meta 3.1)
+        score = {o.obj_id: r.score.float().reshape(-1)[0] for o, r in tracked}
+        if cfg.recondition_from_logits:
+            score = {i: s.sigmoid() for i, s in score.items()}
+        recondition = {i for i in assoc.recondition if float(score[i]) > cfg.high_conf_thresh}
     outputs: Outputs = {}
     lost: list[int] = []
     if tracked:
+        if recondition and cfg.recondition_from_logits:  # Meta 3.1: before the occlusion check
+            for i, obj in enumerate(o for o, _ in tracked):
+                if obj.obj_id in recondition:
+                    trk[i] = recondition_logits(trk[i], masks[assoc.recondition[obj.obj_id]])
         if cfg.suppress_overlap_thresh > 0:
             default = [ALWAYS_OCCLUDED if i in ended else NEVER_OCCLUDED for i in ids]
             last = [states[i].last_occluded for i in ids]
@@ -108,17 +124,24 @@ def concept_step(
         empty = (~(trk > 0).flatten(1).any(1)).tolist()
         lost = [i for i in lost_tracks(states, ids, empty, cfg) if i not in ended]
         memory = trk
-        if recondition and not cfg.recondition_on_trk_masks:
+        from_det = not cfg.recondition_on_trk_masks and not cfg.recondition_from_logits
+        if recondition and from_det:
             memory = trk.clone()
             for i, obj in enumerate(o for o, _ in tracked):
                 if obj.obj_id in recondition:
                     memory[i] = (masks[assoc.recondition[obj.obj_id]] >= 0.5).float()
-        _remember_tracks(session, tracked, memory, trk_labels, t, feats, reverse, recondition)
+        cond = recondition
+        if recondition and cfg.recondition_from_logits:  # Meta 3.1: the detections' logits
+            cond = {i: masks[assoc.recondition[i]] for i in recondition}  # give the pointers
+        _remember_tracks(session, tracked, memory, trk_labels, t, feats, reverse, cond)
         for i, (obj, r) in enumerate(tracked):
-            # a re-conditioned track outputs its detection (the reference does so)
+            # a re-conditioned track outputs its detection (the reference does so; Meta 3.1:
+            # the re-conditioning logits, in `trk` already)
             d = assoc.recondition.get(obj.obj_id) if obj.obj_id in recondition else None
-            low = trk[i : i + 1] if d is None else masks[d][None]
+            low = trk[i : i + 1] if d is None or cfg.recondition_from_logits else masks[d][None]
             outputs[obj.obj_id] = (obj, low, r.score.float().sigmoid().reshape(()))
+        for tid in suppressed_tracks(states, ids, ended, cfg):
+            outputs.pop(tid, None)
     new_items = []
     shown = fill_small_regions(masks[assoc.new], cfg.fill_hole_area)  # outputs only
     for j, (d, oid) in enumerate(zip(assoc.new, new_ids)):
@@ -135,7 +158,42 @@ def concept_step(
     for tid in lost:  # empty for a while: earlier frames keep it
         session.remove_object(tid)
         session.lost_ids.add(tid)
+    if cfg.masklet_confirmation > 0:
+        current = [i for i in [*ids, *new_ids] if i in states]  # not ended or lost
+        detected = set(assoc.matched) | set(new_ids)
+        pending = update_confirmation(states, current, detected, cfg.masklet_confirmation)
+        # merged with what an earlier call on `t` recorded for the tracks settled there
+        pending |= session.unconfirmed.get(t, set()) - set(current)
+        if pending:
+            session.unconfirmed[t] = pending
+        else:
+            session.unconfirmed.pop(t, None)
     return outputs
+
+
+def hide_unconfirmed(
+    outputs: Outputs,
+    unconfirmed: dict[int, set[int]],
+    f: int,
+    reverse: bool,
+    confirmation: int,
+    num_frames: int,
+) -> Outputs:
+    """`outputs` of frame f without the tracks still unconfirmed `confirmation` - 1 frames
+    later in the pass (Meta's look-ahead, clamped to the video's `num_frames`; nothing hidden
+    where that frame has no record, or with `confirmation` 0)."""
+    ahead = confirmation - 1
+    if ahead < 0 or not unconfirmed:
+        return outputs
+    later = min(max(f - ahead if reverse else f + ahead, 0), num_frames - 1)
+    hidden = unconfirmed.get(later, set())
+    return {i: v for i, v in outputs.items() if i not in hidden}
+
+
+def recondition_logits(track: Tensor, detection: Tensor) -> Tensor:
+    """Meta 3.1's re-conditioning mask (logits [h, w]): the track's logits where they agree in
+    sign with the detection's, the detection's elsewhere (so its mask is the detection's)."""
+    return torch.where((track > 0) == (detection > 0), track, detection)
 
 
 def _remember_tracks(
@@ -152,4 +210,4 @@ def _remember_tracks(
     )
 
 
-__all__ = ["concept_step", "detect", "merge_concepts"]
+__all__ = ["concept_step", "detect", "hide_unconfirmed", "merge_concepts", "recondition_logits"]

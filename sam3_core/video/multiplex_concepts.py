@@ -1,5 +1,6 @@
 """Concept tracking on SAM 3.1 videos: SAM 3's per-frame detection and association
-(`sam3_core.video.concepts.concept_step`) over Object Multiplex groups, with SAM 3.1's values.
+(`sam3_core.video.concepts.concept_step`) over Object Multiplex groups, with SAM 3.1's values;
+and the glue a `VideoSession` needs for a SAM 3.1 model (`clicked_group`, `prompt_clicked`).
 
 As Meta's 3.1 video model does it: a new detection's mask is its output on that frame ("mask as
 output", `MultiplexVideo.mask_results`); new objects join the group (Meta: tracker state) with
@@ -21,12 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sam3_core.modeling.detector import DetectorOutput
+from sam3_core.modeling.tracker import TrackerImageFeatures
 from sam3_core.predictor import ImageState
-from sam3_core.prompts import ConceptBatch
+from sam3_core.prompts import ConceptBatch, PromptError, mask_prompt
 from sam3_core.video.association import AssociationConfig, TrackState
+from sam3_core.video.clicks import click_inputs
 from sam3_core.video.concepts import concept_step
 from sam3_core.video.multiplex_backend import MultiplexVideo
-from sam3_core.video.outputs import Outputs
+from sam3_core.video.outputs import Outputs, collect_outputs
 from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
 if TYPE_CHECKING:
@@ -34,13 +37,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Meta's `build_sam3_multiplex_video_predictor` (commit 96914d2): detection 0.4, new tracks 0.65,
-# no hole filling, re-conditioning from the detection's mask; the rest as SAM 3.
+# Meta's `build_sam3_multiplex_video_predictor` (commit 96914d2) and its base class defaults:
+# detection 0.4, new tracks 0.65, NMS by IoM 0.1, association and re-conditioning by IoM
+# (re-conditioning at 0.5, ambiguous matches dropped), no detections within 2.5% of the
+# border, tracks shown once detected on 3 frames in a row, no hole filling, re-conditioning
+# from the detection's logits, keep-alive 0 / 8 / -4 (unused: Meta never applies its
+# unmatched-track suppression); the rest as SAM 3.
 SAM31_ASSOCIATION = AssociationConfig(
     score_threshold_detection=0.4,
     new_det_thresh=0.65,
+    det_nms_use_iom=True,
+    use_iom_association=True,
+    drop_ambiguous_matches=True,
+    high_iou_thresh=0.5,
+    border_margin=0.025,
+    masklet_confirmation=3,
     fill_hole_area=0,
     recondition_on_trk_masks=False,
+    recondition_from_logits=True,
+    init_trk_keep_alive=0,
+    max_trk_keep_alive=8,
+    min_trk_keep_alive=-4,
 )
 
 
@@ -86,6 +103,10 @@ class MultiplexConcepts:
     @property
     def removed_ids(self) -> set[int]:
         return self.session.removed_ids
+
+    @property
+    def unconfirmed(self) -> dict[int, set[int]]:
+        return self.session.unconfirmed
 
     @property
     def lost_ids(self) -> set[int]:
@@ -137,17 +158,28 @@ class MultiplexConcepts:
     ) -> None:
         """Keep the results whose memory `commit` encodes: `masks` [N, 1, h, w] and `scores`
         [N, 1] replace tracked objects' own (constrained masks); re-conditioned objects
-        (`cond`) take their detection's mask (the rows of `masks`) as output."""
+        (`cond`) take their detection's mask (the rows of `masks`) as output, or with
+        `recondition_from_logits` their pointer from `cond`'s detection logits [h, w] (a dict
+        by id) and their memory from `masks`."""
         size = self.clicks.mux.image_size
+        from_logits = self.session.association.recondition_from_logits
         for k, (obj, r) in enumerate(items):
             is_cond = cond if isinstance(cond, bool) else obj.obj_id in cond
-            if masks is not None and is_cond and reconditioned:
-                r = self._mask_output(t, masks[k : k + 1], threshold=0.5)
-            elif masks is not None:
+            high = None
+            if masks is not None:
                 high = F.interpolate(
                     masks[k : k + 1].float(), size=(size, size), mode="bilinear",
                     align_corners=False,
                 )  # fmt: skip
+            if masks is not None and is_cond and reconditioned and from_logits:
+                # Meta 3.1: pointer from the detection's logits > 0 at the mask size (`cond`
+                # maps ids to them), memory from the (constrained) re-conditioning logits
+                det = cond[obj.obj_id] if isinstance(cond, dict) else masks[k, 0]
+                out = self._mask_output(t, det[None, None], threshold=0.0)
+                r = FrameResult(out.low_res, high, out.pointer, scores[k : k + 1])
+            elif masks is not None and is_cond and reconditioned:
+                r = self._mask_output(t, masks[k : k + 1], threshold=0.5)
+            elif masks is not None:
                 r = FrameResult(r.low_res, high, r.pointer, scores[k : k + 1])
             self._pending[obj.obj_id] = r
             if is_cond:
@@ -174,11 +206,23 @@ class MultiplexConcepts:
             g.bank.prune(t, anchors)
         return done  # (tracks ended since are hidden by the session's removed_ids)
 
+    def step_all(self, t: int, reverse: bool, anchors: tuple[int, ...] = ()) -> Outputs:
+        """The session's outputs on frame `t`: its clicked group's, then the concept tracks'
+        (while concepts are tracked)."""
+        results = self.clicks.step(t, reverse, anchors)
+        outputs = collect_outputs([(self.objects[i], r) for i, r in results.items()])
+        if self.concepts is not None:
+            outputs |= self.step(t, reverse, anchors)
+        return outputs
+
     def add_frame(self, t: int) -> Outputs:
-        """`step` for add_concept: its outputs are kept for `propagate` to yield on `t`."""
+        """`step` for add_concept: its outputs are kept for `propagate` to yield on `t`;
+        returns them with the clicked objects' outputs prompted on `t`."""
         self.frames.pop(t, None)
         self.frames[t] = self._track(t, False)
-        return self.frames[t]
+        record = self.clicks.bank.records.get(t)
+        clicked = record.results if record is not None and record.cond else {}
+        return collect_outputs([(self.objects[i], r) for i, r in clicked.items()]) | self.frames[t]
 
     def _track(self, t: int, reverse: bool) -> Outputs:
         feats = self.features(t)
@@ -243,4 +287,49 @@ class MultiplexConcepts:
         return refused
 
 
-__all__ = ["SAM31_ASSOCIATION", "MultiplexConcepts"]
+def clicked_group(session: VideoSession, max_num_objects: int) -> MultiplexVideo:
+    """The session's group of clicked SAM 3.1 objects (it owns the frame features; concept
+    groups are its `sibling`s). While concepts are tracked, frames come from the session's
+    `frame_features` (the detector's levels too), else from a backbone pass alone."""
+
+    def encode(t: int) -> ImageState:
+        if session.concepts is not None:
+            return session.frame_features(t).image
+        return session.encode_frame(session.frames[t], detector=False)
+
+    def interactive(image: ImageState) -> TrackerImageFeatures:
+        cur = session.current  # computed already when the frame came from `frame_features`
+        if cur is not None and cur.image is image:
+            return cur.tracker
+        return session.image.tracker_features(image)
+
+    image = session.image
+    return MultiplexVideo(
+        image.model, image.device, image.precision, len(session.frames), encode, interactive,
+        max_num_objects,
+    )  # fmt: skip
+
+
+def prompt_clicked(
+    session: VideoSession, obj: TrackedObject, frame: int, points, point_labels, boxes, mask,
+    clear_old: bool,
+) -> FrameResult:  # fmt: skip
+    """`VideoSession.add_prompt` on a SAM 3.1 session: clicks and boxes through the
+    interactive head, a mask as the object's output (mask as output); returns its result."""
+    if obj.obj_id in session.track_states:
+        raise PromptError(
+            f"object {obj.obj_id} is a concept track; on SAM 3.1 videos prompts start or "
+            "refine clicked objects only: give a new obj_id, or remove_object it first"
+        )
+    group, device = session.multiplex, session.image.device
+    if mask is not None:
+        prompt = mask_prompt(mask, session.size, group.input_mask_size, device)
+        return group.add_mask(obj.obj_id, frame, prompt)
+    coords, labels = click_inputs(
+        obj, frame, points, point_labels, boxes, clear_old, session.size,
+        session.tracker.image_size,
+    )  # fmt: skip
+    return group.add_clicks(obj.obj_id, frame, coords.to(device), labels.to(device))
+
+
+__all__ = ["SAM31_ASSOCIATION", "MultiplexConcepts", "clicked_group", "prompt_clicked"]

@@ -12,8 +12,10 @@ recent memories, object pointers, its multimask rules). Frames are decoded on de
 current frame's backbone features are cached, and the memory bank keeps only what can still
 be read (`sam3_core.video.memory_bank`), so memory stays flat however long the video is.
 A SAM 3.1 model tracks with its Object Multiplex tracker instead: clicked and mask-prompted
-objects in `sam3_core.video.multiplex_backend`, concept tracks in
-`sam3_core.video.multiplex_concepts` (SAM 3's association with SAM 3.1's thresholds).
+objects in `sam3_core.video.multiplex_backend`, concept tracks (SAM 3's association with Meta's
+SAM 3.1 heuristics, `SAM31_ASSOCIATION`) and this session's 3.1 glue in
+`sam3_core.video.multiplex_concepts`. Concept tracks not confirmed yet
+(`AssociationConfig.masklet_confirmation`) are hidden as the frames are yielded.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ from sam3_core.prompts import ConceptBatch, PromptError, mask_prompt, normalize_
 from sam3_core.results import Concept, Exemplar, Instances
 from sam3_core.video.association import AssociationConfig, TrackState
 from sam3_core.video.clicks import click_inputs
-from sam3_core.video.concepts import concept_step, merge_concepts
+from sam3_core.video.concepts import concept_step, hide_unconfirmed, merge_concepts
 from sam3_core.video.frames import FrameSource
 from sam3_core.video.memory_bank import FrameMemory, MemoryBank
 from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS, MultiplexVideo
-from sam3_core.video.multiplex_concepts import SAM31_ASSOCIATION, MultiplexConcepts
+from sam3_core.video.multiplex_concepts import (
+    SAM31_ASSOCIATION,
+    MultiplexConcepts,
+    clicked_group,
+    prompt_clicked,
+)
 from sam3_core.video.outputs import Outputs, collect_outputs, frame_instances
 from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
 
@@ -65,8 +72,8 @@ class VideoSession:
             image.model.require_parts(
                 "vision encoder", "tracker", "multiplex tracker", task="video"
             )
-            self.multiplex = self._multiplex_group(max_num_objects or DEFAULT_MAX_NUM_OBJECTS)
-            self.multiplex_concepts = MultiplexConcepts(self, self._features)
+            self.multiplex = clicked_group(self, max_num_objects or DEFAULT_MAX_NUM_OBJECTS)
+            self.multiplex_concepts = MultiplexConcepts(self, self.frame_features)
             self.multiplex.others = self.multiplex_concepts.count
             association = association or SAM31_ASSOCIATION
         elif max_num_objects is not None:
@@ -97,6 +104,7 @@ class VideoSession:
         self.track_states: dict[int, TrackState] = {}
         self.removed_ids: set[int] = set()  # concept tracks ended as false starts/duplicates
         self.lost_ids: set[int] = set()  # concept tracks ended after end_lost_after empty frames
+        self.unconfirmed: dict[int, set[int]] = {}  # frame -> tracks not confirmed yet there
         self._max_id = 0
         self._concept_frames: dict[int, Outputs] = {}  # outputs of add_concept's frames
         self._current: CurrentFrame | None = None
@@ -110,6 +118,11 @@ class VideoSession:
     def size(self) -> tuple[int, int]:
         """(H, W) of the video frames (and of the output masks)."""
         return self.frames.size
+
+    @property
+    def current(self) -> CurrentFrame | None:
+        """The one frame whose features are cached (None before the first)."""
+        return self._current
 
     def memory_bytes(self) -> int:
         """Bytes of tensors the session holds (memory bank + cached frame features)."""
@@ -150,10 +163,10 @@ class VideoSession:
             raise PromptError("Give a mask, or points/boxes, for one object on a frame, not both.")
         obj = self.objects.get(obj_id) or TrackedObject(obj_id, label=0)
         if self.multiplex is not None:
-            return self._add_multiplex_prompt(
-                obj, frame, points, point_labels, boxes, mask, clear_old
-            )
-        feats = self._features(frame)
+            result = prompt_clicked(self, obj, frame, points, point_labels, boxes, mask, clear_old)
+            self.objects[obj_id] = obj
+            return self._instances(collect_outputs([(obj, result)]))
+        feats = self.frame_features(frame)
         is_init = frame not in obj.memory.tracked
         recent = obj.memory.recent.get(frame)
         reverse = bool(recent.reverse) if recent is not None and not is_init else False
@@ -181,32 +194,6 @@ class VideoSession:
         self.remember([(obj, result)], frame, feats, binarize=True, cond=is_init, reverse=reverse)
         return self._instances(collect_outputs([(obj, result)]))
 
-    def _add_multiplex_prompt(
-        self, obj: TrackedObject, frame, points, point_labels, boxes, mask, clear_old
-    ) -> Instances:
-        """`add_prompt` on a SAM 3.1 session: clicks and boxes through the interactive head, a
-        mask as the object's output (mask as output)."""
-        if obj.obj_id in self.track_states:
-            raise PromptError(
-                f"object {obj.obj_id} is a concept track; on SAM 3.1 videos prompts start or "
-                "refine clicked objects only: give a new obj_id, or remove_object it first"
-            )
-        device = self.image.device
-        if mask is not None:
-            size = self.multiplex.input_mask_size
-            prompt = mask_prompt(mask, self.size, size, device)
-            result = self.multiplex.add_mask(obj.obj_id, frame, prompt)
-        else:
-            coords, labels = click_inputs(
-                obj, frame, points, point_labels, boxes, clear_old, self.size,
-                self.tracker.image_size,
-            )  # fmt: skip
-            result = self.multiplex.add_clicks(
-                obj.obj_id, frame, coords.to(device), labels.to(device)
-            )
-        self.objects[obj.obj_id] = obj
-        return self._instances(collect_outputs([(obj, result)]))
-
     @torch.inference_mode()
     def add_concept(
         self,
@@ -226,12 +213,8 @@ class VideoSession:
         self.concepts = merge_concepts(self.concepts, batch)
         self.label_names = ["object", *self.concepts.names]
         if self.multiplex_concepts is not None:
-            outputs = self.multiplex_concepts.add_frame(frame)
-            record = self.multiplex.bank.records.get(frame)
-            clicked = record.results if record is not None and record.cond else {}
-            clicked = [(self.objects[i], r) for i, r in clicked.items()]
-            return self._instances(collect_outputs(clicked) | outputs)
-        feats = self._features(frame)
+            return self._instances(self.multiplex_concepts.add_frame(frame))
+        feats = self.frame_features(frame)
         tracks = [(o, self._cond_result(o, frame)) for o in self._concept_objects()]
         pending = [o for o, r in tracks if r is None]
         tracks = [(o, r) for o, r in tracks if r is not None]
@@ -293,17 +276,14 @@ class VideoSession:
                     continue
                 ready, held = (held, []) if delay <= 0 or t == order[-1] else (held[:1], held[1:])
                 for f, outputs in ready:
-                    yield f, self._instances(outputs)
+                    yield f, self._instances(self._shown(outputs, f, reverse))
+            self.unconfirmed.clear()
 
     @torch.inference_mode()
     def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Outputs:
         if self.multiplex is not None:
-            results = self.multiplex.step(t, reverse, anchors)
-            outputs = collect_outputs([(self.objects[i], r) for i, r in results.items()])
-            if self.concepts is not None:
-                outputs |= self.multiplex_concepts.step(t, reverse, anchors)
-            return outputs
-        feats = self._features(t)
+            return self.multiplex_concepts.step_all(t, reverse, anchors)
+        feats = self.frame_features(t)
         done = self._concept_frames.pop(t, None)
         reused, pending = [], []
         for obj in self.objects.values():
@@ -329,32 +309,7 @@ class VideoSession:
         return outputs
 
     # ------------------------------------------------------------------ model calls
-    def _multiplex_group(self, max_num_objects: int) -> MultiplexVideo:
-        """The group of clicked SAM 3.1 objects (it owns the frame features; concept groups are
-        its `sibling`s). While concepts are tracked, frames come from `_features`."""
-
-        def encode(t: int) -> ImageState:
-            if self.concepts is not None:
-                return self._features(t).image
-            return self._encode(self.frames[t], detector=False)
-
-        def interactive(image: ImageState) -> TrackerImageFeatures:
-            cur = self._current  # computed already when the frame came from `_features`
-            if cur is not None and cur.image is image:
-                return cur.tracker
-            return self.image.tracker_features(image)
-
-        return MultiplexVideo(
-            self.image.model,
-            self.image.device,
-            self.image.precision,
-            len(self.frames),
-            encode,
-            interactive,
-            max_num_objects,
-        )
-
-    def _features(self, t: int) -> CurrentFrame:
+    def frame_features(self, t: int) -> CurrentFrame:
         """Frame `t`'s features; the detector's FPN only while concepts are tracked."""
         detector = self.concepts is not None
         cur = self._current
@@ -366,11 +321,11 @@ class VideoSession:
                 cur.image.features.fpn[:], cur.image.features.fpn_pos[:] = fpn, pos
             return cur
         self._current = None
-        image = self._encode(self.frames[t], detector)
+        image = self.encode_frame(self.frames[t], detector)
         self._current = CurrentFrame(t, image, self.image.tracker_features(image))
         return self._current
 
-    def _encode(self, frame: np.ndarray, detector: bool) -> ImageState:
+    def encode_frame(self, frame: np.ndarray, detector: bool) -> ImageState:
         """Backbone pass on one frame; with `detector` also the detector's FPN levels."""
         if detector:
             return self.image.set_image(frame)
@@ -514,6 +469,12 @@ class VideoSession:
         return self._max_id
 
     # ------------------------------------------------------------------ helpers
+    def _shown(self, outputs: Outputs, f: int, reverse: bool) -> Outputs:
+        """Outputs without unconfirmed tracks (as Meta, only when outputs are held back)."""
+        cfg = self.association
+        n = cfg.masklet_confirmation if cfg.hotstart_delay > 0 else 0
+        return hide_unconfirmed(outputs, self.unconfirmed, f, reverse, n, self.num_frames)
+
     def _instances(self, outputs: Outputs) -> Instances:
         concept_ids = self.track_states.keys() | self.removed_ids | self.lost_ids
         mask_size = self.tracker.prompt_encoder.mask_input_size

@@ -57,7 +57,8 @@ class CurrentFrame:
 
 class ConceptHost(Protocol):
     """What one frame of concept tracking needs from its session (`VideoSession` is one):
-    the thresholds, the tracks' state, and the session's detector, tracker and memory."""
+    the thresholds, the tracks' state, and the session's detector, tracker and memory.
+    `unconfirmed`: frame -> the concept tracks not confirmed yet on it (none: no entry)."""
 
     association: AssociationConfig
     concepts: ConceptBatch | None
@@ -65,14 +66,18 @@ class ConceptHost(Protocol):
     track_states: dict[int, TrackState]
     removed_ids: set[int]
     lost_ids: set[int]
+    unconfirmed: dict[int, set[int]]
 
     def detect_concepts(self, image: ImageState) -> DetectorOutput: ...
 
     def new_id(self) -> int: ...
 
-    def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult: ...
+    def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
+        """The tracker's result for a new track on the current frame, given the detector's
+        mask logits [1, 1, h, w] (each host thresholds them as its reference does)."""
+        ...
 
-    def remember(
+    def remember(  # cond: ids, or (re-conditioning from logits) id -> detection logits
         self,
         items: list[tuple[TrackedObject, FrameResult]],
         t: int,

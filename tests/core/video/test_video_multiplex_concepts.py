@@ -16,6 +16,7 @@ from sam3_core.build import build_model
 from sam3_core.config import sam3_1_tiny
 from sam3_core.modeling.detector import DetectorOutput
 from sam3_core.modeling.mask_head import MaskLogits
+from sam3_core.postprocess import masks_to_boxes
 from sam3_core.prompts import PromptError
 from sam3_core.video.association import AssociationConfig
 from sam3_core.video.multiplex_backend import MultiplexVideo
@@ -48,10 +49,10 @@ def force_detections(monkeypatch, vp, found):
         for q, mask in enumerate(found(calls["n"])):
             masks[0, q], scores[0, q] = mask, 10.0
         calls["n"] += 1
+        boxes = masks_to_boxes(masks[0] > 0).float()[None] / s  # normalised xyxy
         return DetectorOutput(
-            scores, torch.full((1, 1), 10.0), torch.zeros(1, 8, 4), MaskLogits.dense(masks),
-            masks[:, :1],
-        )  # fmt: skip
+            scores, torch.full((1, 1), 10.0), boxes, MaskLogits.dense(masks), masks[:, :1]
+        )
 
     monkeypatch.setattr(vp.image, "detect_concepts", fake_detect)
 
@@ -134,9 +135,11 @@ def test_concept_tracks_keep_ids_appear_and_end(vp, monkeypatch):
 
 
 def replace_cfg(**kw) -> AssociationConfig:
+    """SAM 3.1's thresholds with every output shown at once (no hot-start delay, no masklet
+    confirmation: tests/core/video/test_association_sam31.py tests those)."""
     from dataclasses import replace
 
-    return replace(SAM31_ASSOCIATION, hotstart_delay=0, **kw)
+    return replace(SAM31_ASSOCIATION, **{"hotstart_delay": 0, "masklet_confirmation": 0, **kw})
 
 
 def test_new_group_when_the_buckets_are_full(vp, monkeypatch):
