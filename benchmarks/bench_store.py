@@ -7,7 +7,10 @@ with a fresh backend and a fresh store object on the same folder for each precom
 (as after a server restart). Last line:
 `store_read_fraction=R ls_click_precomputed_ms=P ls_click_cold_ms=C store_mb_per_image=M`
 (R = a disk-hit `set_image` / the backbone's time for that image).
-`python benchmarks/bench_store.py` (full size; `--config sam3_tiny` for a smoke test).
+`python benchmarks/bench_store.py` (full size; `--config sam3_tiny` for a smoke test);
+`--click-only` times the precomputed clicks alone, in seconds instead of minutes: the entry is
+a random trunk and its click levels (no backbone pass, so no read fraction and no cold click;
+last line `ls_click_precomputed_ms=P store_mb_per_image=M`).
 """
 
 from __future__ import annotations
@@ -58,16 +61,87 @@ def backend_for(predictor, folder: Path):
     return Backend(predictor, "bench", ImageFetcher(local_root=str(folder)), Settings())
 
 
+def store_synthetic(predictor, path: Path) -> None:
+    """Put a precomputed-looking entry for the image at `path` without a backbone pass: a
+    random trunk, and the click levels the tracker's neck makes of it (timing only)."""
+    from sam3_core.store import entries
+
+    vit = predictor.model.config.vit
+    grid = vit.image_size // vit.patch_size
+    trunk = torch.randn(1, grid, grid, vit.hidden_size, generator=torch.Generator().manual_seed(0))
+    predictor.store.put(predictor.image_key(path), {entries.VIT: trunk})
+    predictor.tracker_features(predictor.set_image(path))  # computes and stores the levels
+
+
+def click_rows(predictor, folder: Path, names: list[str], reads: int, cold: bool):
+    """Time `reads` clicks on the precomputed `names[0]` (a fresh predictor and store object
+    each, as after a restart) and, with `cold`, one on the unstored `names[1]`; prints the
+    rows -> (precomputed seconds, cold seconds or None). `predictor()` -> (predictor, s)."""
+    from sam3_core import load_image
+
+    fresh, _ = predictor()
+    try:
+        backend_for(fresh, folder)
+        via = "Label Studio backend (in process)"
+    except ImportError as err:
+        via = f"ImagePredictor directly (Label Studio backend unavailable: {err})"
+    print(f"click timed through the {via}", flush=True)
+
+    def predictor_click(pred, name):  # the predictor's share of a click
+        st = pred.set_image(folder / name)
+        h, w = st.size
+        return pred.predict(st, points=[[0.4 * w, 0.55 * h]], point_labels=[1])
+
+    def click(pred, name, task_id):
+        if not via.startswith("Label"):
+            return predictor_click(pred, name)
+        out = backend_for(pred, folder).predict(click_payload(name, task_id))
+        assert out["results"][0]["result"], out
+        return out
+
+    click(fresh, names[0], 99)  # untimed: first-call imports and allocations
+    share, decode, pre = [], [], []
+    for _ in range(reads):
+        fresh, _ = predictor()
+        # on a model thread as the backend runs it: one OpenMP team, as in the server (a second
+        # team on the main thread would spin against the first and inflate both)
+        run = backend_for(fresh, folder).run if via.startswith("Label") else (lambda f, *a: f(*a))
+        share.append(timed(run, predictor_click, fresh, names[0])[1])
+        decode.append(timed(load_image, folder / names[0])[1])
+    for k in range(reads):
+        fresh, _ = predictor()
+        pre.append(timed(click, fresh, names[0], 100 + k)[1])
+    again = [timed(click, fresh, names[0], 200 + k)[1] for k in range(reads)]
+    cold_s = None
+    if cold:
+        fresh, _ = predictor()
+        _, cold_s = timed(lambda: click(fresh, names[1], 1))
+    cold_text = "" if cold_s is None else f", cold {cold_s * 1e3:.0f} ms"
+    print(f"click: precomputed {statistics.median(pre) * 1e3:.0f} ms (median of {reads}, "
+          f"min {min(pre) * 1e3:.0f}){cold_text}; the next clicks on that image (memory) "
+          f"{statistics.median(again) * 1e3:.0f} ms", flush=True)  # fmt: skip
+    print(f"  the predictor's share (decode, set_image from disk, click): "
+          f"{statistics.median(share) * 1e3:.0f} ms, of which decoding the JPEG "
+          f"{statistics.median(decode) * 1e3:.0f} ms; the rest is the backend's own "
+          "(request, image fetch, brush RLE)", flush=True)  # fmt: skip
+    return pre, cold_s
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="sam3")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--reads", type=int, default=5, help="disk reads / precomputed clicks timed")
+    ap.add_argument(
+        "--click-only",
+        action="store_true",
+        help="only the precomputed clicks, on a synthetic entry (skips the backbone runs)",
+    )
     args = ap.parse_args(argv)
 
     from PIL import Image
 
-    from sam3_core import ImagePredictor, load_image
+    from sam3_core import ImagePredictor
     from sam3_core.build import build_model
     from sam3_core.store import EmbeddingStore
     from tests.core.helpers import make_image
@@ -91,8 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         pred, bind_s = predictor()
         print(f"signing the model (weights digest) {bind_s:.2f} s", flush=True)
 
-        # 1. first set_image (backbone, written), then the click levels (tracker neck, written)
         path0 = tmp / names[0]
+        if args.click_only:
+            store_synthetic(pred, path0)
+            mb = pred.store.nbytes(pred.image_key(path0)) / 1e6
+            print(f"synthetic entry {mb:.1f} MB ({args.dtype}); no backbone run", flush=True)
+            pre, _ = click_rows(predictor, tmp, names, args.reads, cold=False)
+            pre_ms = statistics.median(pre) * 1e3
+            print(f"ls_click_precomputed_ms={pre_ms:.0f} store_mb_per_image={mb:.1f}")
+            return 0
+        # 1. first set_image (backbone, written), then the click levels (tracker neck, written)
         calls: list[float] = []
         backbone = model.detector_model.vision_encoder.backbone
         hook = backbone.register_forward_pre_hook(lambda *a: calls.append(time.perf_counter()))
@@ -106,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{levels_s:.2f} s; entry {mb:.1f} MB ({args.dtype})", flush=True)  # fmt: skip
 
         # 2. the same image from disk: a fresh store object each time (empty memory)
-        def ready(predictor, path):  # what a click needs: the state and the click levels
-            return predictor.tracker_features(predictor.set_image(path))
+        def ready(predictor, path):  # the image's features: trunk and click levels
+            state = predictor.set_image(path)
+            return state.trunk, predictor.tracker_features(state)
 
         gets, sets = [], []
         for _ in range(args.reads):
@@ -120,45 +203,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{set_s * 1e3:.0f} ms (median of {args.reads})", flush=True)  # fmt: skip
 
         # 3. a click in the Label Studio backend: precomputed (disk) vs cold (not stored)
-        try:
-            backend_for(pred, tmp)
-            via = "Label Studio backend (in process)"
-        except ImportError as err:
-            via = f"ImagePredictor directly (Label Studio backend unavailable: {err})"
-        print(f"click timed through the {via}", flush=True)
-
-        def predictor_click(predictor, name):  # the predictor's share of a click
-            st = predictor.set_image(tmp / name)
-            h, w = st.size
-            return predictor.predict(st, points=[[0.4 * w, 0.55 * h]], point_labels=[1])
-
-        def click(predictor, name, task_id):
-            if not via.startswith("Label"):
-                return predictor_click(predictor, name)
-            out = backend_for(predictor, tmp).predict(click_payload(name, task_id))
-            assert out["results"][0]["result"], out
-            return out
-
-        warm, _ = predictor()
-        click(warm, names[0], 99)  # untimed: first-call imports and allocations
-        share, decode = [], []
-        for _ in range(args.reads):
-            fresh, _ = predictor()
-            share.append(timed(predictor_click, fresh, names[0])[1])
-            decode.append(timed(load_image, tmp / names[0])[1])
-        pre = []
-        for k in range(args.reads):
-            fresh, _ = predictor()
-            pre.append(timed(click, fresh, names[0], 100 + k)[1])
-        fresh, _ = predictor()
-        _, cold_s = timed(lambda: click(fresh, names[1], 1))
+        pre, cold_s = click_rows(predictor, tmp, names, args.reads, cold=True)
         pre_ms, cold_ms = statistics.median(pre) * 1e3, cold_s * 1e3
-        print(f"click: precomputed {pre_ms:.0f} ms (median of {args.reads}, "
-              f"min {min(pre) * 1e3:.0f}), cold {cold_ms:.0f} ms", flush=True)  # fmt: skip
-        print(f"  the predictor's share (decode, set_image from disk, click): "
-              f"{statistics.median(share) * 1e3:.0f} ms, of which decoding the JPEG "
-              f"{statistics.median(decode) * 1e3:.0f} ms; the rest is the backend's own "
-              "(request, image fetch, brush RLE)", flush=True)  # fmt: skip
+        fresh, _ = predictor()
         print(f"stored images: {len(fresh.store)}, {fresh.store.disk_bytes() / 1e6:.1f} MB")
     print(
         f"store_read_fraction={set_s / backbone_s:.4f} ls_click_precomputed_ms={pre_ms:.0f} "

@@ -46,23 +46,30 @@ class ImageState:
     """One encoded image: its size (H, W), backbone features and per-head caches (on the
     model's device); `key`: its embedding-store key (None without a store).
 
-    From a store the detector's FPN levels come lazily: reading `features` computes them on
-    first use (a concept prompt), while clicks read only `trunk` and the tracker's levels.
+    From a store, features come lazily, each part on first use: the trunk (`load`, from the
+    store or, if its entry went bad, recomputed from the kept `pixels`), the detector's FPN
+    levels (`fill`, for a concept prompt); a click on a precomputed image reads neither.
     """
 
     def __init__(
         self,
         size: tuple[int, int],
-        features: ImageFeatures,
+        features: ImageFeatures | None,
         cache: dict | None = None,
         key: str | None = None,
         fill: Callable[[ImageState], None] | None = None,
+        load: Callable[[ImageState], None] | None = None,
+        pixels: torch.Tensor | None = None,
     ) -> None:
+        if features is None and (load is None or pixels is None):
+            raise ValueError("An ImageState without features needs `load` and `pixels`.")
         self.size = (int(size[0]), int(size[1]))
         self.cache = {} if cache is None else cache
         self.key = key
         self._features = features
         self._fill = fill  # fills the detector's levels into `_features` (store states)
+        self._load = load  # sets `_features` from the stored trunk (store states)
+        self._pixels = pixels  # uint8 [3, S, S] model input, until the trunk is loaded
 
     def __repr__(self) -> str:
         return f"ImageState(size={self.size}, key={self.key})"
@@ -70,11 +77,15 @@ class ImageState:
     @property
     def trunk(self) -> torch.Tensor:
         """The ViT's last map [1, h, w, C_vit], without running any neck."""
+        if self._features is None:
+            self._load(self)
         return self._features.vit
 
     @property
     def features(self) -> ImageFeatures:
         """The backbone output with the detector's FPN levels (computed now if still missing)."""
+        if self._features is None:
+            self._load(self)
         if self._fill is not None and not self._features.fpn:
             self._fill(self)
         return self._features
@@ -155,18 +166,24 @@ class ImagePredictor:
                 feats = self.model.detector_model.vision_encoder(self._normalize(resized))
             return [ImageState(a.shape[:2], feats.item(i)) for i, a in enumerate(arrays)]
         keys = [image_key(r) for r in resized]
-        found = self._stored(keys)
-        missing = {k: r for k, r in zip(keys, resized) if k not in found}
-        for key, vit in zip(missing, self._trunks(list(missing.values()))):
-            found[key] = self.store.put(key, {parts.VIT: vit})
-        return [
+        stored = {k for k in dict.fromkeys(keys) if self.store.lookup(k, (parts.VIT,))}
+        missing = {k: r for k, r in zip(keys, resized) if k not in stored}
+        computed = {
+            key: ImageFeatures(
+                self.store.put(key, {parts.VIT: vit})[parts.VIT].to(self.device), [], []
+            )
+            for key, vit in zip(missing, self._trunks(list(missing.values())))
+        }
+        return [  # stored trunks are read on first use (a click may need only its levels)
             ImageState(
                 a.shape[:2],
-                ImageFeatures(found[k][parts.VIT].to(self.device), [], []),
+                computed.get(k),
                 key=k,
                 fill=self._fill_detector_levels,
+                load=self._load_trunk,
+                pixels=None if k in computed else r,
             )
-            for a, k in zip(arrays, keys)
+            for a, r, k in zip(arrays, resized, keys)
         ]
 
     def set_image(self, image: ImageLike) -> ImageState:
@@ -216,11 +233,6 @@ class ImagePredictor:
             out += [StoredImage(k, self.store.nbytes(k) or 0, k in missing) for k in keys]
         return out
 
-    def _stored(self, keys: Sequence[str]) -> dict:
-        """Store entries holding a trunk, by key, for the distinct `keys` found."""
-        entries = {k: self.store.get(k) for k in dict.fromkeys(keys)}
-        return {k: e for k, e in entries.items() if e is not None and parts.VIT in e}
-
     def _normalize(self, resized: Sequence[torch.Tensor]) -> torch.Tensor:
         """uint8 [3, S, S] images -> the backbone's input batch on the device."""
         pixels = torch.stack(list(resized)).to(self.device)
@@ -248,8 +260,21 @@ class ImagePredictor:
         ]
 
     @serialized
+    def _load_trunk(self, state: ImageState) -> None:
+        """Give a store state its trunk: from the store, or recomputed (and stored again) from
+        its pixels when the entry vanished or went bad since `set_image`."""
+        if state._features is not None:
+            return
+        entry = self.store.read(state.key, (parts.VIT,))
+        if entry is None:
+            entry = self.store.put(state.key, {parts.VIT: self._trunks([state._pixels])[0]})
+        state._features = ImageFeatures(entry[parts.VIT].to(self.device), [], [])
+        state._pixels = None
+
+    @serialized
     def _fill_detector_levels(self, state: ImageState) -> None:
         """Give a store state the detector's FPN levels: from memory, else the neck (kept)."""
+        self._load_trunk(state)
         feats = state._features
         if feats.fpn:
             return
@@ -354,12 +379,15 @@ class ImagePredictor:
             return state.cache["tracker"]
         tracker, neck = self.model.tracker_model, self.model.tracker_neck
         if self.store is not None and state.key is not None:
-            entry = self.store.get(state.key) or {}
-            if not all(k in entry for k in parts.TRACKER):
+            entry = self.store.read(state.key, parts.TRACKER, parts.LAYOUTS)
+            if entry is None:
                 levels = self._tracker_levels([state.trunk])[0]
                 entry = self.store.put(state.key, {parts.VIT: state.trunk, **levels})
             with autocast(self.device, self.precision):
-                state.cache["tracker"] = parts.tracker_features(entry, tracker, neck, self.device)
+                feats = parts.tracker_features(entry, tracker, neck, self.device)
+            if not parts.in_layouts(entry):  # keep them as the decoder reads them
+                self.store.put(state.key, parts.tracker_parts(feats), persist=False)
+            state.cache["tracker"] = feats
         else:
             vit = state.trunk.permute(0, 3, 1, 2)
             with autocast(self.device, self.precision):

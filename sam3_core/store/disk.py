@@ -13,11 +13,11 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
@@ -95,20 +95,64 @@ def check_header(size: int, header_len: int, spans: dict, meta: dict, key: str, 
         raise CorruptEntryError("written for another key or by another store")
 
 
+def read_header(path: Path, key: str, signature: str) -> tuple[dict[str, tuple[int, int]], dict]:
+    """(tensor byte spans, metadata) of an entry file, from its header and length only.
+
+    Raises FileNotFoundError when absent, CorruptEntryError when truncated, damaged or foreign.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        blob = head + fh.read(min(header_len, MAX_HEADER))
+        size = os.fstat(fh.fileno()).st_size
+    header_len, spans, meta = parse_header(blob)
+    check_header(size, header_len, spans, meta, key, signature)
+    return spans, meta
+
+
 def stored_parts(path: Path, key: str, signature: str) -> set[str] | None:
     """The tensor names of a complete-looking entry file, from its header and length only
     (checksums are checked when it is read), or None when absent or damaged."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            blob = head + fh.read(min(header_len, MAX_HEADER))
-            size = os.fstat(fh.fileno()).st_size
-        header_len, spans, meta = parse_header(blob)
-        check_header(size, header_len, spans, meta, key, signature)
+        return set(read_header(path, key, signature)[0])
     except (OSError, CorruptEntryError):
         return None
-    return set(spans)
+
+
+def read_parts(
+    path: Path,
+    key: str,
+    signature: str,
+    names: Iterable[str],
+    formats: Mapping[str, torch.memory_format] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Check and read the parts `names` of an entry file (those it holds) -> tensors in their
+    original dtypes, each in its own CPU memory.
+
+    The file is memory-mapped (safetensors): parts not asked for are never read, and each part
+    is copied once, its dtype conversion and `formats` (a memory format per name, e.g.
+    channels_last) done in that copy. Raises FileNotFoundError when absent, CorruptEntryError
+    when the header, length, a checksum, the key or the signature is wrong.
+    """
+    formats, out = formats or {}, {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:  # one file: header and bytes agree
+            meta = fh.metadata() or {}
+            if meta.get("key") != key or meta.get("signature") != signature:
+                raise CorruptEntryError("written for another key or by another store")
+            crcs, originals = json.loads(meta["crc32"]), json.loads(meta["dtypes"])
+            held = set(fh.keys())
+            for name in (n for n in names if n in held):
+                stored = fh.get_tensor(name)  # a view of the mapped file
+                if zlib.crc32(stored.reshape(-1).view(torch.uint8).numpy()) != crcs[name]:
+                    raise CorruptEntryError(f"checksum mismatch in {name!r}")
+                fmt = formats.get(name, torch.contiguous_format)
+                dtype = getattr(torch, originals[name])
+                out[name] = torch.empty(stored.shape, dtype=dtype, memory_format=fmt)
+                out[name].copy_(stored)
+    except (SafetensorError, ValueError, KeyError, AttributeError, TypeError) as err:
+        raise CorruptEntryError(f"unreadable entry ({err!r})") from None
+    return out
 
 
 def decode_entry(blob: bytes, key: str, signature: str) -> dict[str, torch.Tensor]:

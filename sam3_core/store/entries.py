@@ -20,6 +20,14 @@ from sam3_core.modeling.tracker import Sam3Tracker, TrackerImageFeatures
 VIT = "vit"
 TRACKER = ("tracker.0", "tracker.1", "tracker.2")
 DETECTOR = ("detector.0", "detector.1", "detector.2")
+# Click levels read straight into the layouts the decoder uses (channels last: the finest two
+# are added to channels-last maps, and the coarsest flattens to [1, hw, C] tokens as a view).
+LAYOUTS = dict.fromkeys(TRACKER, torch.channels_last)
+
+
+def in_layouts(entry: Mapping[str, Tensor]) -> bool:
+    """Whether the entry's click levels are in `LAYOUTS` already (as read from disk)."""
+    return all(entry[k].is_contiguous(memory_format=f) for k, f in LAYOUTS.items() if k in entry)
 
 
 def level_positions(levels: list[Tensor], neck: FPNNeck) -> list[Tensor]:

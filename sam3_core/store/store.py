@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,15 +151,58 @@ class EmbeddingStore:
         for a miss. A damaged disk entry counts as a miss (it is logged, then rewritten)."""
         self._require_bound()
         entry = self.memory.get(key)
-        if entry is not None:
+        if entry is not None:  # it may hold only some parts (`read`): add the file's others
             self._count("memory_hits")
-            return entry
-        entry = self._read(key)
+            on_disk = self.parts(key) if self.path is not None else set()
+            return self.read(key, [*entry, *on_disk]) or entry
+        entry = self._read(key, None)
         if entry is None:
             self._count("misses")
             return None
         self._count("disk_hits")
         self.memory.put(key, entry)
+        return entry
+
+    def lookup(self, key: str, names: Iterable[str]) -> bool:
+        """Whether the parts `names` are stored for `key`, in memory or in the disk file (judged
+        by its header and length; `read` checks the bytes). Counted like `get`: a memory hit
+        (the key's entry is held in memory), a disk hit or a miss; a damaged file is logged and
+        counted corrupt (then rewritten)."""
+        self._require_bound()
+        names, held = set(names), set(self.memory.get(key) or ())
+        found = names <= held
+        if not found and self.path is not None:
+            path = disk.entry_path(self.path, key)
+            try:
+                found = names <= held | set(disk.read_header(path, key, self._digest)[0])
+            except OSError:
+                pass
+            except disk.CorruptEntryError as err:
+                self._damaged(path, err)
+        self._count(("memory_hits" if held else "disk_hits") if found else "misses")
+        return found
+
+    def read(
+        self,
+        key: str,
+        names: Iterable[str],
+        formats: Mapping[str, torch.memory_format] | None = None,
+    ) -> Entry | None:
+        """The parts `names` of `key`'s entry: those held in memory, the others read from disk
+        (only they, checked, in `formats`: a memory format per name) and kept in memory. None
+        when one is not stored or the file is damaged (logged, counted corrupt). Not counted as
+        a hit: `lookup` (or `get`) counts each use of an image once."""
+        self._require_bound()
+        names = list(dict.fromkeys(names))
+        entry = self.memory.get(key) or {}
+        missing = [n for n in names if n not in entry]
+        if missing:
+            got = self._read(key, missing, formats)
+            if got is None or set(got) != set(missing):
+                return None
+            if not self.memory.extend(key, got):
+                self.memory.put(key, got)
+            entry = {**entry, **got}
         return entry
 
     def put(self, key: str, tensors: Mapping[str, torch.Tensor], *, persist: bool = True) -> Entry:
@@ -212,20 +255,31 @@ class EmbeddingStore:
             )
         return stored.to(t.dtype)
 
-    def _read(self, key: str) -> Entry | None:
+    def _read(
+        self,
+        key: str,
+        names: Iterable[str] | None,
+        formats: Mapping[str, torch.memory_format] | None = None,
+    ) -> Entry | None:
+        """The parts `names` (None: all) of `key`'s disk file, checked; None when it is absent
+        or damaged (logged, counted corrupt)."""
         if self.path is None:
             return None
         path = disk.entry_path(self.path, key)
         try:
-            blob = path.read_bytes()
+            if names is None:
+                names = disk.read_header(path, key, self._digest)[0]
+            return disk.read_parts(path, key, self._digest, names, formats)
         except FileNotFoundError:
             return None
-        try:
-            return disk.decode_entry(blob, key, self._digest)
         except disk.CorruptEntryError as err:
-            log.warning("Recomputing the damaged store entry %s: %s", path, err)
-            self._count("corrupt")
+            self._damaged(path, err)
             return None
+
+    def _damaged(self, path: Path, err: Exception) -> None:
+        """Log and count a damaged entry file (its image is recomputed and the file rewritten)."""
+        log.warning("Recomputing the damaged store entry %s: %s", path, err)
+        self._count("corrupt")
 
     def _count(self, name: str) -> None:
         with self._lock:

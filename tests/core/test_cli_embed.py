@@ -97,9 +97,11 @@ def test_segment_reads_the_store_embed_filled(ckpts, images, tmp_path, monkeypat
     store_dir = tmp_path / "store"
     assert embed(ckpts[0], store_dir, images, "--batch-size", 1) == 1
     hits = []
-    real = EmbeddingStore.get
+    real = EmbeddingStore.lookup
     monkeypatch.setattr(
-        EmbeddingStore, "get", lambda self, key: hits.append(key) or real(self, key)
+        EmbeddingStore,
+        "lookup",
+        lambda self, key, names: hits.append(key) or real(self, key, names),
     )
     model = ["--checkpoint", str(ckpts[0]), "--config", "sam3_tiny", "--device", "cpu"]
     flags = [str(images), "--concept", "cell", "--score-threshold", "0", "--batch-size", "1"]
