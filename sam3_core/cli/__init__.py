@@ -8,8 +8,6 @@ from collections.abc import Sequence
 
 from sam3_core.cli import embed, segment, track
 from sam3_core.cli import eval as eval_cmd
-from sam3_core.device import pick_device, precision_note
-from sam3_core.prompts import PromptError
 
 COMMANDS = (
     segment,
@@ -30,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sam3` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # no torch yet: --help and usage errors are quick
+    from sam3_core.device import pick_device, precision_note
+    from sam3_core.prompts import PromptError
+
     if hasattr(args, "precision"):
         note = precision_note(pick_device(args.device), args.precision)
         if note:

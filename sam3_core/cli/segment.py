@@ -16,7 +16,7 @@ from sam3_core.cli.args import (
     parse_fraction,
     parse_positive_int,
 )
-from sam3_core.jobs.spec import TILE_ABOVE, TILE_SIZE
+from sam3_core.large.tile_defaults import TILE_ABOVE, TILE_SIZE
 
 FORMATS = ("coco", "parquet", "labelstudio")
 EXPORT_OF = {"coco": "coco", "labelstudio": "labelstudio"}  # parquet: the shards themselves

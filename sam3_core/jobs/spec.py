@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sam3_core.jobs.image_prompts import ImagePrompts, Prompt, as_image_prompts
+from sam3_core.large.tile_defaults import TILE_ABOVE, TILE_SIZE
 from sam3_core.prompts import PromptError, normalize_concepts, to_exemplar
 from sam3_core.results import Exemplar
 
@@ -24,8 +25,6 @@ SHARDS_DIR = "shards"
 OWNED_NAMES = (JOB_FILE, SHARDS_DIR, "annotations.json", "labelstudio.json", "overlays")
 FINGERPRINT_BYTES = 8 << 20  # head and tail of a weights file hashed into the signature
 PRECISIONS = ("fp32", "bf16", "fp16")
-TILE_ABOVE = 4096  # px: images with a longer side are segmented in tiles by default
-TILE_SIZE = 1008  # px: the tile size when tiling is automatic (the model's input size)
 
 
 class JobSpecError(ValueError):

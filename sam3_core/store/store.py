@@ -20,9 +20,6 @@ log = logging.getLogger("sam3_core.store")
 STORE_FORMAT = 1
 
 
-STORE_ENV = "SAM3_EMBEDDING_STORE"  # environment variable naming the hosts' default store folder
-
-
 @dataclass(frozen=True)
 class StoredImage:
     """One image put in a store by `ImagePredictor.precompute`: its key, the entry's bytes

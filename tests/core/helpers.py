@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -51,3 +55,12 @@ def write_mp4(path, frames, fps=10) -> None:
         for f in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         out.mux(stream.encode())
+
+
+def loaded_after(code: str, modules: list[str]) -> dict[str, bool]:
+    """Run `code` in a fresh interpreter; which of `modules` it left in sys.modules."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m in sys.modules for m in {modules!r}]))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(zip(modules, json.loads(out.splitlines()[-1]), strict=True))

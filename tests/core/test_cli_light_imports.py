@@ -3,23 +3,11 @@ name still loads on first use (`sam3_core.lazy`)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 import sam3_core
 import sam3_core.metrics
-
-
-def loaded_after(code: str, modules: list[str]) -> dict[str, bool]:
-    """Run `code` in a fresh interpreter; which of `modules` it left in sys.modules."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps([m in sys.modules for m in {modules!r}]))"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(zip(modules, json.loads(out.splitlines()[-1]), strict=True))
+from tests.core.helpers import loaded_after
 
 
 def test_package_and_configs_import_without_torch() -> None:
@@ -53,3 +41,18 @@ def test_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="module 'sam3_core' has no attribute 'Nope'"):
         sam3_core.Nope  # noqa: B018
     assert not hasattr(sam3_core.metrics, "nope")
+
+
+def test_cli_help_needs_no_torch() -> None:
+    """`sam3 <command> --help` and usage errors answer before any model code loads."""
+    code = (
+        "import contextlib, io\n"
+        "from sam3_core.cli import build_parser\n"
+        "for command in ('segment', 'embed', 'track', 'eval'):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        build_parser().parse_args([command, '--help'])"
+    )
+    assert loaded_after(code, ["torch", "sam3_core.cli.segment"]) == {
+        "torch": False,
+        "sam3_core.cli.segment": True,
+    }

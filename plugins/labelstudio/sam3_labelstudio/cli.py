@@ -9,10 +9,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sam3_core.cli.args import parse_fraction, parse_positive_int
 from sam3_core.store import STORE_ENV
-from sam3_labelstudio.backend import Backend, Settings
 from sam3_labelstudio.import_job import add_import_parser, import_command
 from sam3_labelstudio.options import (
     add_model_options,
@@ -25,7 +25,9 @@ from sam3_labelstudio.options import (
 )
 from sam3_labelstudio.preannotate import POST_BATCH
 from sam3_labelstudio.tracker_options import add_video_options, association
-from sam3_labelstudio.video import attach_video
+
+if TYPE_CHECKING:
+    from sam3_labelstudio.backend import Backend
 
 log = logging.getLogger("sam3_labelstudio")
 
@@ -126,6 +128,9 @@ def model_version(checkpoint: str | None, config: str) -> str:
 
 def make_backend(args: argparse.Namespace, predictor=None) -> Backend:
     """Load the predictor (unless given) and wire the backend from parsed arguments."""
+    from sam3_labelstudio.backend import Backend, Settings  # torch: not for --help
+    from sam3_labelstudio.video import attach_video
+
     tracker = association(args)  # a bad --tracker-option or --thresholds fails before the
     thresholds = load_thresholds_option(args)  # model loads
     if predictor is None:
