@@ -25,7 +25,9 @@ propagated frame (CPU time on a CPU) for 1, 16, 64, 128 objects clicked on frame
 config's SAM 3.1 layout with buckets of `--bucket`, 16 as released). Both models' ViT trunks
 read one cache (each distinct frame computed once, before timing): the ms are the trackers'
 work (necks, memory, decoders, masks at the video size); the trunk's ms/frame is printed with
-the speedups it would give if added to both sides. `--size full` (the released sizes, 1008 px):
+the speedups it would give if added to both sides. Also the ms of clicking all the objects
+(one click each; SAM 3.1 encodes a clicked frame's memory when propagation first reads it, so
+that work is in the first propagated frame). `--size full` (the released sizes, 1008 px):
 3 propagated frames of a still video (one trunk pass) and one run, so that it ends on a CPU.
 Last line `multiplex_speedup_16=.. multiplex_speedup_128=..` (SAM 3 ms/frame / SAM 3.1 ms/frame,
 tracking only).
@@ -275,22 +277,24 @@ class CachedTrunk(torch.nn.Module):
         return self.cache[key]
 
 
-def multiplex_ms_per_frame(vp, frames, num_objects: int, n: int) -> float:
-    """ms per propagated frame for `num_objects` objects clicked on frame 0 (clicks not timed)
-    over `n` frames after it, by `clock_for` the device."""
+def multiplex_ms_per_frame(vp, frames, num_objects: int, n: int) -> tuple[float, float]:
+    """ms for clicking `num_objects` objects on frame 0 (one click each, all of them) and ms
+    per propagated frame over `n` frames after it, by `clock_for` the device."""
     rng = np.random.default_rng(num_objects)
     h, w = frames.size
     session = vp.start(frames)
-    for obj_id in range(1, num_objects + 1):
-        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
-        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
     clock = clock_for(vp.device)
     sync(vp.device)
     t0 = clock()
+    for obj_id in range(1, num_objects + 1):
+        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
+        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
+    sync(vp.device)
+    t1 = clock()
     for _ in session.propagate(start=0, max_frames=n + 1):
         pass
     sync(vp.device)
-    return 1000 * (clock() - t0) / n
+    return 1000 * (t1 - t0), 1000 * (clock() - t1) / n
 
 
 def multiplex_predictors(device, base: str, bucket: int, precision: str) -> dict:
@@ -334,16 +338,24 @@ def print_multiplex(
         f"of {bucket}; {n} propagated frames 320x240{' (a still video)' if still else ''}, "
         f"objects clicked on frame 0, median of {runs} run(s); {clock} ms, ViT trunk cached"
     )
-    print(f"{'objects':>8} {'sam3 ms/frame':>14} {'sam3.1 ms/frame':>16} {'speedup':>8}")
+    print(
+        f"{'objects':>8} {'sam3 ms/frame':>14} {'sam3.1 ms/frame':>16} {'speedup':>8} "
+        f"{'sam3 clicks ms':>15} {'sam3.1 clicks ms':>17}"
+    )
     ms: dict[int, dict[str, float]] = {}
     for count in counts:
-        taken: dict[str, list[float]] = {k: [] for k in vps}
+        taken: dict[str, list[tuple[float, float]]] = {k: [] for k in vps}
         for _ in range(runs):  # interleaved, so load from other processes hits both alike
             for k, vp in vps.items():
                 taken[k].append(multiplex_ms_per_frame(vp, frames, count, n))
-        ms[count] = {k: statistics.median(v) for k, v in taken.items()}
+        ms[count] = {k: statistics.median(f for _, f in v) for k, v in taken.items()}
+        clicks = {k: statistics.median(c for c, _ in v) for k, v in taken.items()}
         sam3, sam31 = ms[count]["sam3"], ms[count]["sam3.1"]
-        print(f"{count:>8} {sam3:>14.1f} {sam31:>16.1f} {sam3 / sam31:>7.2f}x", flush=True)
+        print(
+            f"{count:>8} {sam3:>14.1f} {sam31:>16.1f} {sam3 / sam31:>7.2f}x "
+            f"{clicks['sam3']:>15.1f} {clicks['sam3.1']:>17.1f}",
+            flush=True,
+        )
     shown = [c for c in (16, 128) if c in ms]
     with_trunk = " ".join(
         f"speedup_{c}={(ms[c]['sam3'] + trunk_ms) / (ms[c]['sam3.1'] + trunk_ms):.2f}"

@@ -5,8 +5,10 @@ mask-decoder and one memory-encoder pass per bucket, reading `MultiplexBank`'s m
 
 A click on a frame that holds no prompt yet first propagates the other objects there (Meta's
 "propagation and interaction"), then the frame becomes a conditioning frame of every bucket.
-A new object re-encodes the prompted frames' memories for the new buckets and forgets the
-tracked ones (the next `propagate` recomputes them).
+A new object makes the prompted frames' memories stale (the buckets changed) and forgets the
+tracked ones (the next `propagate` recomputes them). A stale memory is encoded once, before
+anything reads it: N objects clicked on a frame cost ceil(N / multiplex_count) bucket encodes
+there, not one full encode per click (which grew as N^2 / multiplex_count).
 
 Mask prompts and the detector's masks of concept tracks take Meta's "mask as output" path
 (`mask_results`): the mask itself is the frame's output (logits +-10), and the interactive head,
@@ -18,7 +20,7 @@ given the mask as a dense prompt, only makes its object pointer. Concept tracks
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -179,12 +181,14 @@ class MultiplexVideo:
         results[obj_id] = result
         prompted.add(obj_id)
         if new:
-            self._add_object(obj_id)
+            self.state = self._grown(self.state, [obj_id])
+            self.ids.append(obj_id)
+            self.bank.drop_tracked()
             for f in self.bank.cond_frames():  # the other prompted frames, for the new buckets
                 if f != t:
                     r = self.bank.records[f]
-                    self.bank.records[f] = self._encode(r.image, r.image_pos, r.results, r.prompted)
-        self.bank.records[t] = self._encode(feats.image, feats.image_pos, results, prompted)
+                    self.bank.records[f] = self._stale(r.image, r.image_pos, r.results, r.prompted)
+        self.bank.records[t] = self._stale(feats.image, feats.image_pos, results, prompted)
         return result
 
     def mask_results(self, t: int, ids: list[int], masks: Tensor) -> dict[int, FrameResult]:
@@ -232,19 +236,18 @@ class MultiplexVideo:
             return {}
         return _results(self.ids, self._propagate(t, t < cond[0], feats))
 
-    def _add_object(self, obj_id: int) -> None:
-        self.add_objects([obj_id])
-        self.bank.drop_tracked()
+    def _grown(self, state: MultiplexState | None, ids: list[int]) -> MultiplexState:
+        """`state` with room for `ids` more objects: free slots first, then new buckets."""
+        if state is None:
+            return MultiplexState.for_objects(len(ids), self.multiplex_count, device=self.device)
+        state.add_objects(len(ids))
+        return state
 
     def add_objects(self, ids: list[int]) -> None:
         """Append objects: free slots first, then new buckets. Stored memories are kept (the
         new slots read as empty there), as Meta adds detections to a tracked state."""
-        if self.state is None:
-            self.state = MultiplexState.for_objects(
-                len(ids), self.multiplex_count, device=self.device
-            )
-        else:
-            self.state.add_objects(len(ids))
+        self.refresh()  # stale memories are encoded for the buckets they were made for
+        self.state = self._grown(self.state, ids)
         self.ids.extend(ids)
 
     def free_slots(self) -> int:
@@ -257,6 +260,7 @@ class MultiplexVideo:
         """Stop tracking one object: its slot is freed, emptied buckets and their memory go."""
         if obj_id not in self.ids or self.state is None:
             return
+        self.refresh()  # stale memories are encoded for the buckets they were made for
         if len(self.ids) == 1:
             self.ids, self.state, self.bank.records = [], None, {}
             return
@@ -351,6 +355,7 @@ class MultiplexVideo:
 
     def _propagate(self, t: int, reverse: bool, feats: MultiplexFeatures) -> MultiplexFrameOutput:
         """Memory attention and the multiplex decoder on `t` for every bucket."""
+        self.refresh()
         q = self.bank.query(t, reverse)
         with autocast(self.device, self.precision):
             bank = self.mux.build_memory(q.frames, q.pointers, q.pointer_offsets, q.max_pointers)
@@ -358,28 +363,48 @@ class MultiplexVideo:
             return self.mux.propagate(embed, feats.high_res, self.state)
 
     # ------------------------------------------------------------------ memory
-    def _encode(
+    @torch.inference_mode()
+    def refresh(self) -> None:
+        """Encode every stale memory (prompted frames changed by clicks since they were last
+        read): once per frame, for the buckets as they are now."""
+        for f, r in list(self.bank.records.items()):
+            if r.stale:
+                self.bank.records[f] = self._encode(r)
+
+    def _per_object(self, results: dict[int, FrameResult]) -> list[FrameResult]:
+        """Every object's result on a prompted frame, in state order (absent where it has none)."""
+        absent = self._absent()
+        return [results.get(i) or absent for i in self.ids]
+
+    def _stale(
         self,
         image: Tensor,
         image_pos: Tensor,
         results: dict[int, FrameResult],
         prompted: set[int],
     ) -> MultiplexRecord:
-        """A prompted frame's record: every bucket's memory from the objects' results there
-        (objects without one count as absent), conditioning channels set for `prompted`."""
-        per_object = [results.get(i) or self._absent() for i in self.ids]
+        """A prompted frame's record with its pointers and the objects' results there, its
+        memory left to `refresh` (objects without a result count as absent)."""
+        pointers = torch.cat([r.pointer for r in self._per_object(results)])
+        kept = {i: r for i, r in results.items() if i in self.ids}
+        return MultiplexRecord(
+            None, None, image, image_pos, self.state.mux(pointers), kept, set(prompted), True
+        )
+
+    def _encode(self, record: MultiplexRecord) -> MultiplexRecord:
+        """A stale record with every bucket's memory encoded from the objects' results there,
+        conditioning channels set for its prompted objects."""
+        per_object = self._per_object(record.results)
         low = torch.cat([r.low_res.float() for r in per_object])[:, None]
         size = (self.mux.image_size, self.mux.image_size)
         high = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
         scores = torch.cat([r.score for r in per_object])
-        pointers = torch.cat([r.pointer for r in per_object])
-        conditioning = [k for k, i in enumerate(self.ids) if i in prompted]
+        conditioning = [k for k, i in enumerate(self.ids) if i in record.prompted]
         with autocast(self.device, self.precision):
-            memory, pos = self.mux.encode_memory(image, high, scores, self.state, conditioning)
-        kept = {i: r for i, r in results.items() if i in self.ids}
-        return MultiplexRecord(
-            memory, pos, image, image_pos, self.state.mux(pointers), kept, set(prompted)
-        )
+            memory, pos = self.mux.encode_memory(
+                record.image, high, scores, self.state, conditioning
+            )
+        return replace(record, memory=memory, memory_pos=pos, stale=False)
 
     def _absent(self) -> FrameResult:
         """An object with no output on a prompted frame (it was prompted elsewhere)."""

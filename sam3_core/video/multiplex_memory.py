@@ -25,7 +25,9 @@ class MultiplexRecord:
     the pointers are still read); image / image_pos: [1, C, h, w] the frame's propagation-neck
     level; pointers: [B, m, C] object pointers in mux space. A conditioning (prompted) frame
     also keeps each object's output there (`results`, by object id) and the ids prompted there
-    (`prompted`), to re-encode its memory when objects come or go.
+    (`prompted`), to re-encode its memory when objects come or go. `stale`: the memory is not
+    encoded yet (a click changed the frame or the buckets); it is encoded once, before it is
+    read, however many clicks came first.
     """
 
     memory: Tensor | None
@@ -35,6 +37,7 @@ class MultiplexRecord:
     pointers: Tensor
     results: dict[int, FrameResult] = field(default_factory=dict)
     prompted: set[int] = field(default_factory=set)
+    stale: bool = False
 
     @property
     def cond(self) -> bool:
@@ -112,6 +115,8 @@ class MultiplexBank:
 
     @staticmethod
     def _frame(r: MultiplexRecord, distance: int, cond: bool) -> MemoryFrame:
+        if r.stale:
+            raise ValueError("a prompted frame's memory was read before it was encoded")
         if r.memory is None or r.image is None:
             raise ValueError("a memory frame was pruned while still needed")
         return MemoryFrame(distance, cond, r.memory, r.memory_pos, r.image, r.image_pos)

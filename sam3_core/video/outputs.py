@@ -21,6 +21,34 @@ from sam3_core.video.state import FrameResult, TrackedObject
 # obj_id -> (object, low-res logits [1, h, w], score in [0, 1])
 Outputs = dict[int, tuple[TrackedObject, Tensor, Tensor]]
 
+# Elements of resized logits made at once by `upsample_masks`: on a CPU a slice this small is
+# thresholded while still in cache (~1.7x faster than one resize of every object at 128).
+CPU_SLICE_ELEMENTS = 1 << 20
+
+
+def upsample_masks(low: Tensor, size: tuple[int, int]) -> Tensor:
+    """Logits [N, h, w] -> bool masks [N, *size]: bilinear resize (align_corners=False), then
+    > 0, equal to one resize of all. Objects with no positive logit are all False without a
+    resize (bilinear weights are non-negative); the others are resized a slice at a time."""
+    n = low.shape[0]
+    masks = torch.zeros(n, *size, dtype=torch.bool, device=low.device)
+    present = (low > 0).flatten(1).any(1).tolist()
+    per_slice = n if low.device.type != "cpu" else max(1, CPU_SLICE_ELEMENTS // (size[0] * size[1]))
+    start = 0
+    for k, p in enumerate([*present, False]):  # runs of consecutive present objects
+        if not p:
+            for a in range(start, k, per_slice):
+                b = min(a + per_slice, k)
+                up = F.interpolate(low[None, a:b], size=size, mode="bilinear", align_corners=False)
+                torch.gt(up[0], 0, out=masks[a:b])
+            start = k + 1
+    return masks
+
+
+def any_pixel(masks: Tensor) -> Tensor:
+    """bool [N, H, W] -> bool [N]: which masks have a pixel (a byte max: faster than `any`)."""
+    return masks.flatten(1).view(torch.uint8).amax(1) > 0
+
 
 def collect_outputs(items: list[tuple[TrackedObject, FrameResult]]) -> Outputs:
     """Outputs of freshly decoded objects: their low-res logits and sigmoid object scores."""
@@ -38,8 +66,8 @@ def concept_masks(
         return [], torch.zeros(0, 1, 1), torch.zeros(0), torch.zeros(0, *size, dtype=torch.bool)
     low = torch.cat([outputs[i][1] for i in ids]).float()
     scores = torch.stack([outputs[i][2].float().reshape(()) for i in ids])
-    masks = F.interpolate(low[None], size=size, mode="bilinear", align_corners=False)[0] > 0
-    keep = masks.flatten(1).any(1)
+    masks = upsample_masks(low, size)
+    keep = any_pixel(masks)
     ids = [i for i, k in zip(ids, keep.tolist()) if k]
     low, scores, masks = low[keep], scores[keep], masks[keep]
     groups = torch.tensor([outputs[i][0].label for i in ids], dtype=torch.long)
@@ -65,7 +93,7 @@ def frame_instances(
     if clicked:
         low_c = torch.cat([outputs[i][1] for i in clicked]).float()
         scores_c = torch.stack([outputs[i][2].float().reshape(()) for i in clicked])
-        masks_c = F.interpolate(low_c[None], size=size, mode="bilinear")[0] > 0
+        masks_c = upsample_masks(low_c, size)
         dev = low_c.device
         low = torch.cat([low_c, low.to(dev)]) if ids else low_c
         scores = torch.cat([scores_c, scores.to(dev)]) if ids else scores_c
@@ -84,4 +112,12 @@ def frame_instances(
     )
 
 
-__all__ = ["Outputs", "collect_outputs", "concept_masks", "frame_instances"]
+__all__ = [
+    "CPU_SLICE_ELEMENTS",
+    "Outputs",
+    "any_pixel",
+    "collect_outputs",
+    "concept_masks",
+    "frame_instances",
+    "upsample_masks",
+]

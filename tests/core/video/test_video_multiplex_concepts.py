@@ -80,7 +80,9 @@ def test_mask_prompt_is_the_output_and_is_tracked(vp):
     assert (inst.masks[0] == mask).mean() > 0.99  # the mask itself, not a decoder's guess
     assert s.multiplex.cond_frames() == [1]
     record = s.multiplex.bank.records[1]
-    assert record.prompted == {7} and record.memory.shape[0] == 1
+    assert record.prompted == {7} and record.stale  # its memory: encoded when first read
+    s.multiplex.refresh()
+    assert s.multiplex.bank.records[1].memory.shape[0] == 1
     # an empty mask: the object is absent there (no-object pointer, score logit -10)
     s.add_prompt(1, obj_id=8, mask=np.zeros((64, 80), bool))
     absent = s.multiplex.bank.records[1].results[8]
