@@ -87,7 +87,9 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """bool [N, H, W] -> tight xyxy pixel boxes [N, 4] (zeros for empty masks), on the device."""
     _, h, w = masks.shape
-    rows, cols = masks.any(2), masks.any(1)
+    # max over bytes is ~6x faster than any() over bools on CPU (same answer)
+    b = masks.view(torch.uint8) if masks.dtype == torch.bool else (masks != 0).view(torch.uint8)
+    rows, cols = b.amax(2) > 0, b.amax(1) > 0
     ar_h = torch.arange(h, device=masks.device)
     ar_w = torch.arange(w, device=masks.device)
     y0 = torch.where(rows, ar_h, h).amin(1)

@@ -143,3 +143,9 @@ def test_masks_to_boxes_matches_numpy():
     got = masks_to_boxes(torch.from_numpy(masks)).numpy()
     for m, b in zip(masks, got):
         np.testing.assert_array_equal(b, mask_to_box(m))
+    # transposed (non-contiguous) and 0/1 float masks give the same boxes as numpy
+    flipped = torch.from_numpy(masks).transpose(1, 2)
+    for given in (flipped, flipped.float()):
+        got = masks_to_boxes(given).numpy()
+        for m, b in zip(masks.transpose(0, 2, 1), got):
+            np.testing.assert_array_equal(b, mask_to_box(m))
