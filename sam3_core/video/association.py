@@ -54,11 +54,12 @@ class AssociationConfig:
     detections whose box centre lies within that fraction of the frame from an edge (Meta:
     0.025); masklet_confirmation > 0 hides a new track until it has been detected on that many
     consecutive frames (Meta: 3; the session looks that many frames minus one ahead, so a track
-    confirmed then is shown from its first frame; as Meta, only while hotstart_delay > 0 holds
-    outputs back); recondition_from_logits re-conditions with
-    Meta's 3.1 masks: the track's logits where they agree with the detection's, the
-    detection's elsewhere (before the occlusion check, as Meta), given to the tracker as logits
-    (thresholded at 0 after resizing), not as a mask thresholded at 0.5, for tracks whose
+    confirmed then is shown from its first frame, and holds outputs back for at least that many
+    frames; as Meta, only while hotstart_delay > 0 holds outputs back); recondition_from_logits
+    re-conditions with Meta's 3.1 masks: the track's logits where they agree with the
+    detection's, the detection's elsewhere (before the occlusion check, as Meta), given to the
+    tracker as logits (thresholded at 0 after resizing), not as a mask thresholded at 0.5, for
+    tracks whose
     object probability (not logit) exceeds high_conf_thresh (recondition_on_trk_masks is then
     ignored). suppress_unmatched_only_within_hotstart=False hides a track on
     frames where its keep-alive counter is <= 0 (transformers' option; Meta's 3.1 code computes

@@ -177,15 +177,15 @@ def hide_unconfirmed(
     f: int,
     reverse: bool,
     confirmation: int,
-    num_frames: int,
+    last: int,
 ) -> Outputs:
     """`outputs` of frame f without the tracks still unconfirmed `confirmation` - 1 frames
-    later in the pass (Meta's look-ahead, clamped to the video's `num_frames`; nothing hidden
-    where that frame has no record, or with `confirmation` 0)."""
+    later in the pass (Meta's look-ahead, clamped to the pass's `last` frame, so that a pass
+    cut short still hides them; nothing hidden with `confirmation` 0)."""
     ahead = confirmation - 1
     if ahead < 0 or not unconfirmed:
         return outputs
-    later = min(max(f - ahead if reverse else f + ahead, 0), num_frames - 1)
+    later = max(f - ahead, last) if reverse else min(f + ahead, last)
     hidden = unconfirmed.get(later, set())
     return {i: v for i, v in outputs.items() if i not in hidden}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -90,35 +90,44 @@ class MultiplexConcepts:
 
     @property
     def concepts(self) -> ConceptBatch | None:
+        """The session's concepts (None before add_concept)."""
         return self.session.concepts
 
     @property
     def objects(self) -> dict[int, TrackedObject]:
+        """The session's objects by id, clicked and concept tracks."""
         return self.session.objects
 
     @property
     def track_states(self) -> dict[int, TrackState]:
+        """The session's concept-track counters by id."""
         return self.session.track_states
 
     @property
     def removed_ids(self) -> set[int]:
+        """The session's ended tracks (false starts, duplicates): hidden on every frame."""
         return self.session.removed_ids
 
     @property
     def unconfirmed(self) -> dict[int, set[int]]:
+        """The session's frame -> tracks not confirmed yet there (`masklet_confirmation`)."""
         return self.session.unconfirmed
 
     @property
     def lost_ids(self) -> set[int]:
+        """The session's tracks ended as lost (`end_lost_after`): earlier frames keep them."""
         return self.session.lost_ids
 
     def detect_concepts(self, image: ImageState) -> DetectorOutput:
+        """The session's detector on one frame, for its concepts."""
         return self.session.detect_concepts(image)
 
     def new_id(self) -> int:
+        """A fresh object id from the session."""
         return self.session.new_id()
 
     def remove_object(self, obj_id: int) -> None:
+        """Stop tracking one object: the session's `remove_object` (its group slot freed)."""
         self.session.remove_object(obj_id)
 
     def count(self) -> int:
@@ -293,11 +302,13 @@ def clicked_group(session: VideoSession, max_num_objects: int) -> MultiplexVideo
     `frame_features` (the detector's levels too), else from a backbone pass alone."""
 
     def encode(t: int) -> ImageState:
+        """Frame t's backbone features (with the detector's levels while concepts are tracked)."""
         if session.concepts is not None:
             return session.frame_features(t).image
         return session.encode_frame(session.frames[t], detector=False)
 
     def interactive(image: ImageState) -> TrackerImageFeatures:
+        """The interactive tracker's features of `image`, reused from the current frame."""
         cur = session.current  # computed already when the frame came from `frame_features`
         if cur is not None and cur.image is image:
             return cur.tracker
@@ -311,9 +322,15 @@ def clicked_group(session: VideoSession, max_num_objects: int) -> MultiplexVideo
 
 
 def prompt_clicked(
-    session: VideoSession, obj: TrackedObject, frame: int, points, point_labels, boxes, mask,
+    session: VideoSession,
+    obj: TrackedObject,
+    frame: int,
+    points: Any,
+    point_labels: Any,
+    boxes: Any,
+    mask: Any,
     clear_old: bool,
-) -> FrameResult:  # fmt: skip
+) -> FrameResult:
     """`VideoSession.add_prompt` on a SAM 3.1 session: clicks and boxes through the
     interactive head, a mask as the object's output (mask as output); returns its result."""
     if obj.obj_id in session.track_states:

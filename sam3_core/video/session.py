@@ -257,27 +257,39 @@ class VideoSession:
             passes.append((min(prompted, default=0) if start is None else start, False))
         if direction in ("backward", "both"):
             passes.append((max(prompted, default=0) if start is None else start, True))
-        for first, reverse in passes:
-            self._check_frame(first)
-            if reverse:
-                order = range(first - (direction == "both"), -1, -1)
-            else:
-                order = range(first, self.num_frames)
-            if max_frames is not None:
-                order = order[:max_frames]
-            anchors = (first,) if direction == "both" else ()
-            delay = self.association.hotstart_delay if self.concepts is not None else 0
-            held: list[tuple[int, Outputs]] = []
-            for t in order:
-                held.append((t, self._step(t, reverse, anchors)))
-                # as SAM 3, concept outputs wait `hotstart_delay` frames so that tracks found
-                # to be false starts or duplicates meanwhile are hidden on every frame
-                if delay > 0 and t != order[-1] and len(held) < delay:
-                    continue
-                ready, held = (held, []) if delay <= 0 or t == order[-1] else (held[:1], held[1:])
-                for f, outputs in ready:
-                    yield f, self._instances(self._shown(outputs, f, reverse))
+        try:
+            for first, reverse in passes:
+                yield from self._pass(first, reverse, direction, max_frames)
+                self.unconfirmed.clear()
+        finally:  # also when the caller stops early: no stale records for the next pass
             self.unconfirmed.clear()
+
+    def _pass(
+        self, first: int, reverse: bool, direction: str, max_frames: int | None
+    ) -> Iterator[tuple[int, Instances]]:
+        """One pass of `propagate` from `first`, outputs held back as SAM 3 does."""
+        self._check_frame(first)
+        if reverse:
+            order = range(first - (direction == "both"), -1, -1)
+        else:
+            order = range(first, self.num_frames)
+        if max_frames is not None:
+            order = order[:max_frames]
+        anchors = (first,) if direction == "both" else ()
+        cfg = self.association
+        delay = cfg.hotstart_delay if self.concepts is not None else 0
+        if delay > 0:  # a frame is shown once its confirmation look-ahead frame is processed
+            delay = max(delay, cfg.masklet_confirmation)
+        held: list[tuple[int, Outputs]] = []
+        for t in order:
+            held.append((t, self._step(t, reverse, anchors)))
+            # as SAM 3, concept outputs wait `hotstart_delay` frames so that tracks found
+            # to be false starts or duplicates meanwhile are hidden on every frame
+            if delay > 0 and t != order[-1] and len(held) < delay:
+                continue
+            ready, held = (held, []) if delay <= 0 or t == order[-1] else (held[:1], held[1:])
+            for f, outputs in ready:
+                yield f, self._instances(self._shown(outputs, f, reverse, order[-1]))
 
     @torch.inference_mode()
     def _step(self, t: int, reverse: bool, anchors: tuple[int, ...]) -> Outputs:
@@ -411,7 +423,7 @@ class VideoSession:
 
     def remember(
         self,
-        items,
+        items: list[tuple[TrackedObject, FrameResult]],
         t: int,
         feats: CurrentFrame,
         binarize: bool,
@@ -469,11 +481,12 @@ class VideoSession:
         return self._max_id
 
     # ------------------------------------------------------------------ helpers
-    def _shown(self, outputs: Outputs, f: int, reverse: bool) -> Outputs:
-        """Outputs without unconfirmed tracks (as Meta, only when outputs are held back)."""
+    def _shown(self, outputs: Outputs, f: int, reverse: bool, last: int) -> Outputs:
+        """Outputs of frame `f` without unconfirmed tracks (as Meta, only when outputs are
+        held back); `last`: the pass's last frame."""
         cfg = self.association
         n = cfg.masklet_confirmation if cfg.hotstart_delay > 0 else 0
-        return hide_unconfirmed(outputs, self.unconfirmed, f, reverse, n, self.num_frames)
+        return hide_unconfirmed(outputs, self.unconfirmed, f, reverse, n, last)
 
     def _instances(self, outputs: Outputs) -> Instances:
         concept_ids = self.track_states.keys() | self.removed_ids | self.lost_ids

@@ -88,6 +88,10 @@ class ConceptHost(Protocol):
         masks: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         reconditioned: bool = False,
-    ) -> None: ...
+    ) -> None:
+        """Store the memories of `items`' results on frame t (`binarize`: from their masks > 0);
+        `cond` marks conditioning frames (all, or the ids given), `reconditioned` that they come
+        from re-conditioning; `masks` [N, 1, h, w] and `scores` [N, 1] replace the results' own."""
+        ...
 
     def remove_object(self, obj_id: int) -> None: ...

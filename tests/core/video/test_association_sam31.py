@@ -152,6 +152,48 @@ def test_unconfirmed_tracks_are_hidden_on_video(vp, monkeypatch):  # noqa: F811
     assert off[2] == [1, 2] and off[3] == [1, 2, 3] and off[6] == [1, 2, 3]
 
 
+def flicker_session(vp, monkeypatch, cfg):  # noqa: F811
+    """A 7-frame session: blob A detected on every frame, B on frame 2 only, C on 3-5."""
+    s_ = side(vp)
+    a, b, c = blob(s_, s_, 8, 8, 3), blob(s_, s_, 24, 8, 3), blob(s_, s_, 16, 26, 3)
+    force_tracker(monkeypatch, lambda t: {1: a, 2: b, 3: c})
+    force_detections(monkeypatch, vp, lambda n: [a] + [b] * (n == 2) + [c] * (3 <= n <= 5))
+    s = vp.start(moving_video(7), association=cfg)
+    s.add_concept(0, concepts="blob")
+    return s
+
+
+@pytest.mark.parametrize(
+    ("delay", "max_frames", "expected"),
+    [
+        (2, None, {0: [1], 1: [1], 2: [1], 3: [1, 3], 4: [1, 3], 5: [1, 3], 6: [1, 3]}),
+        (1, None, {0: [1], 1: [1], 2: [1], 3: [1, 3], 4: [1, 3], 5: [1, 3], 6: [1, 3]}),
+        # the look-ahead stops at the pass's last frame (3), where B and C are unconfirmed
+        (15, 4, {0: [1], 1: [1], 2: [1], 3: [1]}),
+    ],
+)
+def test_confirmation_holds_with_short_delays_and_short_passes(
+    vp,  # noqa: F811
+    monkeypatch,
+    delay,
+    max_frames,
+    expected,
+):
+    """A hot-start delay shorter than the confirmation look-ahead, or a pass cut short by
+    max_frames, still hides the flicker B (outputs wait for the look-ahead frame)."""
+    s = flicker_session(vp, monkeypatch, replace(SAM31_ASSOCIATION, hotstart_delay=delay))
+    shown = {t: i.track_ids.tolist() for t, i in s.propagate(max_frames=max_frames)}
+    assert shown == expected
+
+
+def test_stopping_a_propagation_early_leaves_no_confirmation_records(vp, monkeypatch):  # noqa: F811
+    """Breaking out of `propagate` clears the pass's records, so the next pass starts clean."""
+    s = flicker_session(vp, monkeypatch, SAM31_ASSOCIATION)
+    for _ in s.propagate():
+        break
+    assert not s.unconfirmed
+
+
 def test_unmatched_tracks_hidden_after_the_hot_start_only_when_asked():
     states = {1: TrackState(0, 0, unmatched=3), 2: TrackState(0, 5, unmatched=3)}
     states[3] = TrackState(0, 0)  # never unmatched (transformers: never suppressed)
