@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sam3_core.jobs.inputs import PATH_COLUMNS, InputError, as_id, read_rows
+from sam3_core.jobs.inputs import PATH_COLUMNS, InputError, as_id, path_column, read_rows
 from sam3_core.prompts import PromptError, to_exemplar
 from sam3_core.results import Concept, Exemplar
 
@@ -34,12 +34,13 @@ PROMPTS_COLUMN = "prompts"
 
 class Prompt(NamedTuple):
     """What one image is segmented with: concepts (Concepts, or strings for the job's shared
-    prompts), exemplars joined to every concept, and the output name of each concept (None: the
-    predictor's names)."""
+    prompts), exemplars joined to every concept, the output name of each concept (None: the
+    predictor's names), and whether its boxes were given as fractions of the image's size."""
 
     concepts: list | None
     exemplars: list | None
     names: list[str] | None
+    relative: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +78,19 @@ class ImagePrompts:
         entries = self.sets[self.index[image_id]]
         scale = (size[1], size[0]) * 2 if relative else None
         concepts = [scaled(concept, scale) for _, concept in entries]
-        return Prompt(concepts, None, [name for name, _ in entries])
+        return Prompt(concepts, None, [name for name, _ in entries], relative)
+
+
+def explained(err: PromptError, prompt: Prompt | None) -> PromptError:
+    """`err` (a box refused by the predictor), with what relative boxes are when `prompt`'s
+    boxes were scaled from fractions: pixel boxes given by mistake then land far outside."""
+    if prompt is None or not prompt.relative:
+        return err
+    return PromptError(
+        f"{err} These boxes were read with --relative-boxes (relative_boxes=True) as fractions "
+        "in [0, 1] of the image's width and height: give fractions, or drop --relative-boxes "
+        "for pixel boxes."
+    )
 
 
 def scaled(concept: Concept, scale: tuple[int, ...] | None) -> Concept:
@@ -207,17 +220,29 @@ def read_prompt_file(path: Path) -> list[tuple[str, Any]]:
             f"{path}: a prompts file is .jsonl, .json or .parquet, with a path column "
             f"({', '.join(PATH_COLUMNS)}) and a '{PROMPTS_COLUMN}' column."
         )
-    rows = read_rows(path)
-    column = next((c for c in PATH_COLUMNS if rows and c in rows[0]), None)
-    if rows and (column is None or PROMPTS_COLUMN not in rows[0]):
+    return [prompt_row(path, row, number) for number, row in enumerate(read_rows(path), 1)]
+
+
+def prompt_row(path: Path, row: Mapping[str, Any], number: int) -> tuple[str, Any]:
+    """(image, prompt set) of row `number` of a prompts file; InputError naming the file and
+    row when it lacks a path or a `prompts` cell, or its prompts are a string but not JSON."""
+    where = f"{path} row {number}"
+    if PROMPTS_COLUMN not in row:
         raise InputError(
-            f"{path} needs a path column ({', '.join(PATH_COLUMNS)}) and a '{PROMPTS_COLUMN}' "
-            f"column; it has {', '.join(rows[0])}."
+            f"{where} has no '{PROMPTS_COLUMN}' column: give each row a path column "
+            f"({', '.join(PATH_COLUMNS)}) and a '{PROMPTS_COLUMN}' column (it has "
+            f"{', '.join(map(str, row)) or 'none'})."
         )
-    out = []
-    for row in rows:
-        prompts = row[PROMPTS_COLUMN]
-        if isinstance(prompts, str):  # a JSON string column (e.g. Parquet from pandas)
+    image = row[path_column(path, row, number)]
+    if not image:
+        raise InputError(f"{where} has an empty path: give the image's path or URI.")
+    prompts = row[PROMPTS_COLUMN]
+    if isinstance(prompts, str):  # a JSON string column (e.g. Parquet from pandas)
+        try:
             prompts = json.loads(prompts)
-        out.append((row[column], prompts))
-    return out
+        except ValueError as err:
+            raise InputError(
+                f"{where}: its prompts are not valid JSON ({err}); give a JSON list of "
+                'concepts, e.g. ["cat", {"text": "dog", "exemplars": [[x0, y0, x1, y1, 1]]}].'
+            ) from None
+    return str(image), prompts

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from sam3_core.formats.images import IMAGE_EXTENSIONS, ImageReadError, iter_image_files
 
-LIST_SUFFIXES = (".txt", ".parquet", ".jsonl")
+LIST_SUFFIXES = (".txt", ".parquet", ".jsonl", ".json")
 PATH_COLUMNS = ("path", "uri", "image", "filepath", "file_name")
 
 
@@ -27,8 +27,8 @@ def list_inputs(items: Sequence[str | os.PathLike]) -> list[str]:
     """Every image a job covers, as ids: absolute local paths or URIs, sorted, each once.
 
     items: image files, folders (searched recursively), glob patterns, `.txt` files (one path
-    or URI a line, `#` comments) or `.parquet` files (a `path`/`uri`/`image` column), and
-    `s3://`, `gs://` files or prefixes (through `pyarrow.fs`).
+    or URI a line, `#` comments), `.parquet` / `.jsonl` / `.json` files (a `path`/`uri`/`image`
+    column), and `s3://`, `gs://` files or prefixes (through `pyarrow.fs`).
     """
     found: set[str] = set()
     for item in items:
@@ -46,7 +46,9 @@ def expand(item: str) -> list[str]:
     try:
         files = iter_image_files(path, recursive=True)
     except ImageReadError as err:
-        raise InputError(f"{err} (or a .txt/.parquet list of paths, or an s3:// / gs:// URI)")
+        raise InputError(
+            f"{err} (or a .txt/.parquet/.jsonl/.json list of paths, or an s3:// / gs:// URI)"
+        )
     return [str(f.absolute()) for f in files]
 
 
@@ -56,7 +58,8 @@ def as_id(item: str) -> str:
 
 
 def read_list(path: Path) -> list[str]:
-    """Paths or URIs from a `.txt` (one a line), `.parquet` or `.jsonl` (a path column) list."""
+    """Paths or URIs from a `.txt` (one a line), `.parquet`, `.jsonl` or `.json` (a path column)
+    list; rows with an empty path are left out."""
     if path.suffix.lower() == ".txt":
         lines = (line.strip() for line in path.read_text().splitlines())
         return [line for line in lines if line and not line.startswith("#")]
@@ -67,17 +70,20 @@ def read_list(path: Path) -> list[str]:
         column = path_column(path, names)
         return [str(v) for v in pq.read_table(path, columns=[column])[column].to_pylist() if v]
     rows = read_rows(path)
-    column = path_column(path, rows[0] if rows else PATH_COLUMNS)
-    return [str(row[column]) for row in rows if row.get(column)]
+    paths = (row[path_column(path, row, number)] for number, row in enumerate(rows, 1))
+    return [str(p) for p in paths if p]
 
 
-def path_column(path: Path, names) -> str:
-    """The first of PATH_COLUMNS among a list file's column `names`; InputError if none."""
+def path_column(path: Path, names: Iterable[str], row: int | None = None) -> str:
+    """The first of PATH_COLUMNS among the column `names` of a list file (or of its row number
+    `row`, for files whose rows each have their own keys); InputError naming both if none."""
+    names = list(names)
     column = next((c for c in PATH_COLUMNS if c in names), None)
     if column is None:
+        where = path if row is None else f"{path} row {row}"
         raise InputError(
-            f"{path} has no path column: name one of {', '.join(PATH_COLUMNS)} (it has "
-            f"{', '.join(names)})."
+            f"{where} has no path column: name one of {', '.join(PATH_COLUMNS)} (it has "
+            f"{', '.join(map(str, names)) or 'none'})."
         )
     return column
 

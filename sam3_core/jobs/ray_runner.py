@@ -18,10 +18,16 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from sam3_core.jobs.spec import JobSpecError
+
+if TYPE_CHECKING:
+    import ray.data
+
+logger = logging.getLogger(__name__)
 
 
 def import_ray():
@@ -101,9 +107,12 @@ RAY_DATA_ITERATION_THREAD = "iter_threaded"
 
 
 @contextlib.contextmanager
-def finished_iteration(dataset, timeout: float = 60.0) -> Iterator[Iterator[pa.Table]]:
+def finished_iteration(
+    dataset: ray.data.Dataset, timeout: float = 60.0
+) -> Iterator[Iterator[pa.Table]]:
     """Iterate a dataset's record tables; on leaving (done, or a sink/interrupt error), close the
-    iteration and wait for Ray Data's iteration threads to finish, so Ray can be shut down safely.
+    iteration and wait up to `timeout` s for Ray Data's iteration threads to finish (even when
+    closing fails), so Ray can be shut down safely; a warning names a thread still running.
 
     No prefetching: record tables are small, and the prefetch thread would keep calling Ray after
     an early stop."""
@@ -112,11 +121,27 @@ def finished_iteration(dataset, timeout: float = 60.0) -> Iterator[Iterator[pa.T
     try:
         yield tables
     finally:
-        tables.close()  # runs Ray Data's own cleanup: stops the executor, signals its threads
-        deadline = time.monotonic() + timeout
-        for thread in set(threading.enumerate()) - before:
-            if thread.name == RAY_DATA_ITERATION_THREAD:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            tables.close()  # runs Ray Data's own cleanup: stops the executor, signals its threads
+        finally:
+            join_iteration_threads(set(threading.enumerate()) - before, timeout)
+
+
+def join_iteration_threads(threads: set[threading.Thread], timeout: float) -> None:
+    """Wait up to `timeout` s in all for those of `threads` named as Ray Data's iteration
+    thread; log a warning for one still running (shutting Ray down may then end the process)."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        if thread.name != RAY_DATA_ITERATION_THREAD:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning(
+                "Ray Data's iteration thread %s is still running %.0f s after the job stopped; "
+                "disconnecting from Ray now may end this process.",
+                thread.name,
+                timeout,
+            )
 
 
 class RayWorker:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,13 +22,17 @@ from sam3_core.formats.images import (
     load_image,
     read_image_size,
 )
-from sam3_core.jobs.image_prompts import Prompt
+from sam3_core.jobs.image_prompts import Prompt, explained
 from sam3_core.jobs.inputs import local_copy
 from sam3_core.jobs.records import records_table
 from sam3_core.jobs.spec import JobSpec
 from sam3_core.postprocess import mask_to_rle
 from sam3_core.prompts import PromptError
 from sam3_core.results import Instances
+
+if TYPE_CHECKING:
+    from sam3_core.large.sparse import TiledInstances
+    from sam3_core.predictor import ImageState
 
 # What makes one tiled image an error record; anything else (a model bug, out of memory) stops
 # the job, as it does for the batched images.
@@ -113,11 +118,15 @@ class Worker:
                     results.append({"height": h, "width": w, "error": f"PromptError: {err}"})
         return results
 
-    def answer(self, state, prompt: Prompt) -> Instances:
-        """One encoded image's instances of its prompt, named and kept by threshold."""
-        found = self.predictor.predict(
-            state, prompt.concepts, prompt.exemplars, **self.predict_kwargs()
-        )
+    def answer(self, state: ImageState, prompt: Prompt) -> Instances:
+        """One encoded image's instances of its prompt, named and kept by threshold; a
+        PromptError for boxes the image refuses."""
+        try:
+            found = self.predictor.predict(
+                state, prompt.concepts, prompt.exemplars, **self.predict_kwargs()
+            )
+        except PromptError as err:
+            raise explained(err, prompt) from None
         return self.keep(renamed(found, prompt.names))
 
     def tiled_record(self, image_id: str, local: Path) -> dict:
@@ -127,6 +136,7 @@ class Worker:
         from sam3_core.large import tiling
 
         spec = self.spec
+        prompt = None
         try:
             reader = tiling.TileReader(open_array(local))
             prompt = spec.prompt(image_id, reader.size)
@@ -144,6 +154,8 @@ class Worker:
                 **self.predict_kwargs(),
             )
         except TILED_ERRORS as err:
+            if isinstance(err, PromptError):
+                err = explained(err, prompt)
             return error_record(image_id, f"{type(err).__name__}: {err}")
         tiled = self.keep(renamed(tiled, prompt.names))
         height, width = tiled.image_size
@@ -184,7 +196,9 @@ def no_prompt_error(prompt: Prompt | None) -> str | None:
     )
 
 
-def renamed(found, names: Sequence[str] | None):
+def renamed(
+    found: Instances | TiledInstances, names: Sequence[str] | None
+) -> Instances | TiledInstances:
     """`Instances` / `TiledInstances` with their concepts named `names` (None: as they are)."""
     return found if names is None else dataclasses.replace(found, label_names=list(names))
 

@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .convert import check_output, record_to_detections
 from .labeling import (
@@ -29,11 +30,16 @@ from .labeling import (
 )
 from .predictors import DEFAULT_CONFIG
 
+if TYPE_CHECKING:
+    from fiftyone.core.collections import SampleCollection
+    from sam3_core.jobs import JobSpec
+    from sam3_core.metrics import Thresholds
+
 JOBS_DIR_ENV = "SAM3_FIFTYONE_JOBS"  # where job folders go (default ~/.cache/sam3/fiftyone-jobs)
 
 
 def label_view(
-    samples,
+    samples: SampleCollection,
     field: str,
     concepts: Sequence[str],
     *,
@@ -51,7 +57,7 @@ def label_view(
     workers: int | None = None,
     job_dir: str | os.PathLike | None = None,
     store: str | os.PathLike | None = None,
-    thresholds=None,
+    thresholds: Thresholds | dict | str | os.PathLike | None = None,
     progress: Progress | None = None,
     choices: Choices = SDK_CHOICES,
 ) -> JobReport:
@@ -95,7 +101,7 @@ def label_view(
     return report
 
 
-def check_images(samples, what: str) -> None:
+def check_images(samples: SampleCollection, what: str) -> None:
     """Raise unless `samples` holds images (videos are tracked, not labeled by a job)."""
     if samples.media_type != "image":
         raise ValueError(
@@ -111,10 +117,10 @@ def job_spec(
     device: str | None,
     precision: str,
     batch_size: int,
-    thresholds,
+    thresholds: Thresholds | dict | str | os.PathLike | None,
     store: str | os.PathLike | None,
-    **prompts_and_thresholds,
-):
+    **prompts_and_thresholds: Any,
+) -> JobSpec:
     """The `JobSpec` of a view's job (its inputs are written into the job folder later):
     prompts and score/mask thresholds as given, the model settings with the plugin's
     defaults."""
@@ -134,10 +140,10 @@ def job_spec(
 
 
 def run_view_job(
-    samples,
+    samples: SampleCollection,
     field: str,
-    spec,
-    paths_by_id: dict,
+    spec: JobSpec,
+    paths_by_id: dict[str, str],
     report: JobReport,
     output: str,
     ray: str | None,
@@ -158,7 +164,9 @@ def run_view_job(
         shutil.rmtree(out, ignore_errors=True)
 
 
-def as_thresholds(thresholds):
+def as_thresholds(
+    thresholds: Thresholds | dict | str | os.PathLike | None,
+) -> Thresholds | str | os.PathLike | None:
     """A `Thresholds` from one, from its dict, or from a file path; None stays None."""
     if isinstance(thresholds, dict):
         from sam3_core.metrics import Thresholds
@@ -167,7 +175,14 @@ def as_thresholds(thresholds):
     return thresholds
 
 
-def run_spec(spec, out: Path, writer: ShardImporter, ray, workers, progress) -> None:
+def run_spec(
+    spec: JobSpec,
+    out: Path,
+    writer: ShardImporter,
+    ray: str | None,
+    workers: int | None,
+    progress: Progress | None,
+) -> None:
     """Run the job; write each new shard back as it lands, then whatever is left."""
     from sam3_core.jobs import run_job
 
@@ -190,7 +205,7 @@ def run_spec(spec, out: Path, writer: ShardImporter, ray, workers, progress) -> 
     writer.poll(out)
 
 
-def default_job_dir(samples, field: str, spec) -> Path:
+def default_job_dir(samples: SampleCollection, field: str, spec: JobSpec) -> Path:
     """`$SAM3_FIFTYONE_JOBS/<dataset id>/<field>-<signature hash>`: one folder per job."""
     root = os.environ.get(JOBS_DIR_ENV) or Path.home() / ".cache" / "sam3" / "fiftyone-jobs"
     digest = hashlib.sha256(json.dumps(spec.signature(), sort_keys=True).encode()).hexdigest()
@@ -204,7 +219,14 @@ class ShardImporter:
     shared with an earlier run) are left alone.
     """
 
-    def __init__(self, samples, field: str, paths_by_id: dict, output: str, report: JobReport):
+    def __init__(
+        self,
+        samples: SampleCollection,
+        field: str,
+        paths_by_id: dict[str, str],
+        output: str,
+        report: JobReport,
+    ) -> None:
         self.samples, self.field, self.output, self.report = samples, field, output, report
         self.ids_of: dict[str, list[str]] = {}
         for sample_id, path in paths_by_id.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import fiftyone.core.labels as fol
 
@@ -24,9 +25,13 @@ from .labeling import (
     samples_to_label,
 )
 
+if TYPE_CHECKING:
+    from fiftyone.core.collections import SampleCollection
+    from sam3_core.metrics import Thresholds
+
 
 def label_from_exemplars(
-    samples,
+    samples: SampleCollection,
     field: str,
     exemplar_field: str,
     *,
@@ -49,7 +54,7 @@ def label_from_exemplars(
     workers: int | None = None,
     job_dir: str | os.PathLike | None = None,
     store: str | os.PathLike | None = None,
-    thresholds=None,
+    thresholds: Thresholds | dict | str | os.PathLike | None = None,
     progress: Progress | None = None,
     choices: Choices = SDK_CHOICES,
 ) -> JobReport:
@@ -106,7 +111,7 @@ def label_from_exemplars(
     return report
 
 
-def check_exemplar_field(samples, exemplar_field: str) -> None:
+def check_exemplar_field(samples: SampleCollection, exemplar_field: str) -> None:
     """Raise unless `exemplar_field` is a Detections field of the dataset."""
     schema = samples._dataset.get_field_schema()
     doc_type = getattr(schema.get(exemplar_field), "document_type", None)

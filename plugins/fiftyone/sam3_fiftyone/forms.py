@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fiftyone.operators import types
 
 from .evaluation import INFO_KEY
 from .labeling import Choices
 from .predictors import CHECKPOINT_ENV, DEFAULT_CONFIG
+
+if TYPE_CHECKING:
+    from fiftyone.operators import ExecutionContext
+
+    from .labeling import JobReport
 
 OVERWRITE_LABEL = "Overwrite the output field if it exists"
 SKIP_LABEL = "Skip samples already labeled (resume)"
@@ -18,7 +25,7 @@ EXECUTION_STORE, STORE_KEY = "sam3", "embedding_store"  # per-dataset memory of 
 
 
 def model_inputs(
-    ctx, inputs: types.Object, default_field: str, ray: bool, store: bool = True
+    ctx: ExecutionContext, inputs: types.Object, default_field: str, ray: bool, store: bool = True
 ) -> None:
     """Inputs shared by the labeling operators: output, thresholds, safety, model, where to run.
 
@@ -94,19 +101,19 @@ def checkpoint_input(inputs: types.Object) -> None:
     )
 
 
-def remembered_store(ctx) -> str:
+def remembered_store(ctx: ExecutionContext) -> str:
     """The embedding store folder last filled for this dataset ("" if none)."""
     if ctx.dataset is None:
         return ""
     return ctx.store(EXECUTION_STORE).get(STORE_KEY) or ""
 
 
-def remember_store(ctx, folder: str) -> None:
+def remember_store(ctx: ExecutionContext, folder: str) -> None:
     """Record `folder` as this dataset's embedding store (the forms' default from now on)."""
     ctx.store(EXECUTION_STORE).set(STORE_KEY, str(folder))
 
 
-def model_settings(params: dict) -> dict:
+def model_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Checkpoint, config, threshold and output from the form (blank fields: defaults)."""
     return {
         "checkpoint": params.get("checkpoint") or os.environ.get(CHECKPOINT_ENV) or None,
@@ -117,7 +124,7 @@ def model_settings(params: dict) -> dict:
     }
 
 
-def job_kwargs(ctx) -> dict:
+def job_kwargs(ctx: ExecutionContext) -> dict[str, Any]:
     """The keywords `label_view` and `label_from_exemplars` share, from the form: output,
     thresholds, model, safety (overwrite / skip labeled), where to run, progress."""
     p = ctx.params
@@ -139,32 +146,32 @@ def job_kwargs(ctx) -> dict:
     }
 
 
-def thresholds_from(ctx) -> dict | None:
+def thresholds_from(ctx: ExecutionContext) -> dict | None:
     """The calibrated thresholds the form picked (kept in the dataset's info), or None."""
     field = ctx.params.get("thresholds_from")
     return (ctx.dataset.info or {}).get(INFO_KEY, {}).get(field) if field else None
 
 
-def concepts_from(params: dict) -> list[str]:
+def concepts_from(params: dict[str, Any]) -> list[str]:
     """The non-blank concepts typed in the `concepts` list input."""
     return [c.strip() for c in params.get("concepts") or [] if c and c.strip()]
 
 
-def app_progress(ctx):
+def app_progress(ctx: ExecutionContext) -> Callable[[float, str], None] | None:
     """A progress callback for delegated runs (the App polls it), else None."""
     if not ctx.delegated:
         return None
     return lambda fraction, label: ctx.set_progress(progress=fraction, label=label)
 
 
-def finish(ctx, report) -> dict:
+def finish(ctx: ExecutionContext, report: JobReport) -> dict:
     """Reload the App after an immediate run; the report as the operator's result."""
     if not ctx.delegated:
         ctx.trigger("reload_dataset")
     return report.as_dict()
 
 
-def report_outputs(results: dict | None, counts=REPORT_COUNTS) -> types.Property:
+def report_outputs(results: dict | None, counts: tuple[str, ...] = REPORT_COUNTS) -> types.Property:
     """The result panel: the counts, and the first error only when there was one."""
     outputs = types.Object()
     for key in counts:

@@ -37,7 +37,8 @@ def test_each_image_runs_its_own_prompts(prompt_out, prompt_spec, job_data):
     records = by_name(out)
     assert len(records) == TOTAL and summary.errors == len(BAD) + 1
     assert {i["concept"] for i in records["im00.png"]["instances"]} == {"blob"}
-    assert {i["concept"] for i in records["im01.png"]["instances"]} <= {"cell", "dog"}
+    found01 = {i["concept"] for i in records["im01.png"]["instances"]}
+    assert found01 and found01 <= {"cell", "dog"}
     empty = records["im02.png"]
     assert empty["instances"] == [] and empty["error"] is None and empty["height"] == 46
     assert "outside" in records["im03.png"]["error"]  # a bad box fails its image only
@@ -142,6 +143,15 @@ def test_prompt_file_is_the_input_list_with_relative_boxes(job_data, spec, tmp_p
     assert as_image_prompts(tmp_path / "p.parquet").digest == digest
     assert as_image_prompts(tmp_path / "s.parquet").digest == digest
 
+    # a .json array of the same rows is the input list too
+    array = tmp_path / "prompts.json"
+    array.write_text(json.dumps(rows))
+    from_json = dataclasses.replace(relative, inputs=(), image_prompts=array)
+    assert from_json.image_prompts.digest == digest and from_json.inputs == (str(array),)
+    done = run_job(from_json, tmp_path / "json", progress=False)
+    assert (done.total, done.errors) == (2, 0)
+    assert list(iter_records(tmp_path / "json")) == list(iter_records(tmp_path / "rel"))
+
 
 def norm(entry) -> dict:
     """A prompt entry with every key, as a Parquet struct column holds it."""
@@ -187,6 +197,38 @@ def test_prompt_file_problems_are_clear_errors(tmp_path):
         JobSpec(inputs=(), image_prompts=tmp_path / "missing.jsonl")
     with pytest.raises(JobSpecError, match="A job needs inputs"):
         JobSpec(inputs=(), image_prompts={"a.png": ["cat"]})
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"path": "a.png", "prompts": ["cat"]}, {"path": "b.png"}], "row 2 has no 'prompts'"),
+        ([{"path": "a.png", "prompts": []}, {"name": "b.png", "prompts": []}], "row 2 has no path"),
+        ([{"path": None, "prompts": ["cat"]}], "row 1 has an empty path"),
+        ([{"path": "a.png", "prompts": "[cat"}], "row 1: its prompts are not valid JSON"),
+    ],
+)
+def test_every_row_of_a_prompt_file_is_checked(tmp_path, rows, message):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(JobSpecError, match=message) as err:
+        JobSpec(inputs=(), image_prompts=bad)
+    assert str(bad) in str(err.value)
+
+
+def test_pixel_boxes_given_as_relative_say_what_relative_means(job_data, spec, tmp_path):
+    _, images = job_data
+    pixel_boxes = {str(images / "im00.png"): [{"name": "blob", "exemplars": [[4, 4, 20, 20, 1]]}]}
+    job = dataclasses.replace(
+        spec, inputs=tuple(pixel_boxes), image_prompts=pixel_boxes, relative_boxes=True
+    )
+    for tile, out in ((None, "whole"), (64, "tiled")):
+        run_job(
+            dataclasses.replace(job, tile=tile, tile_overlap=16), tmp_path / out, progress=False
+        )
+        (record,) = iter_records(tmp_path / out)
+        assert "outside" in record["error"] and "fractions" in record["error"]
+        assert "--relative-boxes" in record["error"]
 
 
 def test_cli_segment_with_a_prompts_file(job_data, tmp_path, capsys):

@@ -25,6 +25,11 @@ def test_list_inputs_folders_globs_lists_and_uris(tmp_path):
     assert list_inputs([tmp_path / "list.txt"]) == [a1, b, "s3://bucket/x.png"]
     pq.write_table(pa.table({"uri": [b, a2]}), tmp_path / "list.parquet")
     assert list_inputs([tmp_path / "list.parquet"]) == [a2, b]
+    rows = [{"path": a1}, {"uri": b}, {"image": None}]  # each row names its own path column
+    (tmp_path / "list.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert list_inputs([tmp_path / "list.jsonl"]) == [a1, b]
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    assert list_inputs([tmp_path / "list.json"]) == [a1, b]
     uris = list_inputs([f"file://{tmp_path}/a"])
     assert uris == [f"file://{a1}", f"file://{a2}"]
     with local_copy(uris[0]) as local:
@@ -37,6 +42,9 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     pq.write_table(pa.table({"name": ["x"]}), tmp_path / "l.parquet")
     with pytest.raises(InputError, match="no path column"):
         list_inputs([tmp_path / "l.parquet"])
+    (tmp_path / "l.jsonl").write_text('{"path": "a.png"}\n{"name": "b.png"}\n')
+    with pytest.raises(InputError, match=r"l.jsonl row 2 has no path column"):
+        list_inputs([tmp_path / "l.jsonl"])
     with pytest.raises(JobSpecError, match="No prompt"):
         JobSpec(inputs=("x",))
     with pytest.raises(JobSpecError, match="score_threshold"):
