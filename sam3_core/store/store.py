@@ -163,7 +163,7 @@ class EmbeddingStore:
     def lookup(self, key: str, names: Iterable[str]) -> bool:
         """Whether the parts `names` are stored for `key`, in memory or in the disk file (judged
         by its header and length; `read` checks the bytes). Counted like `get`: a memory hit
-        (the key's entry is held in memory), a disk hit or a miss; a damaged file is logged and
+        (memory holds every part asked), a disk hit or a miss; a damaged file is logged and
         counted corrupt (then rewritten)."""
         self._require_bound()
         names, held = set(names), set(self.memory.get(key) or ())
@@ -176,7 +176,7 @@ class EmbeddingStore:
                 pass
             except disk.CorruptEntryError as err:
                 self._damaged(path, err)
-        self._count(("memory_hits" if held else "disk_hits") if found else "misses")
+        self._count(("memory_hits" if names <= held else "disk_hits") if found else "misses")
         return found
 
     def read(

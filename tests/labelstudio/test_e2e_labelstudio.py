@@ -465,3 +465,56 @@ def test_import_a_segment_job_into_projects(
     assert (
         list(ls.tasks.list(project=other)) == [] and len(list(ls.tasks.list(project=project))) == 3
     )
+
+
+def test_import_images_in_several_folders_of_the_root(label_studio, files_root, tmp_path, capsys):
+    """Images in two folders of Label Studio's document root (their common folder is the root,
+    which Label Studio refuses as a storage) get a storage per folder and are served; an image
+    directly in the root is refused before any project is made."""
+    from label_studio_sdk import LabelStudio
+    from PIL import Image
+    from sam3_labelstudio.cli import main
+
+    from sam3_core.formats.labelstudio_rle import mask2rle
+    from tests.core.helpers import make_image
+
+    base, pat = label_studio
+    ls = LabelStudio(base_url=base, api_key=pat)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:20, 10:30] = 255
+    region = {"type": "brushlabels", "from_name": "label", "to_name": "image",
+              "original_width": 64, "original_height": 48,
+              "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["cell"]}}  # fmt: skip
+    paths = [files_root / "root a" / "x.png", files_root / "root b" / "deep" / "y.png"]
+    for seed, path in enumerate(paths):
+        path.parent.mkdir(parents=True)
+        Image.fromarray(make_image(48, 64, seed=seed)).save(path)
+    job = tmp_path / "labelstudio.json"
+
+    def write(images: list[Path]) -> None:
+        tasks = [{"data": {"image": str(p)}, "predictions": [{"model_version": "sam3",
+                  "result": [region]}]} for p in images]  # fmt: skip
+        job.write_text(json.dumps(tasks))
+
+    env = ["--label-studio-url", base, "--label-studio-token", pat]
+    argv = ["import", str(job), "--local-files-root", str(files_root), *env]
+    write(paths)
+    assert main([*argv, "--title", "two folders"]) == 0, capsys.readouterr().err
+    project = int(re.search(r"project (\d+): 2 tasks", capsys.readouterr().out).group(1))
+    storages = {Path(s.path) for s in ls.import_storage.local.list(project=project)}
+    assert storages == {files_root / "root a", files_root / "root b"}
+    auth = servers.access_headers(base, pat)
+    tasks = list(ls.tasks.list(project=project))
+    assert len(tasks) == 2
+    for task in tasks:
+        served = requests.get(base + task.data["image"], headers=auth)
+        [path] = [p for p in paths if task.data["image"].endswith(p.name)]
+        assert served.status_code == 200 and served.content == path.read_bytes()
+        assert len(list(ls.predictions.list(task=task.id))) == 1
+
+    before = {p.id for p in ls.projects.list()}
+    Image.fromarray(make_image(48, 64, seed=5)).save(files_root / "top.png")
+    write([paths[0], files_root / "top.png"])
+    assert main([*argv, "--title", "in the root"]) == 2
+    assert "top.png sits directly in --local-files-root" in capsys.readouterr().err
+    assert {p.id for p in ls.projects.list()} == before  # no empty project left

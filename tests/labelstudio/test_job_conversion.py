@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from label_studio_sdk.core.api_error import ApiError
 from sam3_labelstudio import convert
 from sam3_labelstudio.import_job import (
     ImportFileError,
     fit_to_project,
+    import_file,
     local_files_url,
     read_tasks,
     region_names,
+    storage_folders,
 )
 from sam3_labelstudio.labeling import parse_config
 from sam3_labelstudio.preannotate import PostError, PredictionPoster, record_results
@@ -138,9 +142,11 @@ def test_job_tasks_fit_a_project(tmp_path):
 def test_job_tasks_that_misfit_are_named(tmp_path):
     schema = parse_config(CONFIG)
     with pytest.raises(ImportFileError, match=r"no label for \['dog'\]: add <BrushLabels>"):
-        fit_to_project(job_tasks([str(tmp_path / "x.png")], "dog"), schema, str(tmp_path))
+        fit_to_project(job_tasks([str(tmp_path / "a" / "x.png")], "dog"), schema, str(tmp_path))
     with pytest.raises(ImportFileError, match="no label for"):  # a concept in another kind of tag
-        fit_to_project(job_tasks([str(tmp_path / "x.png")], "white cell"), schema, str(tmp_path))
+        fit_to_project(
+            job_tasks([str(tmp_path / "a" / "x.png")], "white cell"), schema, str(tmp_path)
+        )
     with pytest.raises(ImportFileError, match="not under --local-files-root"):
         local_files_url("/elsewhere/x.png", str(tmp_path))
     with pytest.raises(ImportFileError, match="pass --local-files-root"):
@@ -152,6 +158,87 @@ def test_job_tasks_that_misfit_are_named(tmp_path):
         read_tasks(tmp_path / "bad.json")
     with pytest.raises(ImportFileError, match="Cannot read"):
         read_tasks(tmp_path / "missing.json")
+
+
+def test_images_directly_in_the_root_are_refused_before_any_change(tmp_path):
+    """Label Studio serves no Local Storage on its document root itself: an image there is
+    named, with the fix, before any project is made."""
+    ls = FakeImportLS()
+    tasks = job_tasks([str(tmp_path / "sub" / "y.png"), str(tmp_path / "x.png")])
+    (tmp_path / "job.json").write_text(json.dumps(tasks))
+    with pytest.raises(ImportFileError, match=r"x.png sits directly in --local-files-root"):
+        import_file(ls, tmp_path / "job.json", None, "new", str(tmp_path))
+    assert ls.projects.made == [] and ls.import_storage.local.made == []
+
+
+def test_storages_cover_the_images_below_the_root(tmp_path):
+    """One storage on the images' common folder; one per top-level folder when that common
+    folder is the document root (which Label Studio refuses as a storage)."""
+    root = str(tmp_path)
+    one = {f"{root}/jobs/a", f"{root}/jobs/a/b"}
+    assert storage_folders(one, root) == [f"{root}/jobs/a"]
+    assert storage_folders(one, root + "/") == [f"{root}/jobs/a"]
+    two = {f"{root}/a", f"{root}/b/c", f"{root}/b/d"}
+    assert storage_folders(two, root) == [f"{root}/a", f"{root}/b"]
+    assert storage_folders(two, root + "/") == [f"{root}/a", f"{root}/b"]
+    assert storage_folders(set(), root) == []
+
+    ls = FakeImportLS()
+    ls.import_storage.local.have = [f"{root}/b"]  # the project's storage already covers b
+    tasks = job_tasks([f"{root}/a/x.png", f"{root}/b/c/y.png", f"{root}/b/d/z.png"])
+    (tmp_path / "job.json").write_text(json.dumps(tasks))
+    assert import_file(ls, tmp_path / "job.json", None, "new", root) == (1, 3)
+    assert ls.import_storage.local.made == [f"{root}/a"]
+
+
+def test_a_new_project_is_deleted_when_its_storage_is_refused(tmp_path):
+    ls = FakeImportLS(refuse_storage=True)
+    tasks = job_tasks([str(tmp_path / "a" / "x.png")])
+    (tmp_path / "job.json").write_text(json.dumps(tasks))
+    with pytest.raises(
+        ImportFileError, match=r"refused a Local Storage .* project 1 was deleted"
+    ) as err:
+        import_file(ls, tmp_path / "job.json", None, "new", str(tmp_path))
+    assert "cannot be the root" in str(err.value) and "secret" not in str(err.value)
+    assert ls.projects.made == [1] and ls.projects.deleted == [1] and ls.projects.imported == []
+
+
+REFUSED = {"detail": "Validation error", "validation_errors": {"path": ["cannot be the root"]}}
+
+
+class FakeStorages:
+    """`ls.import_storage.local`: lists the storages in `have`, records (or refuses) new ones."""
+
+    def __init__(self, refuse: bool) -> None:
+        self.have: list[str] = []
+        self.made: list[str] = []
+        self.refuse = refuse
+
+    def list(self, project: int) -> list:
+        return [SimpleNamespace(path=p) for p in self.have + self.made]
+
+    def create(self, project: int, path: str, **kwargs) -> None:
+        if self.refuse:
+            raise ApiError(status_code=400, headers={"set-cookie": "secret"}, body=REFUSED)
+        self.made.append(path)
+
+
+class FakeImportLS:
+    """A label-studio-sdk client for `import_file`: records the projects, storages and tasks."""
+
+    def __init__(self, refuse_storage: bool = False) -> None:
+        self.projects = SimpleNamespace(
+            made=[], deleted=[], imported=[], create=self.create, import_tasks=self.import_tasks
+        )
+        self.projects.delete = lambda id: self.projects.deleted.append(id)
+        self.import_storage = SimpleNamespace(local=FakeStorages(refuse_storage))
+
+    def create(self, title: str, label_config: str) -> SimpleNamespace:
+        self.projects.made.append(len(self.projects.made) + 1)
+        return SimpleNamespace(id=self.projects.made[-1])
+
+    def import_tasks(self, id: int, request: list[dict]) -> None:
+        self.projects.imported.extend(request)
 
 
 def test_preannotate_stopped_by_a_refused_import_resumes(

@@ -170,7 +170,14 @@ def instance_results(masks, boxes, scores, out: OutputTag, label: str) -> list[d
     return results
 
 
-def outputs_results(outputs: list[OutputTag], concepts: list[str], labels, masks, boxes, scores):
+def outputs_results(
+    outputs: list[OutputTag],
+    concepts: list[str],
+    labels: np.ndarray,
+    masks: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+) -> list[dict]:
     """Regions of every label of `outputs` from instances of several concepts (`labels` [N]:
     each instance's index in `concepts`; masks [N, H, W] bool, boxes [N, 4] xyxy, scores [N]):
     a label gets the instances of its concept. The one mapping for /predict and preannotate."""

@@ -14,12 +14,17 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from sam3_core.cli.args import parse_positive_int
 from sam3_labelstudio.labeling import Schema
 from sam3_labelstudio.options import add_connection_options
+
+if TYPE_CHECKING:
+    from label_studio_sdk import LabelStudio
 
 LOCAL_FILES = "/data/local-files/?d="
 IMPORT_BATCH = 500  # tasks per import request
@@ -54,7 +59,7 @@ def region_names(tasks: list[dict]) -> tuple[list[str], str]:
     return list(names), "brush" if "brushlabels" in kinds or not kinds else "rectangle"
 
 
-def regions(tasks: list[dict]):
+def regions(tasks: list[dict]) -> Iterator[dict]:
     """Every region of every prediction of `tasks`."""
     for task in tasks:
         for prediction in task.get("predictions") or []:
@@ -88,8 +93,17 @@ def fit_to_project(tasks: list[dict], schema: Schema, root: str | None) -> tuple
                     "Studio's LOCAL_FILES_DOCUMENT_ROOT (with LOCAL_FILES_SERVING_ENABLED=true), "
                     "a folder holding the images."
                 )
-            image = local_files_url(image, root)
-            folders.add(os.path.join(root, os.path.dirname(unquote(image[len(LOCAL_FILES) :]))))
+            url = local_files_url(image, root)
+            folder = os.path.dirname(unquote(url[len(LOCAL_FILES) :]))
+            if not folder:
+                raise ImportFileError(
+                    f"The image {image} sits directly in --local-files-root {root}: Label Studio "
+                    "serves Local Storage from subfolders of its document root only. Move the "
+                    f"images into a folder inside {root} and run `sam3 segment` on them there (or "
+                    f"start Label Studio with a document root above {root} and pass that)."
+                )
+            image = url
+            folders.add(os.path.join(root, folder))
         predictions = []
         for prediction in task.get("predictions") or []:
             result = [fit_region(r, schema, missing) for r in prediction.get("result") or []]
@@ -123,45 +137,76 @@ def fit_region(region: dict, schema: Schema, missing: dict) -> dict:
     return region
 
 
-def cover_folders(ls, project: int, folders: set, root: str) -> None:
-    """Give the project a Local Storage over the images' common folder (not synced: the
-    tasks come from the file), unless one of its storages covers it already. Folders are
-    spelled under `root` as Label Studio spells its document root (it compares strings)."""
+def storage_folders(folders: set[str], root: str) -> list[str]:
+    """The folders to give Local Storages over `folders` (subfolders of `root`): their common
+    folder, or each top-level subfolder of `root` holding some when that is `root` itself
+    (Label Studio refuses a storage on its document root)."""
     if not folders:
-        return
+        return []
     common = os.path.commonpath(sorted(folders))
-    for storage in ls.import_storage.local.list(project=project):
-        path = os.path.normpath(storage.path) if storage.path else ""
-        if path and os.path.commonpath([path, common]) == path:
-            return
-    try:
-        ls.import_storage.local.create(
-            project=project, path=common, title="sam3 job images", use_blob_urls=True
-        )
-    except Exception as exc:  # the SDK raises ApiError
-        raise ImportFileError(
-            f"Label Studio refused a Local Storage on {common} ({exc}): start it with "
-            f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_"
-            f"ROOT={root} (a folder above the images)."
-        ) from exc
+    if common != os.path.normpath(root):
+        return [common]
+    tops = {os.path.relpath(f, common).split(os.sep)[0] for f in folders}
+    return sorted(os.path.join(common, top) for top in tops)
 
 
-def import_tasks(ls, project: int, tasks: list[dict], batch: int = IMPORT_BATCH) -> int:
+def cover_folders(ls: LabelStudio, project: int, folders: set[str], root: str) -> None:
+    """Give the project Local Storages over the images' folders (`storage_folders`; not
+    synced: the tasks come from the file), but for those its storages cover already. Folders
+    are spelled under `root` as Label Studio spells its document root (it compares strings)."""
+    have = [
+        os.path.normpath(s.path) for s in ls.import_storage.local.list(project=project) if s.path
+    ]
+    for folder in storage_folders(folders, root):
+        if any(os.path.commonpath([path, folder]) == path for path in have):
+            continue
+        try:
+            ls.import_storage.local.create(
+                project=project, path=folder, title="sam3 job images", use_blob_urls=True
+            )
+        except Exception as exc:  # the SDK raises ApiError
+            raise ImportFileError(
+                f"Label Studio refused a Local Storage on {folder} ({refusal(exc)}): start it with "
+                f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_"
+                f"DOCUMENT_ROOT={root} (a folder above the images' folders)."
+            ) from exc
+
+
+def refusal(exc: Exception) -> str:
+    """What Label Studio said in an SDK error: its validation errors or detail (an ApiError's
+    text also holds every response header), else the error's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return str(body.get("validation_errors") or body.get("detail") or body)
+    return str(exc)
+
+
+def import_tasks(
+    ls: LabelStudio, project: int, tasks: list[dict], batch: int = IMPORT_BATCH
+) -> int:
     """Import tasks with their predictions, `batch` per request; returns how many."""
     for start in range(0, len(tasks), batch):
         try:
             ls.projects.import_tasks(id=project, request=tasks[start : start + batch])
         except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
             raise ImportFileError(
-                f"Label Studio refused tasks {start + 1}-{start + batch} of {len(tasks)} ({exc}); "
+                f"Label Studio refused tasks {start + 1}-{start + batch} of {len(tasks)} "
+                f"({refusal(exc)}); "
                 f"the {start} before them are in project {project}. Import the rest after fixing "
                 "the cause (or delete the project's tasks and import the whole file again)."
             ) from exc
     return len(tasks)
 
 
-def import_file(ls, path, project: int | None, title: str | None, root: str | None,
-                batch: int = IMPORT_BATCH, ls_url: str = "") -> tuple[int, int]:  # fmt: skip
+def import_file(
+    ls: LabelStudio,
+    path: str | os.PathLike,
+    project: int | None,
+    title: str | None,
+    root: str | None,
+    batch: int = IMPORT_BATCH,
+    ls_url: str = "",
+) -> tuple[int, int]:
     """Import a job's Label Studio file into `project`, or into a new project `title` whose
     labeling config has a label per concept; returns (project id, tasks imported)."""
     from sam3_core.jobs import labeling_config
@@ -178,13 +223,27 @@ def import_file(ls, path, project: int | None, title: str | None, root: str | No
     else:
         schema = read_schema(ls, project, ls_url)
     fitted, folders = fit_to_project(tasks, schema, root)  # all checked before any change
-    if project is None:
-        project = ls.projects.create(title=title, label_config=config).id
-    cover_folders(ls, project, folders, root or "")
+    if project is not None:
+        cover_folders(ls, project, folders, root or "")
+        return project, import_tasks(ls, project, fitted, batch)
+    project = ls.projects.create(title=title, label_config=config).id
+    try:
+        cover_folders(ls, project, folders, root or "")
+    except ImportFileError as exc:  # leave no empty project behind
+        raise ImportFileError(f"{exc} {drop_project(ls, project)}") from exc
     return project, import_tasks(ls, project, fitted, batch)
 
 
-def add_import_parser(sub) -> None:
+def drop_project(ls: LabelStudio, project: int) -> str:
+    """Delete a project this command created and could not fill; says what happened to it."""
+    try:
+        ls.projects.delete(id=project)
+    except Exception as exc:  # noqa: BLE001 - any failure: the message says to delete it
+        return f"The new project {project} is empty and could not be deleted ({exc}): delete it."
+    return f"Nothing was imported (the new project {project} was deleted)."
+
+
+def add_import_parser(sub: argparse._SubParsersAction) -> None:
     """The `import` subcommand's options (`sub`: the CLI's subparsers)."""
     i = sub.add_parser(
         "import",

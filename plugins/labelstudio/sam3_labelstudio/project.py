@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sam3_labelstudio.labeling import ConfigError, Schema, parse_config
+
+if TYPE_CHECKING:
+    from label_studio_sdk import LabelStudio
 
 log = logging.getLogger("sam3_labelstudio")
 
@@ -23,14 +27,16 @@ class ProjectTask:
     versions: set[str] = field(default_factory=set)
 
 
-def client(ls_url: str, token: str):
+def client(ls_url: str, token: str) -> LabelStudio:
     """A label-studio-sdk client."""
     from label_studio_sdk import LabelStudio
 
     return LabelStudio(base_url=ls_url, api_key=token)
 
 
-def read_project(ls, project: int, ls_url: str = "") -> tuple[Schema, list[ProjectTask]]:
+def read_project(
+    ls: LabelStudio, project: int, ls_url: str = ""
+) -> tuple[Schema, list[ProjectTask]]:
     """The schema of an Image project and its tasks with an image (others are logged)."""
     schema = read_schema(ls, project, ls_url)
     tasks = []
@@ -44,7 +50,7 @@ def read_project(ls, project: int, ls_url: str = "") -> tuple[Schema, list[Proje
     return schema, tasks
 
 
-def read_schema(ls, project: int, ls_url: str = "") -> Schema:
+def read_schema(ls: LabelStudio, project: int, ls_url: str = "") -> Schema:
     """The schema of an Image project's labeling config, or a ProjectError saying the fix."""
     try:
         config = ls.projects.get(id=project).label_config
