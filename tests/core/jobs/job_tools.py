@@ -3,6 +3,7 @@ shards, and a job driver killed after its first shard (the fixtures are in conft
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -11,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import tifffile
+import torch
 from PIL import Image
 
 from sam3_core.jobs import JobSpec
@@ -31,6 +34,18 @@ DRIVER = (
     "import json, pickle, sys; from sam3_core.jobs import run_job; "
     "run_job(pickle.load(open(sys.argv[1], 'rb')), sys.argv[2], **json.loads(sys.argv[3]))"
 )
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a local job with the thread count of a Ray CPU worker (one each), so that their
+    float sums run in the same order and the records can be compared exactly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_images(folder: Path) -> Path:
