@@ -1,7 +1,8 @@
 """Image concept segmentation: ours vs transformers' Sam3Model, same weights, same run.
 
 Prints medians and, last, `image_1concept_ratio=R1 image_8concepts_ratio=R8
-image_8concepts_vs_reused_embeds_ratio=R8r` (reference time / our time). Both sides go from a
+image_8concepts_vs_reused_embeds_ratio=R8r image_1concept_ms=T1 image_8concepts_ms=T8`
+(ratios: reference time / our time; T: our medians, image to masks). Both sides go from a
 uint8 image and concept strings to thresholded masks at the image size.
 Both sides run in the same precision: fp32 on CPU and bf16 on a GPU by default;
 `--precision bf16` on a CPU compares both in bf16 there (fast only with AMX: without it bf16 is
@@ -23,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import median_time, paired_models, peak_rss_mb
+from benchmarks.common import median_time, paired_models, peak_gpu, peak_rss_mb
 from sam3_core.device import autocast, pick_device
 from tests.core.helpers import make_image
 
@@ -101,10 +102,11 @@ def main() -> None:
     print(
         f"reference 8 concepts (8 calls) {ref8:.3f}s | reused embeds {ref8r:.3f}s | ours {our8:.3f}s"
     )
-    print(f"peak_rss_mb={peak_rss_mb():.0f}")
+    print(f"peak_rss_mb={peak_rss_mb():.0f}" + peak_gpu(device))
     print(
         f"image_1concept_ratio={ref1 / our1:.2f} image_8concepts_ratio={ref8 / our8:.2f} "
-        f"image_8concepts_vs_reused_embeds_ratio={ref8r / our8:.2f}"
+        f"image_8concepts_vs_reused_embeds_ratio={ref8r / our8:.2f} "
+        f"image_1concept_ms={our1 * 1000:.1f} image_8concepts_ms={our8 * 1000:.1f}"
     )
 
 

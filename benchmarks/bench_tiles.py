@@ -2,7 +2,8 @@
 
 The image (uint16 gray, `--size` squared, default 8000) is written to a memory-mapped .npy
 first, so the run reads it tile by tile as a user's slide would be. Prints the tile count and
-the merged instance count, and, last, `tiles_mpix_per_s=X tiles_peak_rss_mb=M`.
+the merged instance count, and, last, `tiles_mpix_per_s=X tiles_peak_rss_mb=M` (and
+`peak_gpu_mb=G` on a GPU).
 Quick run: `python -m benchmarks.bench_tiles --config sam3_tiny --size 2000`.
 """
 
@@ -19,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import peak_rss_mb, sync
+from benchmarks.common import peak_gpu, peak_rss_mb, sync
 from sam3_core.device import pick_device
 
 
@@ -87,7 +88,10 @@ def main() -> None:
         f"tiles={tiles[-1]} instances={len(result)} seconds={seconds:.2f} "
         f"rss_before_run_mb={rss_before:.0f}"
     )
-    print(f"tiles_mpix_per_s={mpix / seconds:.3f} tiles_peak_rss_mb={peak_rss_mb():.0f}")
+    print(
+        f"tiles_mpix_per_s={mpix / seconds:.3f} tiles_peak_rss_mb={peak_rss_mb():.0f}"
+        + peak_gpu(device)
+    )
 
 
 if __name__ == "__main__":

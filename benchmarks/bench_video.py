@@ -15,8 +15,9 @@ that tracks start and end all along). Then strong detections over `--recondition
 full-frame masks (one track, re-conditioned every 16th frame as released), ms/frame and RSS
 at the start and the end, with re-conditioned frames capped (default 4) and kept (as the
 released model). Last line:
-`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G` (R = ours / reference fps for the
-clicks; G the larger growth of the two memory runs).
+`video_fps_ratio=R video_rss_growth_mb_per_100_frames=G video_fps=F concept_fps_ratio=C` (R = ours
+/ reference fps for the clicks, F ours; G the larger growth of the two memory runs; C ours /
+reference fps for the concept).
 `python benchmarks/bench_video.py [--config sam3 | --size full]` (default: sam3 on a GPU,
 sam3_tiny on CPU).
 
@@ -31,6 +32,14 @@ that work is in the first propagated frame). `--size full` (the released sizes, 
 3 propagated frames of a still video (one trunk pass) and one run, so that it ends on a CPU.
 Last line `multiplex_speedup_16=.. multiplex_speedup_128=..` (SAM 3 ms/frame / SAM 3.1 ms/frame,
 tracking only).
+
+`--tracking`: ours end to end, as a user runs it, for each of `--objects` clicked objects: SAM 3
+and its SAM 3.1 layout, one click per object on frame 0, then `--frames` propagated frames of a
+drifting `--width`x`--height` video (every frame through the ViT, masks at the video size),
+frames/s after a warm-up run; and the memory held (GPU memory allocated on a GPU, RSS on a CPU)
+a quarter of the way in and at the end, as MB of growth per 100 frames. Last line
+`video_fps_1=.. video31_fps_1=.. ... video_mem_growth_mb_per_100_frames=..` (the largest growth).
+`benchmarks/gpu.sh` runs `--tracking --objects 1,16,64` at full size in bf16.
 """
 
 from __future__ import annotations
@@ -365,6 +374,72 @@ def print_multiplex(
     print(" ".join(f"multiplex_speedup_{c}={ms[c]['sam3'] / ms[c]['sam3.1']:.2f}" for c in shown))
 
 
+def device_mb(device: torch.device) -> float:
+    """Memory this process holds on `device`, MiB: allocated GPU memory, or RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    return rss_mb()
+
+
+def tracking_run(vp, frames, num_objects: int) -> tuple[float, float, float]:
+    """(frames/s over the propagated frames, MiB held a quarter of the way in, MiB held at the
+    end) for `num_objects` objects clicked once each on frame 0 of `frames`, then propagated."""
+    rng = np.random.default_rng(num_objects)
+    h, w = frames.size
+    n = len(frames) - 1
+    session = vp.start(frames)
+    for obj_id in range(1, num_objects + 1):
+        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
+        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
+    quarter = end = 0.0
+    sync(vp.device)
+    t0 = time.perf_counter()
+    for t, _ in session.propagate(start=0):
+        if t == 0:  # the clicked frame: its output, then the propagation is timed
+            sync(vp.device)
+            t0 = time.perf_counter()
+        elif t == max(1, n // 4):
+            gc.collect()
+            quarter = device_mb(vp.device)
+    sync(vp.device)
+    fps = n / (time.perf_counter() - t0)
+    gc.collect()
+    end = device_mb(vp.device)
+    return fps, quarter, end
+
+
+def print_tracking(device, config: str, counts: list[int], n: int, h: int, w: int) -> None:
+    """SAM 3 and its SAM 3.1 layout end to end (ViT on every frame): frames/s and memory growth
+    for each number of clicked objects (random weights: the cost, not the masks)."""
+    from sam3_core.build import build_model
+    from sam3_core.config import get_config
+    from sam3_core.video.predictor import VideoPredictor
+
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    frames = SyntheticFrames(n + 1, h, w)
+    print(
+        f"device={device} precision={precision} config={config} and its SAM 3.1 layout; "
+        f"{n} propagated frames {w}x{h}, objects clicked on frame 0"
+    )
+    print(f"{'model':>7} {'objects':>8} {'fps':>8} {'MB at n/4':>10} {'MB at end':>10}")
+    line, growth = [], 0.0
+    for name, key in (("sam3", "video"), ("sam3.1", "video31")):
+        torch.manual_seed(0)
+        model = build_model(get_config(config.replace("sam3", name, 1)))
+        vp = VideoPredictor(model, device=device, precision=precision)
+        tracking_run(vp, SyntheticFrames(4, h, w), 1)  # warm-up (kernels, allocator)
+        for count in counts:
+            fps, quarter, end = tracking_run(vp, frames, count)
+            growth = max(growth, (end - quarter) * 100 / (n - max(1, n // 4)))
+            print(f"{name:>7} {count:>8} {fps:>8.2f} {quarter:>10.1f} {end:>10.1f}", flush=True)
+            line.append(f"{key}_fps_{count}={fps:.2f}")
+        del vp, model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(" ".join(line) + f" video_mem_growth_mb_per_100_frames={growth:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default=None, help="default: sam3 on a GPU, sam3_tiny on CPU")
@@ -382,15 +457,24 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--memory-frames", type=int, default=400)
-    ap.add_argument("--recondition-frames", type=int, default=1000)
+    ap.add_argument("--memory-frames", type=int, default=400, help="> 50, or 0: no memory runs")
+    ap.add_argument(
+        "--recondition-frames", type=int, default=1000, help=">= 202, or 0: no strong-detection run"
+    )
     ap.add_argument("--only-recondition", action="store_true", help="only the strong-detection run")
     ap.add_argument(
         "--multiplex",
         action="store_true",
         help="only SAM 3 vs SAM 3.1 (Object Multiplex) ms/frame for --objects clicked objects",
     )
-    ap.add_argument("--objects", default="1,16,64,128", help="object counts for --multiplex")
+    ap.add_argument(
+        "--tracking",
+        action="store_true",
+        help="only ours end to end (SAM 3 and 3.1): fps and memory for --objects clicked objects",
+    )
+    ap.add_argument(
+        "--objects", default="1,16,64,128", help="object counts for --multiplex / --tracking"
+    )
     ap.add_argument("--bucket", type=int, default=16, help="SAM 3.1 bucket size (released: 16)")
     args = ap.parse_args()
     if args.multiplex:
@@ -407,6 +491,12 @@ def main() -> None:
             args.runs or (1 if full else 3),
             still=full,
         )
+    if args.tracking:
+        torch.set_grad_enabled(False)
+        device = pick_device(args.device)
+        config = args.config or ("sam3" if device.type == "cuda" else "sam3_tiny")
+        counts = [int(c) for c in args.objects.split(",")]
+        return print_tracking(device, config, counts, args.frames or 32, args.height, args.width)
     args.frames, args.runs = args.frames or 32, args.runs or 5
 
     from sam3_core.build import build_model
@@ -471,7 +561,7 @@ def main() -> None:
         f"concept_fps_ratio={fps_ours_c / fps_ref_c:.2f}"
     )
     growth = 0.0
-    for concept in (False, True):
+    for concept in (False, True) if args.memory_frames else ():
         rss50, rss_end, held = memory_run(device, args.memory_frames, (64, 80), concept)
         growth = max(growth, (rss_end - rss50) / ((args.memory_frames - 50) / 100))
         print(
@@ -479,9 +569,11 @@ def main() -> None:
             f"rss@50 {rss50:.1f} MiB, rss@{args.memory_frames} {rss_end:.1f} MiB, "
             f"session tensors {held / 2**20:.2f} MiB"
         )
-    print_recondition(device, args.recondition_frames)
+    if args.recondition_frames:
+        print_recondition(device, args.recondition_frames)
     print(
         f"video_fps_ratio={fps_ours / fps_ref:.2f} video_rss_growth_mb_per_100_frames={growth:.2f}"
+        f" video_fps={fps_ours:.2f} concept_fps_ratio={fps_ours_c / fps_ref_c:.2f}"
     )
 
 

@@ -41,6 +41,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_gpu(device: torch.device) -> str:
+    """ " peak_gpu_mb=M" (the most GPU memory allocated so far) on a CUDA device, else ""."""
+    if device.type != "cuda":
+        return ""
+    return f" peak_gpu_mb={torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
+
+
 def paired_models(config_name: str, device: torch.device):
     """(transformers Sam3Model, our Sam3Model) holding identical random weights, perturbed as
     the parity tests do so that scores vary and some queries pass the threshold (with default
