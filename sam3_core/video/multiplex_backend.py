@@ -133,17 +133,7 @@ class MultiplexVideo:
 
         def decode(feats: MultiplexFeatures) -> FrameResult:
             multimask = self.head.use_multimask(True, labels.shape[-1])
-            with autocast(self.device, self.precision):
-                out = self.head.predict_masks(
-                    feats.interactive, coords, labels, multimask=multimask
-                )
-                frame = self.mux.frame_output(
-                    out.low_res_masks[0],
-                    out.iou_scores[0],
-                    out.mask_tokens[0],
-                    out.object_score_logits[0],
-                    self.head.object_pointer_proj,
-                )
+            frame = self._interactive_output(feats, coords, labels, multimask)
             return _results([obj_id], frame)[obj_id]
 
         return self._prompt(obj_id, t, decode)
@@ -212,22 +202,37 @@ class MultiplexVideo:
         labels = -torch.ones(1, n, 1, device=m.device, dtype=torch.long)
         with autocast(self.device, self.precision):
             dense = self.head.mask_downsample(m.to(feats.interactive.image_embed.dtype))
+        frame = self._interactive_output(feats, coords, labels, False, dense[None])
+        scores = (m.flatten(1) > 0).any(1, keepdim=True).float() * 20.0 - 10.0
+        with autocast(self.device, self.precision):
+            pointers = self.mux.pointer(frame.pointers, scores)  # absent masks: no-object
+        return {
+            i: FrameResult(low[k], high[k : k + 1], pointers[k : k + 1], scores[k : k + 1])
+            for k, i in enumerate(ids)
+        }
+
+    def _interactive_output(
+        self,
+        feats: MultiplexFeatures,
+        coords: Tensor,
+        labels: Tensor,
+        multimask: bool,
+        mask_input: Tensor | None = None,
+    ) -> MultiplexFrameOutput:
+        """The interactive head's pass for N objects on one frame (coords [1, N, P, 2] model
+        pixels, labels [1, N, P], mask_input [1, N, 1, 4h, 4w] or None) as a frame output: the
+        best mask by IoU, pointers through the head's `object_pointer_proj`."""
+        with autocast(self.device, self.precision):
             out = self.head.predict_masks(
-                feats.interactive, coords, labels, mask_input=dense[None], multimask=False
+                feats.interactive, coords, labels, mask_input=mask_input, multimask=multimask
             )
-            frame = self.mux.frame_output(
+            return self.mux.frame_output(
                 out.low_res_masks[0],
                 out.iou_scores[0],
                 out.mask_tokens[0],
                 out.object_score_logits[0],
                 self.head.object_pointer_proj,
             )
-            scores = (m.flatten(1) > 0).any(1, keepdim=True).float() * 20.0 - 10.0
-            pointers = self.mux.pointer(frame.pointers, scores)  # absent masks: no-object
-        return {
-            i: FrameResult(low[k], high[k : k + 1], pointers[k : k + 1], scores[k : k + 1])
-            for k, i in enumerate(ids)
-        }
 
     def _propagated(self, t: int, feats: MultiplexFeatures) -> dict[int, FrameResult]:
         """The objects tracked so far, decoded on `t` from memory (none before the first)."""

@@ -16,24 +16,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
 from sam3_core.modeling.detector import DetectorOutput
-from sam3_core.modeling.tracker import TrackerImageFeatures
-from sam3_core.predictor import ImageState
+from sam3_core.modeling.tracker import Sam3Tracker, TrackerImageFeatures
+from sam3_core.predictor import ImagePredictor, ImageState
 from sam3_core.prompts import ConceptBatch, PromptError, mask_prompt
 from sam3_core.video.association import AssociationConfig, TrackState
 from sam3_core.video.clicks import click_inputs
 from sam3_core.video.concepts import concept_step
+from sam3_core.video.frames import FrameSource
 from sam3_core.video.multiplex_backend import MultiplexVideo
 from sam3_core.video.outputs import Outputs, collect_outputs
-from sam3_core.video.state import CurrentFrame, FrameResult, TrackedObject
-
-if TYPE_CHECKING:
-    from sam3_core.video.session import VideoSession
+from sam3_core.video.state import ConceptState, CurrentFrame, FrameResult, TrackedObject
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +60,32 @@ SAM31_ASSOCIATION = AssociationConfig(
 )
 
 
+class MultiplexHost(ConceptState, Protocol):
+    """What this module reads from a SAM 3.1 session (`VideoSession` is one): its concept
+    state, its group of clicked objects (`multiplex`, set on SAM 3.1 sessions), its frames,
+    image predictor and tracker, and its frame features."""
+
+    multiplex: MultiplexVideo | None
+    frames: FrameSource
+    image: ImagePredictor
+    tracker: Sam3Tracker
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+
+    @property
+    def current(self) -> CurrentFrame | None: ...
+
+    def frame_features(self, t: int) -> CurrentFrame: ...
+
+    def encode_frame(self, frame: np.ndarray, detector: bool) -> ImageState: ...
+
+
 class MultiplexConcepts:
     """The concept tracks of one SAM 3.1 session, in groups of buckets; the `ConceptHost` that
     `concept_step` runs on (the session's state, this module's tracker calls)."""
 
-    def __init__(self, session: VideoSession, features: Callable[[int], CurrentFrame]) -> None:
+    def __init__(self, session: MultiplexHost, features: Callable[[int], CurrentFrame]) -> None:
         """`features(t)`: the session's backbone, detector and interactive features of frame
         t; new groups are siblings of the session's clicked group (`session.multiplex`)."""
         self.session, self.features = session, features
@@ -296,7 +316,7 @@ class MultiplexConcepts:
         return refused
 
 
-def clicked_group(session: VideoSession, max_num_objects: int) -> MultiplexVideo:
+def clicked_group(session: MultiplexHost, max_num_objects: int) -> MultiplexVideo:
     """The session's group of clicked SAM 3.1 objects (it owns the frame features; concept
     groups are its `sibling`s). While concepts are tracked, frames come from the session's
     `frame_features` (the detector's levels too), else from a backbone pass alone."""
@@ -322,7 +342,7 @@ def clicked_group(session: VideoSession, max_num_objects: int) -> MultiplexVideo
 
 
 def prompt_clicked(
-    session: VideoSession,
+    session: MultiplexHost,
     obj: TrackedObject,
     frame: int,
     points: Any,
@@ -349,4 +369,10 @@ def prompt_clicked(
     return group.add_clicks(obj.obj_id, frame, coords.to(device), labels.to(device))
 
 
-__all__ = ["SAM31_ASSOCIATION", "MultiplexConcepts", "clicked_group", "prompt_clicked"]
+__all__ = [
+    "SAM31_ASSOCIATION",
+    "MultiplexConcepts",
+    "MultiplexHost",
+    "clicked_group",
+    "prompt_clicked",
+]

@@ -1,4 +1,5 @@
-"""Typed per-session video state: tracked objects, per-frame results, the current frame."""
+"""Typed per-session video state: tracked objects, per-frame results, the current frame, and
+what concept tracking reads from its session (`ConceptState`, `ConceptHost`)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ class CurrentFrame:
     tracker: TrackerImageFeatures
 
 
-class ConceptHost(Protocol):
-    """What one frame of concept tracking needs from its session (`VideoSession` is one):
-    the thresholds, the tracks' state, and the session's detector, tracker and memory.
+class ConceptState(Protocol):
+    """A session's concept tracking state (`VideoSession` has it): the thresholds, the
+    concepts, the tracks and their counters, the detector, ids, and removing an object.
     `unconfirmed`: frame -> the concept tracks not confirmed yet on it (none: no entry)."""
 
     association: AssociationConfig
@@ -71,6 +72,13 @@ class ConceptHost(Protocol):
     def detect_concepts(self, image: ImageState) -> DetectorOutput: ...
 
     def new_id(self) -> int: ...
+
+    def remove_object(self, obj_id: int) -> None: ...
+
+
+class ConceptHost(ConceptState, Protocol):
+    """What one frame of concept tracking needs from its session (`VideoSession` is one):
+    `ConceptState`, and the session's tracker and memory."""
 
     def mask_result(self, feats: CurrentFrame, mask: torch.Tensor) -> FrameResult:
         """The tracker's result for a new track on the current frame, given the detector's
@@ -93,5 +101,3 @@ class ConceptHost(Protocol):
         `cond` marks conditioning frames (all, or the ids given), `reconditioned` that they come
         from re-conditioning; `masks` [N, 1, h, w] and `scores` [N, 1] replace the results' own."""
         ...
-
-    def remove_object(self, obj_id: int) -> None: ...

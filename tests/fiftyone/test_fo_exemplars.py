@@ -77,6 +77,10 @@ def test_never_overwrites_and_resumes(dataset, checkpoint):
         )
     with pytest.raises(ValueError, match="exemplar field 'nope' does not exist"):
         sam3_fiftyone.label_from_exemplars(dataset, "new", "nope", **_settings(checkpoint))
+    with pytest.raises(TypeError, match="unknown keyword 'negative_lable' .*'negative_label'"):
+        sam3_fiftyone.label_from_exemplars(
+            dataset, "new", "gt", negative_lable="bg", **_settings(checkpoint)
+        )
     report = sam3_fiftyone.label_from_exemplars(
         dataset, "job", "gt", skip_labeled=True, **_settings(checkpoint)
     )

@@ -68,6 +68,17 @@ def test_label_view_refuses_before_loading_anything(dataset, checkpoint, monkeyp
         sam3_fiftyone.label_view(dataset, "mine", ["blob"], **_settings(checkpoint))
     with pytest.raises(ValueError, match="at least one concept"):
         sam3_fiftyone.label_view(dataset, "new", [" "], **_settings(checkpoint))
+    dataset.set_values("notes", ["n"] * len(dataset))
+    with pytest.raises(ValueError, match="'notes' already exists and holds StringField, not Det"):
+        sam3_fiftyone.label_view(
+            dataset, "notes", ["blob"], overwrite=True, **_settings(checkpoint)
+        )
+    with pytest.raises(
+        TypeError,
+        match=r"label_view\(\) got an unknown keyword 'ovewrite' "
+        r"\(did you mean 'overwrite'\?\): its job settings are output, ",
+    ):
+        sam3_fiftyone.label_view(dataset, "mine", ["blob"], ovewrite=True, **_settings(checkpoint))
 
     def no_job(*args, **kwargs):
         raise AssertionError("a job ran with nothing to label")

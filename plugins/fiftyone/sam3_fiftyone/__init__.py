@@ -2,9 +2,9 @@
 
 `label_view` labels a view by concepts and `label_from_exemplars` by each sample's exemplar boxes,
 as `sam3_core.jobs` jobs (here or on Ray), writing back as shards finish; `label_samples` runs a
-`Sam3Model` (any prompts, clicks too) in this process; `track_samples`
-tracks through videos; `precompute_embeddings` fills an embedding store the others read;
-`evaluate_view` scores a field against ground truth. The plugin folder (`plugins/fiftyone`) registers `operators`.
+`Sam3Model` (any prompts, clicks too) in this process; `track_samples` tracks through videos;
+`precompute_embeddings` fills an embedding store the others read; `evaluate_view` scores a field
+against ground truth. The plugin folder (`plugins/fiftyone`) registers `operators`.
 """
 
 from .dataset_jobs import label_view

@@ -1,5 +1,5 @@
 """Label a view by concepts through `sam3_core.jobs` (in this process or on Ray), resumably;
-`run_view_job` is the part `label_from_exemplars` shares.
+`run_view_job` (and the settings, `JobSettings`) is what `label_from_exemplars` shares.
 
 The view's image paths become a job's inputs; the job writes Parquet shards as batches finish
 and each new shard is written back to the dataset at once with one `set_values` call. The job
@@ -18,86 +18,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .convert import check_output, record_to_detections
-from .labeling import (
-    SDK_CHOICES,
-    Choices,
-    JobReport,
-    Progress,
-    check_output_field,
-    samples_to_label,
-    write_labels,
-)
-from .predictors import DEFAULT_CONFIG
+from .convert import record_to_detections
+from .job_settings import JobSettings
+from .labeling import JobReport, Progress, samples_to_label, write_labels
 
 if TYPE_CHECKING:
     from fiftyone.core.collections import SampleCollection
     from sam3_core.jobs import JobSpec
-    from sam3_core.metrics import Thresholds
 
 JOBS_DIR_ENV = "SAM3_FIFTYONE_JOBS"  # where job folders go (default ~/.cache/sam3/fiftyone-jobs)
 
 
 def label_view(
-    samples: SampleCollection,
-    field: str,
-    concepts: Sequence[str],
-    *,
-    output: str = "masks",
-    score_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
-    checkpoint: str | None = None,
-    config: str | None = None,
-    device: str | None = None,
-    precision: str = "fp32",
-    batch_size: int = 4,
-    overwrite: bool = False,
-    skip_labeled: bool = False,
-    ray: str | None = None,
-    workers: int | None = None,
-    job_dir: str | os.PathLike | None = None,
-    store: str | os.PathLike | None = None,
-    thresholds: Thresholds | dict | str | os.PathLike | None = None,
-    progress: Progress | None = None,
-    choices: Choices = SDK_CHOICES,
+    samples: SampleCollection, field: str, concepts: Sequence[str], **settings: Any
 ) -> JobReport:
     """Segment every instance of `concepts` in the images of `samples` into `field`.
 
-    ray: None runs in this process; "auto" or "host:port" runs on that Ray cluster (`workers`
-    actors). An existing `field` is refused unless `overwrite` (replace its labels on these
-    samples) or `skip_labeled` (label only samples where it is empty: resumes a stopped run).
-    job_dir: keep the job's Parquet shards there (default: a folder of its own, removed at the
-    end). store: an embedding store folder (`precompute_embeddings`) the workers read before
-    running the backbone. thresholds: per-concept score thresholds (a `Thresholds`, its dict as
-    `evaluate_view` keeps it in `dataset.info["sam3_thresholds"]`, or a thresholds file), which
-    replace `score_threshold`. progress(fraction, text) is called as shards arrive.
+    settings: the keywords of `sam3_fiftyone.job_settings.JobSettings` (output,
+    score_threshold, mask_threshold, checkpoint, config, device, precision, batch_size,
+    overwrite, skip_labeled, ray, workers, job_dir, store, thresholds, progress, choices), with
+    its defaults: by default the job runs in this process and an existing `field` is refused.
     """
-    check_output(output)
-    check_output_field(samples, field, overwrite, skip_labeled, choices=choices)
+    job = JobSettings.from_keywords(label_view, settings)
+    job.check(samples, field)
     concepts = [c.strip() for c in concepts if c and c.strip()]
     if not concepts:
         raise ValueError("Give at least one concept, e.g. 'person' or 'yellow school bus'.")
     report = JobReport()
-    todo, report.skipped = samples_to_label(samples, field, skip_labeled)
+    todo, report.skipped = samples_to_label(samples, field, job.skip_labeled)
     ids, paths = todo.values(["id", "filepath"]) if len(todo) else ([], [])
     if not ids:
         return report  # nothing to do: no model is loaded
     check_images(samples, "label_view")
-    spec = job_spec(
-        concepts=tuple(concepts),
-        score_threshold=float(score_threshold),
-        mask_threshold=float(mask_threshold),
-        checkpoint=checkpoint,
-        config=config,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        thresholds=thresholds,
-        store=store,
-    )
-    run_view_job(
-        samples, field, spec, dict(zip(ids, paths)), report, output, ray, workers, job_dir, progress
-    )
+    spec = job.job_spec(concepts=tuple(concepts))
+    run_view_job(samples, field, spec, dict(zip(ids, paths)), report, job)
     return report
 
 
@@ -110,69 +64,26 @@ def check_images(samples: SampleCollection, what: str) -> None:
         )
 
 
-def job_spec(
-    *,
-    checkpoint: str | None,
-    config: str | None,
-    device: str | None,
-    precision: str,
-    batch_size: int,
-    thresholds: Thresholds | dict | str | os.PathLike | None,
-    store: str | os.PathLike | None,
-    **prompts_and_thresholds: Any,
-) -> JobSpec:
-    """The `JobSpec` of a view's job (its inputs are written into the job folder later):
-    prompts and score/mask thresholds as given, the model settings with the plugin's
-    defaults."""
-    from sam3_core.jobs import JobSpec
-
-    return JobSpec(
-        inputs=("inputs.txt",),  # the real list is written into the job folder
-        checkpoint=checkpoint or None,
-        config=config or DEFAULT_CONFIG,
-        device=device or None,
-        precision=precision,
-        batch_size=int(batch_size),
-        thresholds=as_thresholds(thresholds),
-        store=str(store) if store else None,
-        **prompts_and_thresholds,
-    )
-
-
 def run_view_job(
     samples: SampleCollection,
     field: str,
     spec: JobSpec,
     paths_by_id: dict[str, str],
     report: JobReport,
-    output: str,
-    ray: str | None,
-    workers: int | None,
-    job_dir: str | os.PathLike | None,
-    progress: Progress | None,
+    job: JobSettings,
 ) -> None:
-    """Run `spec` on the images of `paths_by_id` (sample id -> filepath), writing each shard's
-    records into `field` as it lands; the job folder goes at the end unless it was named."""
-    out = Path(job_dir) if job_dir else default_job_dir(samples, field, spec)
+    """Run `spec` on the images of `paths_by_id` (sample id -> filepath) where `job` says,
+    writing each shard's records into `field` as it lands; the job folder goes at the end
+    unless it was named."""
+    out = Path(job.job_dir) if job.job_dir else default_job_dir(samples, field, spec)
     out.mkdir(parents=True, exist_ok=True)
     inputs = out / "inputs.txt"
     inputs.write_text("".join(f"{p}\n" for p in sorted(set(paths_by_id.values()))))
     spec = dataclasses.replace(spec, inputs=(str(inputs),))
-    writer = ShardImporter(samples, field, paths_by_id, output, report)
-    run_spec(spec, out, writer, ray, workers, progress)
-    if not job_dir and writer.complete():
+    writer = ShardImporter(samples, field, paths_by_id, job.output, report)
+    run_spec(spec, out, writer, job.ray, job.workers, job.progress)
+    if not job.job_dir and writer.complete():
         shutil.rmtree(out, ignore_errors=True)
-
-
-def as_thresholds(
-    thresholds: Thresholds | dict | str | os.PathLike | None,
-) -> Thresholds | str | os.PathLike | None:
-    """A `Thresholds` from one, from its dict, or from a file path; None stays None."""
-    if isinstance(thresholds, dict):
-        from sam3_core.metrics import Thresholds
-
-        return Thresholds.from_dict(thresholds, where="the thresholds given to label_view")
-    return thresholds
 
 
 def run_spec(

@@ -8,26 +8,18 @@ and the job folder work as in `label_view`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import fiftyone.core.labels as fol
 
-from .convert import build_concepts, check_output, split_exemplars
-from .dataset_jobs import check_images, job_spec, run_view_job
-from .labeling import (
-    SDK_CHOICES,
-    Choices,
-    JobReport,
-    Progress,
-    check_output_field,
-    samples_to_label,
-)
+from .convert import build_concepts, split_exemplars
+from .dataset_jobs import check_images, run_view_job
+from .job_settings import JobSettings
+from .labeling import JobReport, samples_to_label
 
 if TYPE_CHECKING:
     from fiftyone.core.collections import SampleCollection
-    from sam3_core.metrics import Thresholds
 
 
 def label_from_exemplars(
@@ -40,23 +32,7 @@ def label_from_exemplars(
     negative_tag: str | None = None,
     exemplar_ids: Sequence[str] | None = None,
     join_exemplars: bool = True,
-    output: str = "masks",
-    score_threshold: float = 0.5,
-    mask_threshold: float = 0.5,
-    checkpoint: str | None = None,
-    config: str | None = None,
-    device: str | None = None,
-    precision: str = "fp32",
-    batch_size: int = 4,
-    overwrite: bool = False,
-    skip_labeled: bool = False,
-    ray: str | None = None,
-    workers: int | None = None,
-    job_dir: str | os.PathLike | None = None,
-    store: str | os.PathLike | None = None,
-    thresholds: Thresholds | dict | str | os.PathLike | None = None,
-    progress: Progress | None = None,
-    choices: Choices = SDK_CHOICES,
+    **settings: Any,
 ) -> JobReport:
     """Segment every instance like each sample's exemplar boxes (`exemplar_field`, a
     Detections field) into `field`, as a dataset job.
@@ -66,15 +42,14 @@ def label_from_exemplars(
     like its label), and boxes of other labels prompt their own label (no text). Boxes labelled
     `negative_label` or tagged `negative_tag` are negatives joined to every concept;
     `exemplar_ids` limits the positives to those label ids. A sample with no prompt gets
-    empty Detections. ray, workers, job_dir, store, thresholds, overwrite, skip_labeled and
-    progress: as in `label_view`.
+    empty Detections. settings: the keywords of `JobSettings`, as in `label_view`.
     """
-    check_output(output)
-    check_output_field(samples, field, overwrite, skip_labeled, (exemplar_field,), choices=choices)
+    job = JobSettings.from_keywords(label_from_exemplars, settings)
+    job.check(samples, field, (exemplar_field,))
     check_exemplar_field(samples, exemplar_field)
     classes = [c.strip() for c in concepts if c and c.strip()]
     report = JobReport()
-    todo, report.skipped = samples_to_label(samples, field, skip_labeled)
+    todo, report.skipped = samples_to_label(samples, field, job.skip_labeled)
     if not len(todo):
         return report  # nothing to do: no model is loaded
     check_images(samples, "label_from_exemplars")
@@ -94,20 +69,8 @@ def label_from_exemplars(
             paths_by_id[sample_id] = path
     if not paths_by_id:
         return report
-    spec = job_spec(
-        image_prompts=prompts,
-        relative_boxes=True,
-        score_threshold=float(score_threshold),
-        mask_threshold=float(mask_threshold),
-        checkpoint=checkpoint,
-        config=config,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        thresholds=thresholds,
-        store=store,
-    )
-    run_view_job(samples, field, spec, paths_by_id, report, output, ray, workers, job_dir, progress)
+    spec = job.job_spec(image_prompts=prompts, relative_boxes=True)
+    run_view_job(samples, field, spec, paths_by_id, report, job)
     return report
 
 

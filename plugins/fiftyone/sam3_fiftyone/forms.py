@@ -1,4 +1,5 @@
-"""The operators' forms and what their answers mean: inputs, defaults, progress, the result panel."""
+"""The operators' forms and what their answers mean: inputs, defaults, progress, the result
+panel."""
 
 from __future__ import annotations
 

@@ -73,9 +73,10 @@ def check_output_field(
         return
     doc_type = getattr(schema[field], "document_type", None)
     if doc_type is not fol.Detections:
+        held = doc_type or type(schema[field]).__name__
         raise ValueError(
-            f"The field '{field}' already exists and holds {doc_type or type(schema[field]).__name__}"
-            ", not Detections: choose another output field."
+            f"The field '{field}' already exists and holds {held}, not Detections: choose "
+            "another output field."
         )
     if not (overwrite or skip_labeled):
         raise ValueError(

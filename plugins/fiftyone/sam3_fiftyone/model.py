@@ -19,9 +19,10 @@ class Sam3ModelConfig(foc.Config):
     """Settings of `Sam3Model`; every key is optional.
 
     checkpoint: local .safetensors/.pt or hub id (None: `facebook/sam3`); config_name: a sam3_core
-    preset, only for a checkpoint that does not say which model it holds; device/precision: as in sam3_core; classes: concepts (noun phrases); prompt_field: a
-    Detections field (positive exemplar boxes) or Keypoints field (clicks); confidence_thresh,
-    mask_thresh: score and mask thresholds; output: "masks" or "boxes". Exemplar options:
+    preset, only for a checkpoint that does not say which model it holds; device/precision: as
+    in sam3_core; classes: concepts (noun phrases); prompt_field: a Detections field (positive
+    exemplar boxes) or Keypoints field (clicks); confidence_thresh, mask_thresh: score and mask
+    thresholds; output: "masks" or "boxes". Exemplar options:
     negative_label / negative_tag mark prompt boxes as negatives, exemplar_ids restricts the
     positives to those label ids, join_exemplars makes every positive box join every class.
     store: an embedding store folder (see `precompute_embeddings`) read before the backbone.
@@ -48,7 +49,8 @@ class Sam3ModelConfig(foc.Config):
 
 
 class Sam3Model(fom.SamplesMixin, fom.Model):
-    """SAM 3 concept segmentation for `apply_model`: concepts, exemplar boxes or clicks -> Detections.
+    """SAM 3 concept segmentation for `apply_model`: concepts, exemplar boxes or clicks ->
+    Detections.
 
     Prompts per image: `classes` (text), plus the sample's `prompt_field` if given (in the config
     or as `apply_model(..., prompt_field="gt")`): Detections are positive exemplars (a box labelled

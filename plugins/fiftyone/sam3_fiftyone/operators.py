@@ -1,7 +1,8 @@
 """FiftyOne operators: auto-label by concepts, label from exemplars, track in videos.
 
 Each `execute` is a thin call into this package's Python API (`label_view`,
-`label_from_exemplars`, `track_samples`); the forms live in `forms`. Embeddings and evaluation have their own modules.
+`label_from_exemplars`, `track_samples`); the forms live in `forms`. Embeddings and evaluation
+have their own modules.
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ def track_samples(
     concepts: tracked from `prompt_frame` (1-based, FiftyOne's frame numbers); prompt_field: a
     frame-level Detections field whose boxes on `prompt_frame` each start one object, labelled
     like the box; on that frame each keeps a detection (its box, without a mask) even where its
-    mask is empty, as Label Studio keeps the user's box. score_threshold: the concept detector's threshold (new tracks also need the
-    predictor's default new-track score, if higher). With `overwrite`, the field is cleared on
-    frames before `prompt_frame`. A video that cannot be read is counted and logged; the job
-    goes on.
+    mask is empty, as Label Studio keeps the user's box. score_threshold: the concept detector's
+    threshold (new tracks also need the predictor's default new-track score, if higher). With
+    `overwrite`, the field is cleared on frames before `prompt_frame`. A video that cannot be
+    read is counted and logged; the job goes on.
     """
     check_output_field(
         samples, field, overwrite, skip_labeled, (prompt_field,), frames=True, choices=choices

@@ -30,8 +30,8 @@ from sam3_core.video.association import (
 from sam3_core.video.concepts import detect, recondition_logits
 from sam3_core.video.multiplex_backend import MultiplexVideo
 from sam3_core.video.multiplex_concepts import SAM31_ASSOCIATION
+from tests.core.video.multiplex_tools import moving_video
 from tests.core.video.test_video import blob
-from tests.core.video.test_video_multiplex import moving_video
 from tests.core.video.test_video_multiplex_concepts import (  # noqa: F401 (fixture)
     force_detections,
     force_tracker,

@@ -25,7 +25,8 @@ from sam3_core.video.frames import VideoReadError, open_frames
 from sam3_core.video.masklets import FILLED, REMOVED, fill_small_regions, small_regions
 from sam3_core.video.predictor import VideoPredictor
 from sam3_core.video.session import VideoSession
-from tests.core.helpers import make_image, save_checkpoint, tiny_model, write_mp4
+from tests.core.helpers import save_checkpoint, tiny_model, write_mp4
+from tests.core.video.multiplex_tools import moving_video
 
 
 def ramp(n=12, h=48, w=64):
@@ -72,11 +73,6 @@ def test_unreadable_video_errors(tmp_path):
 @pytest.fixture(scope="module")
 def vp():
     return VideoPredictor(tiny_model(seed=2), device="cpu")
-
-
-def moving_video(n, h=64, w=80):
-    base = make_image(h, w, seed=5)
-    return np.stack([np.roll(base, t, 1) for t in range(n)])
 
 
 def test_session_errors(vp):

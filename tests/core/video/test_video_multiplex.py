@@ -6,30 +6,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from sam3_core.build import build_model
-from sam3_core.config import sam3_1_tiny
 from sam3_core.prompts import PromptError
 from sam3_core.video.multiplex_backend import DEFAULT_MAX_NUM_OBJECTS
 from sam3_core.video.predictor import VideoPredictor
-from tests.core.helpers import make_image, tiny_model
-from tests.reference import perturb_
+from tests.core.helpers import tiny_model
+from tests.core.video.multiplex_tools import moving_video, multiplex_predictor
 
 CLICKS = [[10, 10], [50, 20], [30, 40], [60, 50], [20, 55], [70, 10]]
 
 
 @pytest.fixture(scope="module")
 def vp() -> VideoPredictor:
-    torch.manual_seed(3)
-    model = build_model(sam3_1_tiny())
-    perturb_(model, 3)
-    return VideoPredictor(model, device="cpu")
-
-
-def moving_video(n: int, h: int = 64, w: int = 80) -> np.ndarray:
-    base = make_image(h, w, seed=5)
-    return np.stack([np.roll(base, t, 1) for t in range(n)])
+    return multiplex_predictor()
 
 
 def click(session, frame: int, ids: list[int]) -> None:

@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from sam3_core.build import build_model
-from sam3_core.config import sam3_1_tiny
 from sam3_core.video.predictor import VideoPredictor
-from tests.core.helpers import make_image
-from tests.reference import perturb_
+from tests.core.video.multiplex_tools import moving_video, multiplex_predictor
 
 
 @pytest.fixture(scope="module")
 def vp() -> VideoPredictor:
-    torch.manual_seed(3)
-    model = build_model(sam3_1_tiny())
-    perturb_(model, 3)
-    return VideoPredictor(model, device="cpu")
+    return multiplex_predictor()
 
 
 @pytest.fixture
@@ -43,14 +36,9 @@ def points(n: int, seed: int = 0) -> list[list[float]]:
     return np.random.default_rng(seed).uniform(2, 60, size=(n, 2)).tolist()
 
 
-def video(n: int) -> np.ndarray:
-    base = make_image(64, 80, seed=5)
-    return np.stack([np.roll(base, t, 1) for t in range(n)])
-
-
 def test_clicks_on_one_frame_cost_one_encode_per_bucket(vp, bucket_encodes):
     n, frames = 10, 3  # 10 objects: 3 buckets of 4
-    s = vp.start(video(frames))
+    s = vp.start(moving_video(frames))
     for i, xy in enumerate(points(n), start=1):
         s.add_prompt(0, obj_id=i, points=[xy], point_labels=[1])
     assert s.multiplex.state.num_buckets == 3
@@ -68,7 +56,7 @@ def test_clicks_on_one_frame_cost_one_encode_per_bucket(vp, bucket_encodes):
 
 
 def test_clicks_on_two_frames_encode_each_frame_once(vp, bucket_encodes):
-    s = vp.start(video(4))
+    s = vp.start(moving_video(4))
     for i, xy in enumerate(points(6), start=1):
         s.add_prompt(0, obj_id=i, points=[xy], point_labels=[1])
     # the first click on frame 2 propagates frame 0's objects there: frame 0 is encoded first
@@ -83,7 +71,7 @@ def test_clicks_on_two_frames_encode_each_frame_once(vp, bucket_encodes):
 
 
 def test_removing_an_object_after_clicks_keeps_tracking(vp, bucket_encodes):
-    s = vp.start(video(3))
+    s = vp.start(moving_video(3))
     for i, xy in enumerate(points(5), start=1):
         s.add_prompt(0, obj_id=i, points=[xy], point_labels=[1])
     s.remove_object(5)  # the clicked memory is encoded for 2 buckets, then bucket 1 goes

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from sam3_core.build import build_model
-from sam3_core.config import sam3_1_tiny
 from sam3_core.modeling.detector import DetectorOutput
 from sam3_core.modeling.mask_head import MaskLogits
 from sam3_core.postprocess import masks_to_boxes
@@ -22,17 +20,13 @@ from sam3_core.video.association import AssociationConfig
 from sam3_core.video.multiplex_backend import MultiplexVideo
 from sam3_core.video.multiplex_concepts import SAM31_ASSOCIATION
 from sam3_core.video.predictor import VideoPredictor
+from tests.core.video.multiplex_tools import moving_video, multiplex_predictor
 from tests.core.video.test_video import blob
-from tests.core.video.test_video_multiplex import moving_video
-from tests.reference import perturb_
 
 
 @pytest.fixture(scope="module")
 def vp() -> VideoPredictor:
-    torch.manual_seed(3)
-    model = build_model(sam3_1_tiny())
-    perturb_(model, 3)
-    return VideoPredictor(model, device="cpu")
+    return multiplex_predictor()
 
 
 def side(vp) -> int:
@@ -49,10 +43,10 @@ def force_detections(monkeypatch, vp, found):
         for q, mask in enumerate(found(calls["n"])):
             masks[0, q], scores[0, q] = mask, 10.0
         calls["n"] += 1
+        masks, scores = masks.to(vp.device), scores.to(vp.device)
         boxes = masks_to_boxes(masks[0] > 0).float()[None] / s  # normalised xyxy
-        return DetectorOutput(
-            scores, torch.full((1, 1), 10.0), boxes, MaskLogits.dense(masks), masks[:, :1]
-        )
+        presence = torch.full((1, 1), 10.0, device=vp.device)
+        return DetectorOutput(scores, presence, boxes, MaskLogits.dense(masks), masks[:, :1])
 
     monkeypatch.setattr(vp.image, "detect_concepts", fake_detect)
 
@@ -65,7 +59,8 @@ def force_tracker(monkeypatch, masks_at):
         out = propagate(self, t, reverse)
         for i, r in out.items():
             if i in masks_at(t):
-                r.low_res, r.score = masks_at(t)[i][None], torch.full_like(r.score, 10.0)
+                r.low_res = masks_at(t)[i][None].to(r.low_res.device)
+                r.score = torch.full_like(r.score, 10.0)
         return out
 
     monkeypatch.setattr(MultiplexVideo, "propagate_results", follows)
@@ -222,5 +217,5 @@ def test_both_directions_from_a_concept_frame(vp, monkeypatch):
     # (which joined later) decoded from memory: matched, not a new track
     again = dict(s.propagate(start=3, direction="forward", max_frames=1))
     assert again[3].track_ids.tolist() == [1, 2] and sorted(s.objects) == [1, 2]
-    stored = group.bank.records[3].results[1].low_res.numpy()
+    stored = group.bank.records[3].results[1].low_res.cpu().numpy()
     np.testing.assert_array_equal(again[3].low_res_logits[0], stored[0])
