@@ -1,6 +1,9 @@
 """Builds the transformers reference from our configs, and perturbs random weights.
 
-Test-only: transformers is not a runtime dependency of sam3_core.
+Device rules: a reference built from one of our models lands on that model's device, one built
+from a config on `device` (default cpu); random perturbations are drawn on the CPU and copied
+to each weight's device, so the weights are the same numbers on every device. Test-only:
+transformers is not a runtime dependency of sam3_core.
 """
 
 from __future__ import annotations
@@ -141,6 +144,11 @@ def hf_image_tracker_config(tracker_config):
     )
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    """The device of `model`'s first parameter (where a reference built from it must run)."""
+    return next(model.parameters()).device
+
+
 def _tracker_weights(model) -> dict:
     """Our backbone, tracker neck and tracker head under transformers' tracker key names."""
     backbone = model.detector_model.vision_encoder.backbone.state_dict()
@@ -150,20 +158,21 @@ def _tracker_weights(model) -> dict:
 
 
 def hf_image_tracker(model):
-    """transformers `Sam3TrackerModel` holding our model's backbone, tracker neck and tracker."""
+    """transformers `Sam3TrackerModel` holding our model's backbone, tracker neck and tracker,
+    on our model's device."""
     from transformers import Sam3TrackerModel
 
     hf = Sam3TrackerModel(hf_image_tracker_config(hf_tracker_config(model.config)))
     missing, _ = hf.load_state_dict(_tracker_weights(model), strict=False)  # memory keys unused
     if missing:
         raise RuntimeError(f"reference weights missing: {missing[:5]}")
-    return hf.eval()
+    return hf.eval().to(_device_of(model))
 
 
 def hf_released_image_tracker(model):
     """transformers `Sam3TrackerModel` with the released four FPN levels (as the hub's
     `Sam3TrackerModel.from_pretrained("facebook/sam3")` builds it), holding our model's
-    backbone, tracker neck and tracker head."""
+    backbone, tracker neck and tracker head, on our model's device."""
     from transformers import Sam3TrackerModel
 
     config = hf_image_tracker_config(hf_tracker_config(model.config, coarsest_level=True))
@@ -171,18 +180,19 @@ def hf_released_image_tracker(model):
     missing, _ = hf.load_state_dict(_tracker_weights(model), strict=False)  # memory keys unused
     if missing:
         raise RuntimeError(f"reference weights missing: {missing[:5]}")
-    return hf.eval()
+    return hf.eval().to(_device_of(model))
 
 
 def hf_video_tracker(model):
-    """transformers `Sam3TrackerVideoModel` (with its vision encoder) holding our weights."""
+    """transformers `Sam3TrackerVideoModel` (with its vision encoder) holding our weights, on
+    our model's device."""
     from transformers import Sam3TrackerVideoModel
 
     hf = Sam3TrackerVideoModel(hf_tracker_config(model.config, coarsest_level=True))
     missing, unexpected = hf.load_state_dict(_tracker_weights(model), strict=False)
     if missing or unexpected:
         raise RuntimeError(f"reference weights differ: {missing[:5]} {unexpected[:5]}")
-    return hf.eval()
+    return hf.eval().to(_device_of(model))
 
 
 def hf_tracker_video_processor(cfg: Sam3Config):
@@ -197,8 +207,8 @@ def hf_tracker_video_processor(cfg: Sam3Config):
 
 
 def hf_concept_video_model(model, assoc):
-    """transformers `Sam3VideoModel` holding our weights, with the thresholds of `assoc` (a
-    `sam3_core.video.association.AssociationConfig`)."""
+    """transformers `Sam3VideoModel` holding our weights, on our model's device, with the
+    thresholds of `assoc` (a `sam3_core.video.association.AssociationConfig`)."""
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
     cfg = Sam3VideoConfig(
@@ -218,7 +228,7 @@ def hf_concept_video_model(model, assoc):
     missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
     if missing or unexpected:
         raise RuntimeError(f"reference weights differ: {missing[:5]} {unexpected[:5]}")
-    return hf.eval()
+    return hf.eval().to(_device_of(model))
 
 
 def hf_concept_video_processor(cfg: Sam3Config, folder):
@@ -243,14 +253,15 @@ def hf_concept_video_processor(cfg: Sam3Config, folder):
     )
 
 
-def hf_detector(cfg: Sam3Config, seed: int = 0):
-    """A transformers `Sam3Model` in eval mode with perturbed random weights."""
+def hf_detector(cfg: Sam3Config, seed: int = 0, device: torch.device | str = "cpu"):
+    """A transformers `Sam3Model` in eval mode with perturbed random weights (built and
+    perturbed on the CPU, so the same numbers on every device), on `device`."""
     from transformers import Sam3Model as HFSam3Model
 
     torch.manual_seed(seed)
     model = HFSam3Model(hf_detector_config(cfg)).eval()
     perturb_(model, seed)
-    return model
+    return model.to(device)
 
 
 @torch.no_grad()
@@ -258,12 +269,13 @@ def perturb_(module: torch.nn.Module, seed: int = 0) -> None:
     """Make random weights informative: 1-D params + N(0, 0.2), matrices N(0, 1.2/sqrt(fan_in)).
 
     Default initialisations leave SAM 3's outputs nearly constant across inputs, so a wrong
-    model could pass a parity test; after this, outputs depend on image, text and boxes.
+    model could pass a parity test; after this, outputs depend on image, text and boxes. The
+    noise is drawn on the CPU, so a module on any device gets the same weights.
     """
     gen = torch.Generator().manual_seed(seed)
     for _, p in sorted(module.named_parameters()):
         if p.ndim <= 1:
-            p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+            p.add_((torch.randn(p.shape, generator=gen) * 0.2).to(p.device))
         else:
             fan_in = p[0].numel()
             p.copy_(torch.randn(p.shape, generator=gen) * (1.2 / math.sqrt(fan_in)))
@@ -281,7 +293,7 @@ def ulp_perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, p in sorted(model.named_parameters()):
-            p.mul_(1 + 2**-24 * torch.randn(p.shape, generator=gen))
+            p.mul_((1 + 2**-24 * torch.randn(p.shape, generator=gen)).to(p.device))
     return model
 
 
@@ -314,9 +326,11 @@ def hf_processor(cfg: Sam3Config, folder):
 
 
 def mask_iou(a, b) -> float:
-    """IoU of two boolean arrays of the same shape (1.0 when both are empty)."""
+    """IoU of two boolean arrays or tensors (on any device) of the same shape (1.0 when both
+    are empty)."""
     import numpy as np
 
+    a, b = (x.cpu() if isinstance(x, torch.Tensor) else x for x in (a, b))
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
@@ -326,24 +340,29 @@ class CvUtilsKernel:
     """Stand-in for the `kernels-community/cv-utils` hub kernel that transformers' video model
     uses for detection NMS and hole filling (it is downloaded from the hub, so unavailable
     here): `cc_2d` is Meta's own CPU fallback (skimage, 8-connected), `generic_nms` greedy NMS
-    over an IoU matrix. Install with `monkeypatch.setattr(module, "cv_utils_kernel", ...)`."""
+    over an IoU matrix. Both compute on the CPU and answer on their input's device (transformers
+    swallows a kernel's errors and skips the step, so a device mismatch here would pass
+    silently). Install with `monkeypatch.setattr(module, "cv_utils_kernel", ...)`."""
 
     @staticmethod
     def cc_2d(mask: torch.Tensor, get_counts: bool = True):
+        """mask [B, 1, H, W] -> (labels, per-pixel component sizes), int32 on mask's device."""
         from skimage.measure import label
 
         labels = torch.zeros(mask.shape, dtype=torch.int32)
         counts = torch.zeros(mask.shape, dtype=torch.int32)
-        for i, m in enumerate(mask[:, 0].numpy()):
+        for i, m in enumerate(mask[:, 0].cpu().numpy()):
             lab = torch.from_numpy(label(m).astype("int32"))
             sizes = torch.bincount(lab.flatten()).to(torch.int32)
             labels[i, 0], counts[i, 0] = lab, torch.where(lab > 0, sizes[lab], 0)
-        return labels, counts
+        return labels.to(mask.device), counts.to(mask.device)
 
     @staticmethod
     def generic_nms(ious: torch.Tensor, scores: torch.Tensor, threshold: float, use_iou_matrix):
+        """Indices kept by greedy NMS (highest score first), long on scores' device."""
+        ious_cpu = ious.cpu()
         kept: list[int] = []
-        for i in torch.argsort(scores, descending=True, stable=True).tolist():
-            if all(ious[i, j] <= threshold for j in kept):
+        for i in torch.argsort(scores.cpu(), descending=True, stable=True).tolist():
+            if all(ious_cpu[i, j] <= threshold for j in kept):
                 kept.append(i)
-        return torch.tensor(kept, dtype=torch.long)
+        return torch.tensor(kept, dtype=torch.long, device=scores.device)

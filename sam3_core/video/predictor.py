@@ -67,7 +67,7 @@ class VideoPredictor:
     ) -> VideoSession:
         """Open a video (file, folder, TIFF stack, [T, H, W(, C)] array) for tracking.
 
-        offload_to_cpu keeps memory tensors on the CPU; max_memory_frames caps the prompted
+        offload_to_cpu (SAM 3) keeps memory tensors on the CPU; max_memory_frames caps the prompted
         frames kept per object (the farthest from the latest one are dropped; default: all);
         `association.max_reconditioned_frames` caps concept tracks' re-conditioned ones (4).
         max_num_objects (SAM 3.1 only, default 128): objects past it are refused.

@@ -72,6 +72,12 @@ class VideoSession:
             image.model.require_parts(
                 "vision encoder", "tracker", "multiplex tracker", task="video"
             )
+            if offload_to_cpu:
+                raise ValueError(
+                    "offload_to_cpu moves a SAM 3 session's per-object memory to the CPU; a SAM "
+                    "3.1 session keeps one memory per bucket of objects on the device (16x less "
+                    "at 16 objects a bucket): leave offload_to_cpu out"
+                )
             self.multiplex = clicked_group(self, max_num_objects or DEFAULT_MAX_NUM_OBJECTS)
             self.multiplex_concepts = MultiplexConcepts(self, self.frame_features)
             self.multiplex.others = self.multiplex_concepts.count

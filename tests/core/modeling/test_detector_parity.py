@@ -1,7 +1,11 @@
 """Our detector against transformers' Sam3Model on the same perturbed random weights.
 
-Tolerances (fp32, CPU): scores, presence and boxes within 1e-4; mask and semantic logits
-within 1e-3 absolute; binary masks (logit > 0) IoU >= 0.999.
+Both models and every input live on `tests.device.DEVICE` (SAM3_TEST_DEVICE, default cpu);
+inputs are drawn on the CPU and moved, so they are the same numbers on every device.
+Tolerances (fp32): scores, presence and boxes within 1e-4; mask and semantic logits within
+1e-3 absolute; binary masks (logit > 0) IoU >= 0.999. The same bounds apply on CUDA: both
+sides run there in fp32 with TF32 off (`tests.device`), so they differ only by the order of
+fp32 sums, as on the CPU (where the largest error is a tenth of its bound, on mask logits).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 
 from sam3_core.config import sam3_tiny
 from sam3_core.modeling.detector import Sam3Detector
+from tests.device import DEVICE
 from tests.reference import hf_detector, mask_iou
 
 pytest.importorskip("transformers")
@@ -25,11 +30,11 @@ def models():
     hf = hf_detector(CFG, seed=0)
     ours = Sam3Detector(CFG).eval()
     ours.load_state_dict(hf.state_dict())
-    return hf, ours
+    return hf.to(DEVICE), ours.to(DEVICE)
 
 
 def _ids(lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token ids with bos/eos and transformers' padding (49407)."""
+    """Random token ids with bos/eos and transformers' padding (49407), on DEVICE."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.full((len(lengths), L), 49407)
     mask = torch.zeros(len(lengths), L, dtype=torch.long)
@@ -37,7 +42,7 @@ def _ids(lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids[i, 0] = 49406
         ids[i, 1 : n - 1] = torch.randint(0, 49406, (n - 2,), generator=g)
         mask[i, :n] = 1
-    return ids, mask
+    return ids.to(DEVICE), mask.to(DEVICE)
 
 
 def _run(models, pixels, ids, mask, boxes=None, labels=None):
@@ -61,9 +66,9 @@ def _assert_close(ref, out) -> None:
 
 
 def _pixels(n: int, seed: int) -> torch.Tensor:
-    return torch.randn(
-        n, 3, CFG.image_size, CFG.image_size, generator=torch.Generator().manual_seed(seed)
-    )
+    """n random images [n, 3, S, S], drawn on the CPU, on DEVICE."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, CFG.image_size, CFG.image_size, generator=g).to(DEVICE)
 
 
 def test_parity_text_only(models):
@@ -74,23 +79,27 @@ def test_parity_text_only(models):
 
 def test_parity_exemplars_only_positive_and_negative(models):
     ids, mask = _ids([3], seed=2)  # stands in for "visual"
-    boxes = torch.tensor([[[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.1, 0.4]]])
-    labels = torch.tensor([[1, 0, 1]])
+    boxes = torch.tensor(
+        [[[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.1, 0.4]]], device=DEVICE
+    )
+    labels = torch.tensor([[1, 0, 1]], device=DEVICE)
     ref, out = _run(models, _pixels(1, 2), ids, mask, boxes, labels)
     _assert_close(ref, out)
 
 
 def test_parity_text_plus_exemplars(models):
     ids, mask = _ids([7], seed=3)
-    boxes = torch.tensor([[[0.45, 0.55, 0.3, 0.25]]])
-    ref, out = _run(models, _pixels(1, 3), ids, mask, boxes, torch.tensor([[1]]))
+    boxes = torch.tensor([[[0.45, 0.55, 0.3, 0.25]]], device=DEVICE)
+    labels = torch.tensor([[1]], device=DEVICE)
+    ref, out = _run(models, _pixels(1, 3), ids, mask, boxes, labels)
     _assert_close(ref, out)
 
 
 def test_parity_two_images_in_a_batch(models):
     ids, mask = _ids([4, 9], seed=4)
-    boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2]], [[0.6, 0.5, 0.3, 0.4]]])
-    ref, out = _run(models, _pixels(2, 4), ids, mask, boxes, torch.tensor([[1], [0]]))
+    boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2]], [[0.6, 0.5, 0.3, 0.4]]], device=DEVICE)
+    labels = torch.tensor([[1], [0]], device=DEVICE)
+    ref, out = _run(models, _pixels(2, 4), ids, mask, boxes, labels)
     _assert_close(ref, out)
 
 
@@ -103,7 +112,7 @@ def test_parity_outputs_depend_on_inputs(models):
         a = ours(feats, ours.encode_text(ids), mask.bool())
     assert (a.scores[0] - a.scores[1]).abs().max() > 1e-2
     assert (a.boxes[0] - a.boxes[1]).abs().max() > 1e-2
-    assert np.mean((a.masks[0] > 0).numpy() != (a.masks[1] > 0).numpy()) > 0.01
+    assert np.mean((a.masks[0] > 0).cpu().numpy() != (a.masks[1] > 0).cpu().numpy()) > 0.01
     assert a.scores.std() > 1e-2
 
 
@@ -115,9 +124,10 @@ def test_parity_outputs_depend_on_exemplar_boxes(models):
     ids, mask = ids.expand(4, -1), mask.expand(4, -1)
     pixels = _pixels(1, 9).expand(4, -1, -1, -1)
     boxes = torch.tensor(
-        [[[0.3, 0.4, 0.2, 0.3]], [[0.7, 0.6, 0.3, 0.2]], [[0.3, 0.4, 0.2, 0.3]], [[0.5] * 4]]
+        [[[0.3, 0.4, 0.2, 0.3]], [[0.7, 0.6, 0.3, 0.2]], [[0.3, 0.4, 0.2, 0.3]], [[0.5] * 4]],
+        device=DEVICE,
     )
-    labels = torch.tensor([[1], [1], [0], [1]])
+    labels = torch.tensor([[1], [1], [0], [1]], device=DEVICE)
     ref, out = _run(models, pixels, ids, mask, boxes, labels)
     _assert_close(ref, out)
     with torch.no_grad():
@@ -154,13 +164,14 @@ def test_parity_many_prompts_on_one_image_take_the_shared_path(models):
 def test_upsample_conv_folding_equals_conv_of_upsampled():
     from sam3_core.modeling.mask_head import upsample2x_conv3x3
 
-    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
-    x = torch.randn(2, 6, 7, 9)
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1).to(DEVICE)
+    x = torch.randn(2, 6, 7, 9, generator=g).to(DEVICE)
     want = (
         conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
         - conv.bias[:, None, None]
     )
-    added = torch.randn(1, 5, 14, 18)
+    added = torch.randn(1, 5, 14, 18, generator=g).to(DEVICE)
     with torch.no_grad():  # the inference path interleaves in place
         got = upsample2x_conv3x3(x, conv, added)
     assert got.is_contiguous(memory_format=torch.channels_last)

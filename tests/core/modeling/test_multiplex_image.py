@@ -4,6 +4,10 @@ from a tiny `sam3.1_multiplex.pt` (Meta's layout) loaded without a config.
 SAM 3.1 keeps SAM 3's image path (detector; interactive head = SAM 3's click tracker on its own
 neck, its IoU head without a sigmoid), so a SAM 3 model given the same weights must answer
 the same; the 3.1-only modules (propagation neck, multiplex tracker) must not be used.
+Both predictors run on `tests.device.DEVICE` (SAM3_TEST_DEVICE, default cpu). The answers are
+compared exactly on every device: both models run the same kernels on the same inputs there,
+and those kernels are deterministic for a given shape (no racing atomic sums), so on
+CUDA too the two agree to the bit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tests.core.weights.official_multiplex_layout import (
     tiny_multiplex_model,
     to_official_multiplex_layout,
 )
+from tests.device import DEVICE
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def sam3_twin(sam31):
 
 
 def _answers(model, image):
-    pred = ImagePredictor(model, device="cpu")
+    pred = ImagePredictor(model, device=DEVICE)
     state = pred.set_image(image)
     return {
         "cell": pred.predict(state, "cell", score_threshold=0.0),

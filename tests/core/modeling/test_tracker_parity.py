@@ -2,6 +2,11 @@
 
 Both sides get the same perturbed random weights (default inits make outputs nearly independent
 of the prompts), the same FPN features, and must agree on mask logits, IoU and object scores.
+Models and inputs live on `tests.device.DEVICE` (SAM3_TEST_DEVICE, default cpu); weights and
+inputs are drawn on the CPU and moved, so they are the same numbers on every device. The fp32
+tolerances below hold on CUDA too: TF32 is off there (`tests.device`), so both sides differ
+only by the order of fp32 sums, as on the CPU (where the largest error is a fifth of
+LOGIT_ATOL).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import torch
 
 from sam3_core.config import sam3, sam3_tiny
 from sam3_core.modeling.tracker import Sam3Tracker
+from tests.device import DEVICE
 from tests.reference import hf_image_tracker_config, hf_tracker_config, perturb_
 
 transformers = pytest.importorskip("transformers")
@@ -21,7 +27,8 @@ SCORE_ATOL = 1e-5  # IoU scores (sigmoid outputs) and object score logits
 
 @pytest.fixture(scope="module")
 def models():
-    """(ours, transformers video tracker, transformers image tracker, fpn, fpn_pos, pixels)."""
+    """(ours, transformers video tracker, transformers image tracker, fpn, fpn_pos, pixels),
+    all on DEVICE."""
     torch.manual_seed(0)
     cfg = sam3_tiny()
     hf_cfg = hf_tracker_config(cfg)
@@ -33,7 +40,8 @@ def models():
     assert all(k.startswith("vision_encoder.") for k in missing)
     ours = Sam3Tracker(cfg).eval()
     ours.load_state_dict(video.state_dict(), strict=True)
-    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    ours, video, image = ours.to(DEVICE), video.to(DEVICE), image.to(DEVICE)
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size).to(DEVICE)
     with torch.no_grad():
         vis = image.vision_encoder(pixels)
     return ours, video, image, list(vis.fpn_hidden_states), list(vis.fpn_position_encoding), pixels
@@ -82,9 +90,9 @@ def assert_close(out, ref) -> dict[str, float]:
     return errs
 
 
-POINTS = torch.tensor([[[[30.0, 40.0], [80.0, 20.0]]]])
-LABELS = torch.tensor([[[1, 0]]])
-BOX = torch.tensor([[[10.0, 15.0, 90.0, 70.0]]])
+POINTS = torch.tensor([[[[30.0, 40.0], [80.0, 20.0]]]], device=DEVICE)
+LABELS = torch.tensor([[[1, 0]]], device=DEVICE)
+BOX = torch.tensor([[[10.0, 15.0, 90.0, 70.0]]], device=DEVICE)
 
 
 @pytest.mark.parametrize("multimask", [True, False])
@@ -109,16 +117,21 @@ def test_parity_points_and_box(models):
 def test_parity_mask_input(models, with_points):
     ours, *_ = models
     side = ours.prompt_encoder.mask_input_size[0]
-    masks = 8 * torch.randn(1, 1, 1, side, side, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    masks = 8 * torch.randn(1, 1, 1, side, side, generator=gen).to(DEVICE)
     prompts = {"points": POINTS, "labels": LABELS} if with_points else {}
     out, ref = run_both(models, masks=masks, multimask=False, **prompts)
     assert_close(out, ref)
 
 
 def test_parity_two_objects_two_images(models):
-    points = torch.tensor([[[[30.0, 40.0]], [[90.0, 90.0]]], [[[5.0, 100.0]], [[60.0, 60.0]]]])
-    labels = torch.ones(2, 2, 1, dtype=torch.long)
-    boxes = torch.tensor([[[0.0, 0.0, 60.0, 60.0], [50.0, 40.0, 111.0, 100.0]]]).expand(2, 2, 4)
+    points = torch.tensor(
+        [[[[30.0, 40.0]], [[90.0, 90.0]]], [[[5.0, 100.0]], [[60.0, 60.0]]]], device=DEVICE
+    )
+    labels = torch.ones(2, 2, 1, dtype=torch.long, device=DEVICE)
+    boxes = torch.tensor(
+        [[[0.0, 0.0, 60.0, 60.0], [50.0, 40.0, 111.0, 100.0]]], device=DEVICE
+    ).expand(2, 2, 4)
     for multimask in (True, False):
         out, ref = run_both(models, batch=2, points=points, labels=labels, multimask=multimask)
         assert out.low_res_masks.shape[:2] == (2, 2)
@@ -129,7 +142,8 @@ def test_parity_two_objects_two_images(models):
 
 def test_parity_outputs_depend_on_prompts(models):
     a, _ = run_both(models, points=POINTS[:, :, :1], labels=LABELS[:, :, :1])
-    b, _ = run_both(models, points=torch.tensor([[[[100.0, 100.0]]]]), labels=LABELS[:, :, :1])
+    far = torch.tensor([[[[100.0, 100.0]]]], device=DEVICE)
+    b, _ = run_both(models, points=far, labels=LABELS[:, :, :1])
     c, _ = run_both(models, boxes=BOX)
     for x, y in ((a, b), (a, c), (b, c)):
         assert (x.low_res_masks - y.low_res_masks).abs().mean() > 0.1
@@ -140,9 +154,9 @@ def test_parity_outputs_depend_on_prompts(models):
 def test_parity_dynamic_multimask(models):
     ours, _, image, *_ = models
     gen = torch.Generator().manual_seed(5)
-    masks = torch.randn(2, 3, 4, 16, 16, generator=gen)
+    masks = torch.randn(2, 3, 4, 16, 16, generator=gen).to(DEVICE)
     masks[0, 0, 0] = 5.0  # a stable single mask: kept
-    iou = torch.rand(2, 3, 4, generator=gen)
+    iou = torch.rand(2, 3, 4, generator=gen).to(DEVICE)
     got = ours.mask_decoder._dynamic_multimask_via_stability(masks, iou)
     ref = image.mask_decoder._dynamic_multimask_via_stability(masks, iou)
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
@@ -184,7 +198,7 @@ def test_parity_track_step(models):
 
 def test_parity_mask_as_output(models):
     ours, video, _, fpn, pos, _ = models
-    mask = torch.zeros(1, 1, 112, 112)
+    mask = torch.zeros(1, 1, 112, 112, device=DEVICE)
     mask[..., 20:70, 30:90] = 1.0
     with torch.no_grad():
         feats = ours.prepare_image_features([f[:1] for f in fpn], [p[:1] for p in pos])
@@ -201,8 +215,8 @@ def test_parity_memory_encoder(models, binarize):
     ours, video, _, fpn, _, _ = models
     gen = torch.Generator().manual_seed(7)
     embed = fpn[2]
-    masks = 4 * torch.randn(2, 1, 112, 112, generator=gen)
-    scores = torch.tensor([[[1.5]], [[-2.0]]])  # present, absent (occlusion embedding)
+    masks = 4 * torch.randn(2, 1, 112, 112, generator=gen).to(DEVICE)
+    scores = torch.tensor([[[1.5]], [[-2.0]]], device=DEVICE)  # present, absent (occlusion)
     with torch.no_grad():
         feat, mpos = ours.encode_memory(embed, masks, scores[:, 0], binarize=binarize)
         ref_feat, ref_pos = video._encode_new_memory(
@@ -224,9 +238,9 @@ def test_parity_memory_attention(models):
     ours, video, _, fpn, pos, _ = models
     gen = torch.Generator().manual_seed(11)
     c, m, grid = ours.config.hidden_size, ours.config.memory_channels, fpn[2].shape[-1]
-    mem = [torch.randn(1, m, grid, grid, generator=gen) for _ in range(2)]
-    mem_pos = [torch.randn(1, m, grid, grid, generator=gen) for _ in range(2)]
-    pointers = torch.randn(3, 1, c, generator=gen)
+    mem = [torch.randn(1, m, grid, grid, generator=gen).to(DEVICE) for _ in range(2)]
+    mem_pos = [torch.randn(1, m, grid, grid, generator=gen).to(DEVICE) for _ in range(2)]
+    pointers = torch.randn(3, 1, c, generator=gen).to(DEVICE)
     offsets = [0, 1, 2]
     with torch.no_grad():
         feats = ours.prepare_image_features([f[:1] for f in fpn], [p[:1] for p in pos])
@@ -269,7 +283,7 @@ def test_memory_attention_batches_objects(models):
     ours, _, _, fpn, pos, _ = models
     gen = torch.Generator().manual_seed(13)
     m, grid = ours.config.memory_channels, fpn[2].shape[-1]
-    mem = torch.randn(2, m, grid, grid, generator=gen)
+    mem = torch.randn(2, m, grid, grid, generator=gen).to(DEVICE)
     with torch.no_grad():
         feats = ours.prepare_image_features(
             [f[:1].expand(2, -1, -1, -1) for f in fpn], [p[:1].expand(2, -1, -1, -1) for p in pos]

@@ -21,6 +21,11 @@ frame or end tracks by hot-start differ (ids from frame 3, or masks with IoU dow
 - transformers removes hot-start false starts and duplicates before it pairs the frame's
   masks and tracker scores with object ids, so on such a frame the surviving ids get other
   tracks' masks. Meta's code pairs them with the ids the frame started with.
+
+Both sides run on `tests.device.DEVICE` (`SAM3_TEST_DEVICE`, default cpu); the frames are
+resized on the CPU on both sides (ours always are), so both see the same pixels. On CUDA in
+fp32 (TF32 off, as `tests.device` sets) the same bounds should hold: the two sides differ there
+by fp32 rounding as on the CPU, and SCORE_TOL is 3x what the CPU shows.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from sam3_core.config import sam3_tiny
 from sam3_core.video.association import AssociationConfig
 from sam3_core.video.predictor import VideoPredictor
 from tests.core.helpers import make_image, tiny_model
+from tests.device import DEVICE
 from tests.reference import (
     CvUtilsKernel,
     hf_concept_video_model,
@@ -120,9 +126,13 @@ def as_released(hf) -> None:
 
 def reference_tracks(model, frames, folder, assoc, prompts, start, direction):
     """{frame: (ids, masks, concept names, object scores)} and the ids removed by hot-start."""
-    hf, proc = hf_concept_video_model(model, assoc), hf_concept_video_processor(CFG, folder)
+    hf = hf_concept_video_model(model, assoc).to(DEVICE)
+    proc = hf_concept_video_processor(CFG, folder)
     as_released(hf)
-    sess = proc.init_video_session(video=list(frames), inference_device="cpu")
+    # frames resized on the CPU, as ours are (`sam3_core.predictor.preprocess`): same pixels
+    sess = proc.init_video_session(
+        video=list(frames), inference_device=DEVICE, processing_device="cpu"
+    )
     proc.add_text_prompt(sess, prompts)
     # backward, the reference starts at start_frame_idx - 1 (the frame before a forward pass)
     passes = {
@@ -140,7 +150,8 @@ def reference_tracks(model, frames, folder, assoc, prompts, start, direction):
             # first frame), by which overlaps are resolved; ours report the same
             scores = [res.obj_id_to_tracker_score[i] for i in ids]
             assert res.frame_idx not in out
-            out[res.frame_idx] = (ids, post["masks"].numpy(), [name[i] for i in ids], scores)
+            masks = post["masks"].cpu().numpy()
+            out[res.frame_idx] = (ids, masks, [name[i] for i in ids], scores)
     return out, sorted(sess.hotstart_removed_obj_ids)
 
 
@@ -159,7 +170,7 @@ def check_parity(
     ref, ref_removed = reference_tracks(
         model, frames, folder, assoc, list(prompts), start, direction
     )
-    session = VideoPredictor(model, device="cpu").start(frames, association=assoc)
+    session = VideoPredictor(model, device=DEVICE).start(frames, association=assoc)
     session.add_concept(start, list(prompts))
     steps = list(session.propagate(direction=direction))
     ours = dict(steps)
@@ -211,7 +222,7 @@ def test_parity_concept_tracking(tmp_path):
     assert_informative(ours)
     assert reconditioned(session)
     # the outputs depend on the prompt: another text finds other masks
-    other = VideoPredictor(tiny_model(seed=SEED), device="cpu").start(
+    other = VideoPredictor(tiny_model(seed=SEED), device=DEVICE).start(
         make_video(), association=ASSOC
     )
     other.add_concept(0, ["stripe"])
@@ -229,7 +240,7 @@ def test_parity_concept_tracking_released_postprocessing(tmp_path, cv_kernel):
     assert reconditioned(session)
     assert len(set(ours[T - 1].track_ids) - set(ours[0].track_ids)) >= 1  # tracks start later
     # the post-processing matters here: without hole filling the masks differ
-    plain = VideoPredictor(tiny_model(seed=SEED), device="cpu").start(
+    plain = VideoPredictor(tiny_model(seed=SEED), device=DEVICE).start(
         make_video(), association=dataclasses.replace(RELEASED, fill_hole_area=0)
     )
     plain.add_concept(0, [PROMPT])

@@ -110,3 +110,8 @@ def test_max_num_objects_is_for_sam31_sessions():
     sam3 = VideoPredictor(tiny_model(seed=2), device="cpu")
     with pytest.raises(ValueError, match="max_num_objects caps SAM 3.1"):
         sam3.start(moving_video(2), max_num_objects=4)
+
+
+def test_offload_to_cpu_is_refused_with_the_reason(vp):
+    with pytest.raises(ValueError, match="SAM 3.1 session keeps one memory per bucket"):
+        vp.start(moving_video(2), offload_to_cpu=True)
