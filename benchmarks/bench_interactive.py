@@ -37,8 +37,9 @@ def main() -> None:
     device = pick_device(args.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     cfg = get_config(args.config)
-    model = build_model(cfg)
-    hf = hf_image_tracker(model).to(device)
+    with torch.device(device):  # built where they run: fast on a GPU
+        model = build_model(cfg)
+        hf = hf_image_tracker(model)
     pred = ImagePredictor(model, device=device, precision=precision)
     image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     h, w = image.shape[:2]

@@ -319,7 +319,8 @@ def multiplex_predictors(device, base: str, bucket: int, precision: str) -> dict
     vps = {}
     for name, cfg in (("sam3", get_config(base)), ("sam3.1", multi)):
         torch.manual_seed(0)
-        model = build_model(cfg).to(device).eval()
+        with torch.device(device):
+            model = build_model(cfg).eval()
         vision = model.detector_model.vision_encoder
         vision.backbone = CachedTrunk(vision.backbone, cache)
         vps[name] = VideoPredictor(model, device, precision)
@@ -512,8 +513,9 @@ def main() -> None:
     config = args.config or ("sam3" if device.type == "cuda" else "sam3_tiny")
     cfg = get_config(config)
     torch.manual_seed(0)
-    model = build_model(cfg)
-    hf = hf_video_tracker(model).to(device)
+    with torch.device(device):  # built where they run: fast on a GPU
+        model = build_model(cfg)
+        hf = hf_video_tracker(model)
     proc = hf_tracker_video_processor(cfg)
     vp = VideoPredictor(model, device=device, precision=precision)
     frames = SyntheticFrames(args.frames, args.height, args.width)
@@ -532,7 +534,8 @@ def main() -> None:
 
     from tests.reference import hf_concept_video_model, hf_concept_video_processor
 
-    hf_c = hf_concept_video_model(model, concept_association()).to(device)
+    with torch.device(device):
+        hf_c = hf_concept_video_model(model, concept_association())
     with tempfile.TemporaryDirectory() as folder:
         proc_c = hf_concept_video_processor(cfg, folder)
     run_reference_concept(

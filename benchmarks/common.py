@@ -60,10 +60,10 @@ def paired_models(config_name: str, device: torch.device):
 
     cfg = get_config(config_name)
     torch.manual_seed(0)
-    hf = HFSam3Model(hf_detector_config(cfg)).eval()
-    with torch.no_grad():
-        perturb_(hf, 0)
-    hf = hf.to(device)
-    ours = build_model(cfg)
+    with torch.device(device):  # built, filled and copied where they run: fast on a GPU
+        hf = HFSam3Model(hf_detector_config(cfg)).eval()
+        with torch.no_grad():
+            perturb_(hf, 0, on_device=True)
+        ours = build_model(cfg)
     ours.detector_model.load_state_dict(hf.state_dict())
-    return hf, ours.to(device), cfg
+    return hf, ours, cfg

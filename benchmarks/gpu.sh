@@ -43,9 +43,11 @@ if [ $SMOKE = 1 ]; then
     TESTS="tests/core/test_gpu.py tests/core/modeling/test_detector_parity.py"
 else
     DEV=cuda FULL=sam3
+    # the parity suite, the bf16 agreement tests and the GPU-only tests, on the GPU
     TESTS="tests/core/modeling tests/core/video/test_video_parity.py
         tests/core/video/test_video_concept_parity.py tests/core/video/test_video_multiplex.py
-        tests/core/test_precision.py tests/core/test_gpu.py tests/core/test_predictor.py"
+        tests/core/video/test_video_multiplex_concepts.py tests/core/test_precision.py
+        tests/core/test_gpu.py"
 fi
 
 {

@@ -265,20 +265,23 @@ def hf_detector(cfg: Sam3Config, seed: int = 0, device: torch.device | str = "cp
 
 
 @torch.no_grad()
-def perturb_(module: torch.nn.Module, seed: int = 0) -> None:
+def perturb_(module: torch.nn.Module, seed: int = 0, on_device: bool = False) -> None:
     """Make random weights informative: 1-D params + N(0, 0.2), matrices N(0, 1.2/sqrt(fan_in)).
 
     Default initialisations leave SAM 3's outputs nearly constant across inputs, so a wrong
     model could pass a parity test; after this, outputs depend on image, text and boxes. The
-    noise is drawn on the CPU, so a module on any device gets the same weights.
+    noise is drawn on the CPU, so a module on any device gets the same weights; `on_device`
+    draws it on the module's device instead (other values; seconds instead of a minute for a
+    full-size model on a GPU: for benchmarks, which need no two devices to agree).
     """
-    gen = torch.Generator().manual_seed(seed)
+    device = next(module.parameters()).device if on_device else torch.device("cpu")
+    gen = torch.Generator(device).manual_seed(seed)
     for _, p in sorted(module.named_parameters()):
         if p.ndim <= 1:
-            p.add_((torch.randn(p.shape, generator=gen) * 0.2).to(p.device))
+            p.add_((torch.randn(p.shape, generator=gen, device=device) * 0.2).to(p.device))
         else:
             fan_in = p[0].numel()
-            p.copy_(torch.randn(p.shape, generator=gen) * (1.2 / math.sqrt(fan_in)))
+            p.copy_(torch.randn(p.shape, generator=gen, device=device) * (1.2 / math.sqrt(fan_in)))
 
 
 def ulp_perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
