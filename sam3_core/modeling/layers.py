@@ -5,10 +5,34 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# Tensor caches keyed by device (positional tables), each an `lru_cache`: see `device_cache`.
+DEVICE_CACHES: list[Any] = []
+
+
+def device_cache(maxsize: int) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """`functools.lru_cache` for functions that build tensors per size, device and dtype,
+    registered so that `clear_device_caches` can empty them all."""
+
+    def wrap(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+        DEVICE_CACHES.append(cached)
+        return cached
+
+    return wrap
+
+
+def clear_device_caches() -> None:
+    """Drop every `device_cache` entry: frees their device memory, and keeps tensors made
+    under a tracing mode (e.g. fake tensors in tests) from being served outside it."""
+    for cached in DEVICE_CACHES:
+        cached.cache_clear()
 
 
 def autocast_input(x: Tensor) -> Tensor:
@@ -189,7 +213,7 @@ def sine_position_map(
     return pos.permute(2, 0, 1)[None].expand(batch, -1, -1, -1)
 
 
-@functools.lru_cache(maxsize=32)
+@device_cache(maxsize=32)
 def _sine_position_grid(
     height: int, width: int, num_feats: int, device: torch.device, dtype, normalize: bool
 ) -> Tensor:

@@ -7,7 +7,6 @@ Parameter names follow transformers' `Sam3TrackerVideoMemoryEncoder` / `...Memor
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -15,7 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam3_core.config import TrackerConfig
-from sam3_core.modeling.layers import apply_rope, linear_activation, rope_rotation
+from sam3_core.modeling.layers import (
+    apply_rope,
+    device_cache,
+    linear_activation,
+    rope_rotation,
+)
 from sam3_core.modeling.tracker_mask_decoder import LayerNorm2d
 
 
@@ -30,7 +34,7 @@ def sine_position_encoding_2d(
     return pos.permute(2, 0, 1).unsqueeze(0).expand(batch, -1, -1, -1)
 
 
-@functools.lru_cache(maxsize=16)
+@device_cache(maxsize=16)
 def _sine_grid_2d(
     height: int, width: int, num_feats: int, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
@@ -192,7 +196,7 @@ def memory_rope(
     return _memory_rope(height, width, head_dim, theta, torch.device(device), repeat, num_unrotated)
 
 
-@functools.lru_cache(maxsize=64)
+@device_cache(maxsize=64)
 def _memory_rope(
     height: int,
     width: int,

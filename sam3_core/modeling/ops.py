@@ -16,7 +16,7 @@ def _axis_weights(start: Tensor, length: Tensor, size: int, output_size: int) ->
     """
     bin_size = length / output_size
     grid = torch.ceil(length / output_size).clamp(min=1)
-    max_grid = int(grid.max().item())
+    max_grid = grid.max().long().item()  # a SymInt under fake tensors (traceable)
     bins = torch.arange(output_size, device=start.device, dtype=start.dtype)
     steps = torch.arange(max_grid, device=start.device, dtype=start.dtype) + 0.5
     coord = (

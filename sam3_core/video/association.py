@@ -206,6 +206,7 @@ def nms_masks(
     ious = mask_overlap(masks[order] > 0, masks[order] > 0, use_iom)
     if groups is not None:
         ious = ious * (groups[order][:, None] == groups[order][None])
+    ious = ious.cpu()  # compared one by one: on the host (one copy, not N^2 device syncs)
     kept: list[int] = []
     for i in range(len(order)):
         if all(ious[i, j] <= iou_threshold for j in kept):

@@ -113,13 +113,17 @@ def concept_step(
         if cfg.suppress_overlap_thresh > 0:
             default = [ALWAYS_OCCLUDED if i in ended else NEVER_OCCLUDED for i in ids]
             last = [states[i].last_occluded for i in ids]
-            last = torch.tensor([d if v is None else v for v, d in zip(last, default)])
+            last = [d if v is None else v for v, d in zip(last, default)]
             hidden = suppress_recently_occluded(
-                trk, last, trk_labels, cfg.suppress_overlap_thresh, reverse
+                trk,
+                torch.tensor(last, device=trk.device),  # indexed by the tracks' group indices
+                trk_labels,
+                cfg.suppress_overlap_thresh,
+                reverse,
             )
-            occluded = ~(trk > 0).flatten(1).any(1) | hidden
+            occluded = (~(trk > 0).flatten(1).any(1) | hidden).tolist()  # one sync, not N
             for i, tid in enumerate(ids):
-                states[tid].last_occluded = t if occluded[i] else int(last[i])
+                states[tid].last_occluded = t if occluded[i] else last[i]
             trk[hidden] = NO_OBJECT
         empty = (~(trk > 0).flatten(1).any(1)).tolist()
         lost = [i for i in lost_tracks(states, ids, empty, cfg) if i not in ended]
