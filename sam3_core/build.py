@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -45,7 +47,7 @@ def load_model(
     path = ckpt.resolve_checkpoint(checkpoint, token=token)
     state = ckpt.to_our_layout(ckpt.load_state_dict(path))
     cfg = given if given is not None else infer_config(state, path)
-    with torch.device("meta"):
+    with torch.device("meta"), skipped_init():
         model = Sam3Model(cfg)
     try:
         ckpt.load_into(model, state)  # assigns the loaded tensors; absent parts become NaN
@@ -56,6 +58,24 @@ def load_model(
         raise ckpt.CheckpointError(f"{hint}\n  details: {err}" if hint else str(err)) from err
     model.apply(_reset_buffers)
     return model.eval()
+
+
+@contextlib.contextmanager
+def skipped_init() -> Iterator[None]:
+    """`torch.nn.init`'s in-place initialisers as no-ops while a model is built on the meta device
+    to be loaded: every weight comes from the checkpoint, and running them on meta tensors imports
+    torch._dynamo (their meta kernels are Python references), about 2.5 s in every process that
+    loads a model (a CLI run, each Ray worker). Not thread-safe: only for building."""
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    for name, fn in saved.items():
+        if callable(fn):
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
 
 
 def _reset_buffers(module: torch.nn.Module) -> None:

@@ -78,8 +78,12 @@ class ViTLayer(nn.Module):
         """(Re)compute the RoPE tables; also after building on the meta device."""
         device = self.layer_norm1.weight.device
         grid, head_dim, theta, scale = self._rope_args
-        rope = rope_rotation(grid, grid, head_dim, theta, scale)
-        self.rope = rope if device.type == "meta" else rope.to(device)
+        if device.type == "meta":  # `load_model` builds on meta and calls this again after
+            # loading: computing here would run `arange` on meta, whose first use imports
+            # torch._dynamo (about 2.5 s in every process that loads a model)
+            self.rope = torch.empty(grid * grid, head_dim // 2, dtype=torch.complex64)
+            return
+        self.rope = rope_rotation(grid, grid, head_dim, theta, scale).to(device)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x

@@ -119,7 +119,7 @@ class MemoryFuserBlock(nn.Module):
     def __init__(self, config: TrackerConfig) -> None:
         super().__init__()
         d, kernel = config.hidden_size, config.memory_fuser_kernel_size
-        self.scale = nn.Parameter(1e-6 * torch.ones(d))
+        self.scale = nn.Parameter(torch.full((d,), 1e-6))
         self.depthwise_conv = nn.Conv2d(d, d, kernel_size=kernel, padding=kernel // 2, groups=d)
         self.layer_norm = LayerNorm2d(d)
         self.pointwise_conv1 = nn.Linear(d, config.memory_fuser_intermediate_dim)

@@ -27,7 +27,10 @@ class RandomFourierEmbedding(nn.Module):
 
     def __init__(self, hidden_size: int, scale: float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("positional_embedding", scale * torch.randn(2, hidden_size // 2))
+        table = torch.empty(2, hidden_size // 2)
+        if table.device.type != "meta":  # on meta (`load_model`) it is loaded, and randn there
+            table = scale * torch.randn(2, hidden_size // 2)  # would import torch._dynamo
+        self.register_buffer("positional_embedding", table)
 
     def forward(self, coords: Tensor) -> Tensor:
         """coords [..., 2] in [0, 1] -> [..., C] (sin and cos halves)."""

@@ -13,7 +13,13 @@ from sam3_core import ImagePredictor, load_model
 from sam3_core.build import build_model
 from sam3_core.config import get_config, sam3_tiny
 from sam3_core.weights.errors import CheckpointError
-from tests.core.helpers import make_image, save_bare_checkpoint, save_checkpoint, tiny_model
+from tests.core.helpers import (
+    loaded_after,
+    make_image,
+    save_bare_checkpoint,
+    save_checkpoint,
+    tiny_model,
+)
 
 
 def test_saved_and_loaded_models_answer_the_same(tmp_path):
@@ -66,3 +72,19 @@ def test_a_config_that_does_not_fit_names_the_one_that_does(tmp_path):
     path = save_checkpoint(tiny_model(seed=1), tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match="fits the 'sam3_tiny' config"):
         load_model(path, config="sam3.1_tiny")
+
+
+@pytest.mark.parametrize("config", ["sam3_tiny", "sam3.1_tiny"])
+def test_loading_builds_on_meta_without_importing_dynamo(tmp_path, config):
+    # Building on the meta device runs no initialiser and no scalar arithmetic there: either
+    # would import torch._dynamo (about 2.5 s in every process that loads a model: each Ray
+    # worker, each CLI run). The loaded model still answers as the saved one (test above).
+    path = save_checkpoint(build_model(config), tmp_path / "m.safetensors")
+    code = f"from sam3_core.build import load_model\nm = load_model({str(path)!r})"
+    assert loaded_after(code, ["torch", "torch._dynamo"]) == {"torch": True, "torch._dynamo": False}
+    init = torch.nn.init.normal_
+    model = load_model(path)
+    assert torch.nn.init.normal_ is init  # the initialisers are back after building
+    rope = model.detector_model.vision_encoder.backbone.layers[0].rope
+    fresh = build_model(config).detector_model.vision_encoder.backbone.layers[0].rope
+    assert rope.device.type == "cpu" and torch.equal(rope, fresh)  # recomputed after loading
