@@ -21,8 +21,11 @@ KEYS = {
 }
 
 
-def run_script(out: Path, steps: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+def run_script(
+    out: Path, steps: str | None = None, python: str = sys.executable
+) -> subprocess.CompletedProcess:
+    """`gpu.sh --smoke` writing into `out`, with GPU_STEPS=`steps` and PYTHON=`python`."""
+    env = {**os.environ, "OUT": str(out), "PYTHON": python, "OMP_NUM_THREADS": "1"}
     if steps is not None:
         env["GPU_STEPS"] = steps
     return subprocess.run(
@@ -69,14 +72,6 @@ def test_chosen_steps_only_and_a_failing_step_is_reported(tmp_path):
     steps = steps_of((tmp_path / "gpu_summary.txt").read_text())
     assert list(steps) == ["tiles"] and steps["tiles"][0] == 0
     broken = tmp_path / "broken"
-    proc = subprocess.run(
-        ["bash", "benchmarks/gpu.sh", "--smoke"],
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, "OUT": str(broken), "PYTHON": "false", "GPU_STEPS": "click"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run_script(broken, steps="click", python="false")  # every Python call fails
     steps = steps_of((broken / "gpu_summary.txt").read_text())
     assert steps["click"][0] != 0  # recorded, and the script goes on to its summary
