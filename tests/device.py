@@ -18,7 +18,9 @@ def chosen_device() -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise RuntimeError(f"{DEVICE_ENV}={name!r} is not a torch device: use cpu or cuda") from None
+        raise RuntimeError(
+            f"{DEVICE_ENV}={name!r} is not a torch device: use cpu or cuda"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(
