@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "wheels" ]; then
     # Missing on the GPU image (Python 3.12): transformers 5.23 (the reference; it has 5.17)
     # and pycocotools. Everything else the tests and benchmarks import is there.
-    exec python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+    exec "${PYTHON:-python3}" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl transformers==5.23.0 pycocotools==2.0.11
 fi
