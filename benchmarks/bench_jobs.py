@@ -90,7 +90,7 @@ def job_spec(root: Path, args: argparse.Namespace) -> JobSpec:
         model = tiny_model()
     else:
         torch.manual_seed(0)
-        model = build_model(args.config)
+        model = build_model(args.config, device=args.device)  # saved from there
     return JobSpec(
         inputs=(str(folder),),
         concepts=("cell", "dog"),

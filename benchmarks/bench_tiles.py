@@ -32,9 +32,11 @@ def synthetic_slide(path: Path, size: int, seed: int = 0) -> np.memmap:
     for y in range(0, size, strip):
         h = min(strip, size - y)
         block = rng.normal(1000, 50, (h, size)).astype(np.float32)
-        yy, xx = np.mgrid[0:h, 0:size]
-        for cy, cx in rng.uniform(0, [h, size], (size // 64, 2)):
-            block[(yy - cy) ** 2 + (xx - cx) ** 2 < 15**2] += 3000
+        for cy, cx in rng.uniform(0, [h, size], (size // 64, 2)):  # each blob in its box
+            y0, y1 = max(0, int(cy) - 15), min(h, int(cy) + 16)
+            x0, x1 = max(0, int(cx) - 15), min(size, int(cx) + 16)
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            block[y0:y1, x0:x1][(yy - cy) ** 2 + (xx - cx) ** 2 < 15**2] += 3000
         arr[y : y + h] = block.clip(0, 65535).astype(np.uint16)
     arr.flush()
     return np.load(path, mmap_mode="r")
@@ -58,7 +60,7 @@ def main() -> None:
     precision = "bf16" if device.type == "cuda" else "fp32"
     torch.set_grad_enabled(False)
     torch.manual_seed(0)
-    model = build_model(args.config)
+    model = build_model(args.config, device=device)  # built where it runs: fast on a GPU
     pred = ImagePredictor(model, device=device, precision=precision)
     tile = args.tile_size or model.config.image_size
     overlap = args.overlap if args.overlap is not None else tile // 8

@@ -37,8 +37,9 @@ tracking only).
 and its SAM 3.1 layout, one click per object on frame 0, then `--frames` propagated frames of a
 drifting `--width`x`--height` video (every frame through the ViT, masks at the video size),
 frames/s after a warm-up run; and the memory held (GPU memory allocated on a GPU, RSS on a CPU)
-a quarter of the way in and at the end, as MB of growth per 100 frames. Last line
-`video_fps_1=.. video31_fps_1=.. ... video_mem_growth_mb_per_100_frames=..` (the largest growth).
+a quarter of the way in and at the end, as MB of growth per 100 frames. After each row, the
+figures so far: `video_fps_1=.. ... video31_fps_1=.. ... video_mem_growth_mb_per_100_frames=..`
+(the largest growth), so that a run stopped at a time limit keeps what it measured.
 `benchmarks/gpu.sh` runs `--tracking --objects 1,16,64` at full size in bf16.
 """
 
@@ -51,6 +52,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -60,6 +62,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import sync
 from sam3_core.device import autocast, pick_device
 from sam3_core.video.frames import FrameSource
+
+if TYPE_CHECKING:
+    from sam3_core.video.predictor import VideoPredictor
 
 CLICKS = {1: ([[0.3, 0.3]], [1]), 2: ([[0.7, 0.6], [0.2, 0.8]], [1, 0])}
 """Object id -> (points as fractions of W, H; labels)."""
@@ -382,7 +387,9 @@ def device_mb(device: torch.device) -> float:
     return rss_mb()
 
 
-def tracking_run(vp, frames, num_objects: int) -> tuple[float, float, float]:
+def tracking_run(
+    vp: VideoPredictor, frames: FrameSource, num_objects: int
+) -> tuple[float, float, float]:
     """(frames/s over the propagated frames, MiB held a quarter of the way in, MiB held at the
     end) for `num_objects` objects clicked once each on frame 0 of `frames`, then propagated."""
     rng = np.random.default_rng(num_objects)
@@ -400,7 +407,6 @@ def tracking_run(vp, frames, num_objects: int) -> tuple[float, float, float]:
             sync(vp.device)
             t0 = time.perf_counter()
         elif t == max(1, n // 4):
-            gc.collect()
             quarter = device_mb(vp.device)
     sync(vp.device)
     fps = n / (time.perf_counter() - t0)
@@ -409,7 +415,9 @@ def tracking_run(vp, frames, num_objects: int) -> tuple[float, float, float]:
     return fps, quarter, end
 
 
-def print_tracking(device, config: str, counts: list[int], n: int, h: int, w: int) -> None:
+def print_tracking(
+    device: torch.device, config: str, counts: list[int], n: int, h: int, w: int
+) -> None:
     """SAM 3 and its SAM 3.1 layout end to end (ViT on every frame): frames/s and memory growth
     for each number of clicked objects (random weights: the cost, not the masks)."""
     from sam3_core.build import build_model
@@ -426,7 +434,7 @@ def print_tracking(device, config: str, counts: list[int], n: int, h: int, w: in
     line, growth = [], 0.0
     for name, key in (("sam3", "video"), ("sam3.1", "video31")):
         torch.manual_seed(0)
-        model = build_model(get_config(config.replace("sam3", name, 1)))
+        model = build_model(get_config(config.replace("sam3", name, 1)), device=device)
         vp = VideoPredictor(model, device=device, precision=precision)
         tracking_run(vp, SyntheticFrames(4, h, w), 1)  # warm-up (kernels, allocator)
         for count in counts:
@@ -434,11 +442,12 @@ def print_tracking(device, config: str, counts: list[int], n: int, h: int, w: in
             growth = max(growth, (end - quarter) * 100 / (n - max(1, n // 4)))
             print(f"{name:>7} {count:>8} {fps:>8.2f} {quarter:>10.1f} {end:>10.1f}", flush=True)
             line.append(f"{key}_fps_{count}={fps:.2f}")
+            # the figures so far, each time: a run stopped at its time limit keeps them
+            print(" ".join(line) + f" video_mem_growth_mb_per_100_frames={growth:.2f}", flush=True)
         del vp, model
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print(" ".join(line) + f" video_mem_growth_mb_per_100_frames={growth:.2f}")
 
 
 def main() -> None:

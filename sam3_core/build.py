@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -60,22 +61,27 @@ def load_model(
     return model.eval()
 
 
+INIT_LOCK = threading.Lock()  # `skipped_init` patches torch.nn.init for the whole process
+
+
 @contextlib.contextmanager
 def skipped_init() -> Iterator[None]:
     """`torch.nn.init`'s in-place initialisers as no-ops while a model is built on the meta device
     to be loaded: every weight comes from the checkpoint, and running them on meta tensors imports
     torch._dynamo (their meta kernels are Python references), about 2.5 s in every process that
-    loads a model (a CLI run, each Ray worker). Not thread-safe: only for building."""
+    loads a model (a CLI run, each Ray worker). Loads in several threads take turns; a model
+    built in another thread meanwhile (`build_model`) would get no initialisation."""
     names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
-    saved = {n: getattr(torch.nn.init, n) for n in names}
-    for name, fn in saved.items():
-        if callable(fn):
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
+    with INIT_LOCK:
+        saved = {n: getattr(torch.nn.init, n) for n in names}
         for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
+            if callable(fn):
+                setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        try:
+            yield
+        finally:
+            for name, fn in saved.items():
+                setattr(torch.nn.init, name, fn)
 
 
 def _reset_buffers(module: torch.nn.Module) -> None:

@@ -55,7 +55,7 @@ def test_every_step_runs_on_the_cpu_path_and_reports_its_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (tmp_path / "gpu_summary.txt").read_text()
     assert re.search(r"^date=\S+ smoke=1$", summary, re.MULTILINE)
-    assert re.search(r"^torch=\S+ gpu=none$", summary, re.MULTILINE)
+    assert re.search(r"^torch=\S+ transformers=5.23.0 gpu=none$", summary, re.MULTILINE)
     steps = steps_of(summary)
     assert list(steps) == ["tests", "image", "click", "video", "tracking", "tiles", "jobs"]
     log = (tmp_path / "gpu_log.txt").read_text()

@@ -24,8 +24,9 @@ frame or end tracks by hot-start differ (ids from frame 3, or masks with IoU dow
 
 Both sides run on `tests.device.DEVICE` (`SAM3_TEST_DEVICE`, default cpu); the frames are
 resized on the CPU on both sides (ours always are), so both see the same pixels. On CUDA in
-fp32 (TF32 off, as `tests.device` sets) the same bounds should hold: the two sides differ there
-by fp32 rounding as on the CPU, and SCORE_TOL is 3x what the CPU shows.
+fp32 (TF32 off, as `tests.device` sets) the same bounds are expected to hold (not yet run on a
+GPU): the two sides differ by fp32 rounding as on the CPU, and SCORE_TOL is 3x what the CPU
+shows.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ memory on a refined frame, we only the refined one's) is 15-57 times that spread
 
 Both sides run on `tests.device.DEVICE` (`SAM3_TEST_DEVICE`, default cpu), the reference's
 spread too, so the bound compares like with like on any device. On CUDA in fp32 (TF32 off, as
-`tests.device` sets) the same factor should hold: cuBLAS and the SDPA kernels sum in yet other
-orders, which is the rounding the spread measures, not a modelling change. The frames are
+`tests.device` sets) the same factor is expected to hold (not yet run on a GPU): cuBLAS and
+the SDPA kernels sum in yet other orders, which is the rounding the spread measures, not a
+modelling change. The frames are
 resized on the CPU on both sides (ours always are), so both see the same pixels.
 """
 
