@@ -85,7 +85,7 @@ def main() -> None:
         return found
 
     def ours_call(texts):
-        pred._text_cache.clear()
+        pred.clear_text_cache()
         return pred.predict(pred.set_image(image), texts, score_threshold=args.score_threshold)
 
     ref_found = sum(len(r["scores"]) for r in ref_calls(CONCEPTS))

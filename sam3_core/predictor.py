@@ -288,6 +288,17 @@ class ImagePredictor:
         feats.fpn[:], feats.fpn_pos[:] = got
 
     # ----------------------------------------------------------------- prompts
+    @property
+    @serialized
+    def cached_concepts(self) -> list[str]:
+        """The concepts whose text features are cached, least recently used first."""
+        return list(self._text_cache)
+
+    @serialized
+    def clear_text_cache(self) -> None:
+        """Forget the cached text features (benchmarks: time the text encoder too)."""
+        self._text_cache.clear()
+
     @serialized
     def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt features [N, L, C] and valid masks [N, L], from the per-concept cache."""

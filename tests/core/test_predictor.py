@@ -86,7 +86,12 @@ def test_many_concepts_one_call_equal_separate_calls(pair):
         sel = together[together.labels == i]
         np.testing.assert_allclose(np.sort(sel.scores), np.sort(alone.scores), atol=1e-5)
     assert together.label_names == ["cat", "yellow school bus", "nucleus"]
-    assert len(pred._text_cache) >= 3
+    assert {"cat", "yellow school bus", "nucleus"} <= set(pred.cached_concepts)
+    pred.clear_text_cache()
+    assert pred.cached_concepts == []
+    again = pred.predict(state, ["cat", "yellow school bus", "nucleus"], score_threshold=0.0)
+    np.testing.assert_array_equal(again.scores, together.scores)  # re-encoded, same answer
+    assert pred.cached_concepts == ["cat", "yellow school bus", "nucleus"]
 
 
 def test_batch_of_images_equals_single(pair):
