@@ -127,8 +127,10 @@ def input_after(browser, label: str):
 
 
 def replace_text(element, text: str, tries: int = 5) -> None:
-    """Type `text` over the input's content until it holds exactly that: the dynamic form
-    re-renders as it resolves each change and can drop keys typed meanwhile."""
+    """Type `text` over the input's content until it holds exactly that, then leave the field
+    (Tab) as a user does: the dynamic form re-renders as it resolves each change and can drop
+    keys typed meanwhile (once a run got "round blo" for "round blob" with the input showing
+    all of it), and leaving commits the value."""
     from selenium.webdriver.common.keys import Keys
 
     for _ in range(tries):
@@ -139,7 +141,10 @@ def replace_text(element, text: str, tries: int = 5) -> None:
             time.sleep(0.05)
         time.sleep(1)  # let the form resolve the change
         if element.get_attribute("value") == text:
-            return
+            element.send_keys(Keys.TAB)
+            time.sleep(1)  # and resolve the committed value
+            if element.get_attribute("value") == text:
+                return
     raise AssertionError(f"the input holds {element.get_attribute('value')!r}, not {text!r}")
 
 
@@ -183,6 +188,7 @@ def test_auto_label_from_the_app(browser, app, screenshot):
     checkpoint = input_after(browser, "Checkpoint").get_attribute("value")
     assert checkpoint.endswith("tiny.safetensors")  # the form's default: $SAM3_CHECKPOINT
     screenshot("fiftyone-03-advanced-options")
+    assert input_after(browser, "Concepts (noun phrases)").get_attribute("value") == "round blob"
 
     click_when_ready(browser, '//button[text()="Execute"]')
     wait_for(browser, '//*[contains(text(), "Labeled")]')
