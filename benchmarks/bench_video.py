@@ -291,18 +291,24 @@ class CachedTrunk(torch.nn.Module):
         return self.cache[key]
 
 
+def click_objects(session, num_objects: int) -> None:
+    """Objects 1..`num_objects`, one positive click each on frame 0, at random points (seeded by
+    the count, so every model gets the same clicks)."""
+    rng = np.random.default_rng(num_objects)
+    h, w = session.size
+    for obj_id in range(1, num_objects + 1):
+        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
+        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
+
+
 def multiplex_ms_per_frame(vp, frames, num_objects: int, n: int) -> tuple[float, float]:
     """ms for clicking `num_objects` objects on frame 0 (one click each, all of them) and ms
     per propagated frame over `n` frames after it, by `clock_for` the device."""
-    rng = np.random.default_rng(num_objects)
-    h, w = frames.size
     session = vp.start(frames)
     clock = clock_for(vp.device)
     sync(vp.device)
     t0 = clock()
-    for obj_id in range(1, num_objects + 1):
-        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
-        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
+    click_objects(session, num_objects)
     sync(vp.device)
     t1 = clock()
     for _ in session.propagate(start=0, max_frames=n + 1):
@@ -392,13 +398,9 @@ def tracking_run(
 ) -> tuple[float, float, float]:
     """(frames/s over the propagated frames, MiB held a quarter of the way in, MiB held at the
     end) for `num_objects` objects clicked once each on frame 0 of `frames`, then propagated."""
-    rng = np.random.default_rng(num_objects)
-    h, w = frames.size
     n = len(frames) - 1
     session = vp.start(frames)
-    for obj_id in range(1, num_objects + 1):
-        xy = [[float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))]]
-        session.add_prompt(0, obj_id=obj_id, points=xy, point_labels=[1])
+    click_objects(session, num_objects)
     quarter = end = 0.0
     sync(vp.device)
     t0 = time.perf_counter()
