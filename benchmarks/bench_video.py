@@ -401,7 +401,7 @@ def tracking_run(
     n = len(frames) - 1
     session = vp.start(frames)
     click_objects(session, num_objects)
-    quarter = end = 0.0
+    quarter = 0.0
     sync(vp.device)
     t0 = time.perf_counter()
     for t, _ in session.propagate(start=0):

@@ -86,9 +86,13 @@ class ObjectMemory:
     recent: dict[int, FrameMemory] = field(default_factory=dict)
     tracked: FrameSpans = field(default_factory=FrameSpans)
 
+    def records(self) -> list[FrameMemory]:
+        """Every stored frame record: the prompted frames', then the recent tracked ones'."""
+        return [*self.cond.values(), *self.recent.values()]
+
     def nbytes(self) -> int:
         """Bytes held by this object's stored tensors."""
-        return sum(m.nbytes() for m in (*self.cond.values(), *self.recent.values()))
+        return sum(m.nbytes() for m in self.records())
 
 
 @dataclass

@@ -320,7 +320,7 @@ def test_video_clicks_track_on_cuda(monkeypatch, cuda_autocast, offload_to_cpu, 
             assert_on_cuda([(low, score) for _, low, score in outputs.values()])
         storage = "cpu" if offload_to_cpu else "cuda"
         for obj in session.objects.values():
-            kept = [m for m in (*obj.memory.cond.values(), *obj.memory.recent.values())]
+            kept = obj.memory.records()
             memories = [m.memory for m in kept if m.memory is not None]
             assert memories and all(t.device.type == storage for t in memories)
             assert_on_cuda([m.pointer for m in kept])

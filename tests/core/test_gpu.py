@@ -141,8 +141,7 @@ def test_cuda_fp32_agrees_with_cpu_fp32(predictors):
 # ---------------------------------------------------------------------- video memory offload
 def _spatial_records(session: VideoSession) -> list:
     """Every FrameMemory of the session's objects that still holds a spatial memory."""
-    memories = (o.memory for o in session.objects.values())
-    records = [m for mem in memories for m in (*mem.cond.values(), *mem.recent.values())]
+    records = [m for obj in session.objects.values() for m in obj.memory.records()]
     return [m for m in records if m.memory is not None]
 
 
